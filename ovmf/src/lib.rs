@@ -1,1 +1,21 @@
-//! Finding and checking UEFI firmware.
+//! Finding and checking UEFI firmware for booting the unikernel in a TDX guest.
+//!
+//! Two independent parts:
+//!
+//! - [`find`](mod@find) locates an OVMF image on the host: an explicit `--firmware` path, then
+//!   `OVMF_PATH`, then the paths where Debian/Ubuntu, Fedora and Arch install their packages.
+//!   A split `OVMF_CODE` image comes with a private, writable copy of its `OVMF_VARS` template.
+//! - [`tdvf`] parses the TDVF metadata that a TDX-capable OVMF build ("TDVF") carries, the way
+//!   QEMU reads it before it creates a TD (`hw/i386/tdvf.c`, `hw/i386/pc_sysfw_ovmf.c`), so the
+//!   developer tools can say "this firmware cannot boot a TD" before QEMU does.
+//!
+//! Both run on the host only. The parser takes untrusted bytes and must never panic: every
+//! offset and length read from the image goes through checked arithmetic and bounds-checked
+//! slicing.
+
+#![forbid(unsafe_code)]
+
+pub mod find;
+pub mod tdvf;
+
+pub use find::{find, Distro, FindError, FindOptions, Firmware, Source};
