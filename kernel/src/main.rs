@@ -1,1 +1,116 @@
+//! A bootable Intel TDX guest unikernel.
+//!
+//! In a trust domain (TD) the CPU does not execute port I/O: it raises a virtualization
+//! exception (#VE, vector 20) and the guest emulates the instruction with a TDG.VP.VMCALL to the
+//! host. This kernel installs its own GDT, TSS and IDT at entry, handles #VE exactly
+//! ([`tdx::ve`]), and then runs a self-test ([`selftest`]) that drives real devices through that
+//! path and reports over COM1.
+//!
+//! Blanket assumptions, relied on by the `SAFETY` comments throughout:
+//! - One CPU. Nothing here starts application processors.
+//! - External interrupts stay disabled (RFLAGS.IF = 0) for the whole run; only exceptions are
+//!   delivered. A handler therefore never races with the code it interrupted, except through
+//!   locks that code may hold, which handlers never take.
+//! - Ring 0 only, one address space: the one the bootloader built, with all physical memory
+//!   mapped at the offset it reports.
+//! - The red zone is disabled by the target (x86_64-unknown-none), so exception frames may be
+//!   written directly below an interrupted RSP.
+
 #![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod arch;
+mod bootflags;
+mod cc;
+mod console;
+mod counters;
+mod exit;
+mod fmtbuf;
+mod heap;
+mod memory;
+mod port;
+mod selftest;
+#[cfg(feature = "softtdx")]
+mod softtdx;
+mod tdx;
+
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use bootloader_api::{entry_point, BootInfo};
+
+/// The loader's configuration, embedded in the kernel ELF.
+///
+/// Physical memory is mapped so that the #VE handler can walk page tables, and the stack is
+/// 128 KiB: the self-test and the softtdx model's nested traps (#DB, then #VE, then #UD for each
+/// TDCALL) all run on it.
+pub static BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config.kernel_stack_size = 128 * 1024;
+    config
+};
+
+entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
+
+fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    // The firmware's IDT is still loaded but no longer mapped: any exception before this line
+    // would triple-fault. Nothing above touches I/O, CPUID or MSRs.
+    arch::init();
+    console::init();
+    println!("tdx-unikernel: kernel entered, GDT/TSS/IDT installed");
+
+    memory::init(boot_info);
+    heap::init(boot_info);
+
+    let flags = bootflags::read();
+    if flags.unparsed {
+        println!("tdx-unikernel: unknown boot mode in fw_cfg opt/tdx-unikernel/mode");
+        exit::exit(exit::ExitCode::Failure);
+    }
+    println!("tdx-unikernel: boot mode: {}", flags.mode.name());
+
+    #[cfg(feature = "softtdx")]
+    if let bootflags::Mode::Softtdx(fault) = flags.mode {
+        if let Err(reason) = softtdx::enable(fault) {
+            println!("tdx-unikernel: softtdx refused: {reason}");
+            exit::exit(exit::ExitCode::Failure);
+        }
+    }
+    #[cfg(not(feature = "softtdx"))]
+    if let bootflags::Mode::Softtdx(_) = flags.mode {
+        println!("tdx-unikernel: softtdx requested but this kernel was built without it");
+        exit::exit(exit::ExitCode::Failure);
+    }
+
+    tdx::init();
+
+    if let bootflags::Mode::Hang = flags.mode {
+        println!("tdx-unikernel: hang requested by the boot flags; spinning forever");
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+
+    let verdict = selftest::run(boot_info, &flags);
+    exit::exit(verdict)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    // The console lock may be held by the code that panicked: use the lock-free writer.
+    use core::fmt::Write;
+    let mut out = console::EmergencyWriter;
+    let _ = writeln!(out, "\nPANIC: {}", info.message());
+    if let Some(location) = info.location() {
+        let _ = writeln!(
+            out,
+            "PANIC at {}:{}:{}",
+            location.file(),
+            location.line(),
+            location.column()
+        );
+    }
+    exit::exit(exit::ExitCode::Failure)
+}

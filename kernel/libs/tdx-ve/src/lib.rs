@@ -1,1 +1,28 @@
+//! Pure logic of the TDX #VE handler and of the softtdx model, with no asm, no globals and no
+//! allocation, so that `cargo test` checks it on the host.
+//!
+//! - [`regs`]: GPR numbering as in the TDG.VP.VMCALL bitmap, and the register-view trait.
+//! - [`abi`]: TDCALL leaves, TDG.VP.VMCALL sub-functions, status codes and register bitmaps,
+//!   TDG.VP.VEINFO.GET and TDG.VP.INFO outputs (TDX module ABI, Intel GHCI).
+//! - [`io`]: the VMX I/O exit qualification and the architectural IN/OUT effect on RAX (Intel
+//!   SDM Vol. 3C "Exit Qualification for I/O Instructions", Vol. 1 64-bit register rules).
+//! - [`string_io`]: INS/OUTS with and without REP, element by element.
+//! - [`decode`]: the softtdx model's decoder for the instructions that raise #VE.
+//!
+//! Blanket assumptions: the guest runs in 64-bit mode (so a 0x67 prefix means 32-bit addressing
+//! and 16-bit addressing does not occur, and the CS/DS/ES/SS bases are 0); everything that comes
+//! from the host VMM is untrusted and masked or checked before it reaches guest state; nothing
+//! here panics on any input (the #VE handler cannot afford to).
+//!
+//! The cargo feature `broken-in-merge` deliberately breaks [`io::merge_in`] for tests of the
+//! kernel's differential checks; see its documentation.
+
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod abi;
+pub mod decode;
+pub mod io;
+pub mod regs;
+pub mod string_io;

@@ -1,0 +1,314 @@
+//! Trap entry: one stub per exception vector, one common path, one Rust dispatcher.
+//!
+//! Each stub pushes a dummy error code where the CPU pushes none, then the vector number, and
+//! jumps to `trap_common`, which saves all 15 GPRs into a [`TrapFrame`], clears DF as the
+//! System V ABI requires, and calls [`trap_dispatch`] with RSP 16-byte aligned. On return it
+//! restores every register from the frame (handlers change RIP and GPRs through it) and
+//! `iretq`s. The #VE handler needs exactly this: it must read and write the interrupted RAX,
+//! RCX, RSI and RDI, which `extern "x86-interrupt"` handlers cannot reach.
+
+use super::idt::{vector, EXCEPTION_VECTORS};
+use crate::console::EmergencyWriter;
+use core::fmt::Write;
+
+/// The interrupted context as the trap path saved it, lowest address first.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Pushed by the stub.
+    pub vector: u64,
+    /// Pushed by the CPU for vectors 8, 10-14, 17, 21, 29, 30; a dummy 0 otherwise.
+    pub error_code: u64,
+    // The frame the CPU pushes on every exception in 64-bit mode.
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// The assembly below hard-codes this layout.
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, rax) == 14 * 8);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, vector) == 15 * 8);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) == 17 * 8);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, ss) == 21 * 8);
+// The CPU aligns RSP to 16 before it pushes its frame; the whole TrapFrame is a multiple of 16
+// bytes, so RSP is 16-byte aligned again at the `call`, as the System V ABI requires.
+const _: () = assert!(core::mem::size_of::<TrapFrame>() % 16 == 0);
+
+impl tdx_ve::regs::GuestRegisters for TrapFrame {
+    fn gpr(&self, r: tdx_ve::regs::Gpr) -> u64 {
+        use tdx_ve::regs::Gpr::*;
+        match r {
+            Rax => self.rax,
+            Rcx => self.rcx,
+            Rdx => self.rdx,
+            Rbx => self.rbx,
+            Rsp => self.rsp,
+            Rbp => self.rbp,
+            Rsi => self.rsi,
+            Rdi => self.rdi,
+            R8 => self.r8,
+            R9 => self.r9,
+            R10 => self.r10,
+            R11 => self.r11,
+            R12 => self.r12,
+            R13 => self.r13,
+            R14 => self.r14,
+            R15 => self.r15,
+        }
+    }
+
+    fn set_gpr(&mut self, r: tdx_ve::regs::Gpr, v: u64) {
+        use tdx_ve::regs::Gpr::*;
+        let slot = match r {
+            Rax => &mut self.rax,
+            Rcx => &mut self.rcx,
+            Rdx => &mut self.rdx,
+            Rbx => &mut self.rbx,
+            Rsp => &mut self.rsp,
+            Rbp => &mut self.rbp,
+            Rsi => &mut self.rsi,
+            Rdi => &mut self.rdi,
+            R8 => &mut self.r8,
+            R9 => &mut self.r9,
+            R10 => &mut self.r10,
+            R11 => &mut self.r11,
+            R12 => &mut self.r12,
+            R13 => &mut self.r13,
+            R14 => &mut self.r14,
+            R15 => &mut self.r15,
+        };
+        *slot = v;
+    }
+
+    fn rip(&self) -> u64 {
+        self.rip
+    }
+
+    fn set_rip(&mut self, v: u64) {
+        self.rip = v;
+    }
+
+    fn rflags(&self) -> u64 {
+        self.rflags
+    }
+}
+
+impl TrapFrame {
+    /// Prints every saved register, for fatal diagnostics. Lock-free.
+    pub fn dump(&self, out: &mut EmergencyWriter) {
+        let _ = writeln!(
+            out,
+            "  RIP={:#018x} RSP={:#018x} RFLAGS={:#010x} CS={:#x} SS={:#x}",
+            self.rip, self.rsp, self.rflags, self.cs, self.ss
+        );
+        let _ = writeln!(
+            out,
+            "  RAX={:#018x} RBX={:#018x} RCX={:#018x} RDX={:#018x}",
+            self.rax, self.rbx, self.rcx, self.rdx
+        );
+        let _ = writeln!(
+            out,
+            "  RSI={:#018x} RDI={:#018x} RBP={:#018x} R8 ={:#018x}",
+            self.rsi, self.rdi, self.rbp, self.r8
+        );
+        let _ = writeln!(
+            out,
+            "  R9 ={:#018x} R10={:#018x} R11={:#018x} R12={:#018x}",
+            self.r9, self.r10, self.r11, self.r12
+        );
+        let _ = writeln!(
+            out,
+            "  R13={:#018x} R14={:#018x} R15={:#018x}",
+            self.r13, self.r14, self.r15
+        );
+    }
+}
+
+/// Whether the CPU pushes an error code for `vector` (Intel SDM Vol. 3A, Table 6-1).
+const fn pushes_error_code(vector: usize) -> bool {
+    matches!(vector, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30)
+}
+
+macro_rules! trap_stubs {
+    ($($vector:literal)*) => {
+        core::arch::global_asm!(
+            $(
+                concat!(".global trap_stub_", $vector),
+                ".p2align 4",
+                concat!("trap_stub_", $vector, ":"),
+                concat!(".if ", $vector, " != 8 && ", $vector, " != 10 && ", $vector, " != 11 && ",
+                        $vector, " != 12 && ", $vector, " != 13 && ", $vector, " != 14 && ",
+                        $vector, " != 17 && ", $vector, " != 21 && ", $vector, " != 29 && ",
+                        $vector, " != 30"),
+                "    push 0",
+                ".endif",
+                concat!("    push ", $vector),
+                "    jmp trap_common",
+            )*
+            ".section .data.rel.ro.trap_stub_table, \"aw\"",
+            ".p2align 3",
+            ".global trap_stub_table",
+            "trap_stub_table:",
+            $(concat!("    .quad trap_stub_", $vector),)*
+            ".text",
+        );
+    };
+}
+
+trap_stubs!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+
+core::arch::global_asm!(
+    ".global trap_common",
+    "trap_common:",
+    "    push rax",
+    "    push rbx",
+    "    push rcx",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push rbp",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    cld",
+    "    mov rdi, rsp",
+    "    call {dispatch}",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rbp",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop rcx",
+    "    pop rbx",
+    "    pop rax",
+    // Drop the vector and the error code.
+    "    add rsp, 16",
+    "    iretq",
+    dispatch = sym trap_dispatch,
+);
+
+extern "C" {
+    static trap_stub_table: [u64; EXCEPTION_VECTORS];
+}
+
+/// The address of the entry stub for `vector`.
+pub fn stub_address(vector: usize) -> u64 {
+    debug_assert!(!pushes_error_code(9));
+    // SAFETY: the table is immutable data emitted by the assembly above, one entry per vector.
+    unsafe { trap_stub_table[vector] }
+}
+
+/// Expectation armed by a self-test check that deliberately raises an exception.
+pub mod expected {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    const NONE: u64 = u64::MAX;
+    static VECTOR: AtomicU64 = AtomicU64::new(NONE);
+    static SKIP: AtomicU64 = AtomicU64::new(0);
+    static TAKEN: AtomicU64 = AtomicU64::new(0);
+
+    /// Expects one exception with `vector`; the handler resumes `skip` bytes after the
+    /// faulting RIP (0 for traps such as int3, whose RIP already points past the instruction).
+    pub fn arm(vector: u64, skip: u64) {
+        TAKEN.store(0, Ordering::SeqCst);
+        SKIP.store(skip, Ordering::SeqCst);
+        VECTOR.store(vector, Ordering::SeqCst);
+    }
+
+    /// Disarms and returns how many expected exceptions were taken.
+    pub fn disarm() -> u64 {
+        VECTOR.store(NONE, Ordering::SeqCst);
+        TAKEN.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn take(vector: u64) -> Option<u64> {
+        if VECTOR.load(Ordering::SeqCst) != vector {
+            return None;
+        }
+        VECTOR.store(NONE, Ordering::SeqCst);
+        TAKEN.fetch_add(1, Ordering::SeqCst);
+        Some(SKIP.load(Ordering::SeqCst))
+    }
+}
+
+/// Called by `trap_common` for every exception.
+extern "sysv64" fn trap_dispatch(frame: &mut TrapFrame) {
+    let handled = match frame.vector {
+        vector::VIRTUALIZATION => {
+            crate::tdx::ve::handle_virtualization_exception(frame);
+            true
+        }
+        #[cfg(feature = "softtdx")]
+        vector::DEBUG => crate::softtdx::handle_debug(frame),
+        #[cfg(feature = "softtdx")]
+        vector::INVALID_OPCODE => crate::softtdx::handle_invalid_opcode(frame),
+        _ => false,
+    };
+    if !handled {
+        match expected::take(frame.vector) {
+            Some(skip) => frame.rip += skip,
+            None => unexpected_exception(frame),
+        }
+    }
+    // While softtdx single-steps, the instruction a handler returns to runs before the next
+    // single-step trap: the model must look at it first. Outside the model this does nothing.
+    #[cfg(feature = "softtdx")]
+    crate::softtdx::before_resume(frame);
+}
+
+fn unexpected_exception(frame: &TrapFrame) -> ! {
+    let mut out = EmergencyWriter;
+    let cr2 = x86_64::registers::control::Cr2::read_raw();
+    let _ = writeln!(
+        out,
+        "\nFATAL: unexpected exception vector={} ({}) error_code={:#x} RIP={:#x} CR2={:#x}",
+        frame.vector,
+        exception_name(frame.vector),
+        frame.error_code,
+        frame.rip,
+        cr2
+    );
+    frame.dump(&mut out);
+    crate::tdx::report_fatal_error("unexpected exception");
+    crate::exit::exit(crate::exit::ExitCode::Failure)
+}
+
+fn exception_name(vector: u64) -> &'static str {
+    const NAMES: [&str; EXCEPTION_VECTORS] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "reserved", "#TS", "#NP",
+        "#SS", "#GP", "#PF", "reserved", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "reserved",
+        "reserved", "reserved", "reserved", "reserved", "reserved", "#HV", "#VC", "#SX",
+        "reserved",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("?")
+}

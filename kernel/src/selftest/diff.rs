@@ -1,0 +1,481 @@
+//! Differential checks (`diff.*`) and host-fault checks (`fault.*`) under softtdx.
+//!
+//! Each check runs one instruction form twice from the same register and memory state, with
+//! the device reset before each side: once natively (single-stepping off, so the CPU executes
+//! it) and once under the model (single-stepping on, so it raises #VE and the production
+//! handler emulates it through TDG.VP.VMCALL). It then compares every GPR but RSP, RFLAGS (less
+//! TF and RF), the address execution reached after the instruction, the memory buffer the
+//! string forms touch, and the device's state. Any difference fails the check and prints both
+//! states on `#` lines.
+//!
+//! The devices are chosen because their behaviour is deterministic: the PIC master mask (0x21),
+//! CMOS NVRAM through 0x70/0x71 (index 0x60, an NVRAM byte nothing uses after boot), the COM1
+//! scratch register (0x3FF), the fw_cfg selector (0x510) and byte stream (0x511), and PCI
+//! CONFIG_ADDRESS (0xCF8). Port 0xCF9 (reset control) is never touched.
+
+use super::{natively, Context, Outcome, Tally};
+use crate::fmtbuf::FixedString;
+use crate::port::{inb, inl, outb, outl, outw};
+use crate::{fail, pass, println, skip};
+use core::fmt::Write;
+use tdx_ve::regs::Gpr;
+
+/// The register state a form starts from and ends in. The layout is fixed by `diff_run`.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+struct DiffState {
+    /// Indexed by GPR number; slot 4 (RSP) is unused.
+    gprs: [u64; 16],
+    rflags: u64,
+    snippet: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<DiffState>() == 18 * 8);
+
+/// Where a snippet records the address it reached after its instruction.
+#[no_mangle]
+static mut DIFF_RIP_AFTER: u64 = 0;
+
+// Runs the snippet at `state.snippet` with every GPR but RSP and with RFLAGS loaded from
+// `state`, and stores them back afterwards. The caller's callee-saved registers and RFLAGS are
+// restored. Between the `popfq` that installs the snippet's RFLAGS and the snippet's instruction
+// there is one more instruction (`call`), so when TF is set the model sees the snippet's
+// instruction before it runs.
+core::arch::global_asm!(
+    ".global diff_run",
+    "diff_run:",
+    "    push rbp",
+    "    push rbx",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    pushfq",
+    "    push rdi",
+    "    push qword ptr [rdi + 136]",
+    "    push qword ptr [rdi + 128]",
+    "    mov rax, [rdi + 0]",
+    "    mov rcx, [rdi + 8]",
+    "    mov rdx, [rdi + 16]",
+    "    mov rbx, [rdi + 24]",
+    "    mov rbp, [rdi + 40]",
+    "    mov rsi, [rdi + 48]",
+    "    mov r8,  [rdi + 64]",
+    "    mov r9,  [rdi + 72]",
+    "    mov r10, [rdi + 80]",
+    "    mov r11, [rdi + 88]",
+    "    mov r12, [rdi + 96]",
+    "    mov r13, [rdi + 104]",
+    "    mov r14, [rdi + 112]",
+    "    mov r15, [rdi + 120]",
+    "    mov rdi, [rdi + 56]",
+    "    popfq",
+    "    call qword ptr [rsp]",
+    "    pushfq",
+    "    push rax",
+    "    mov rax, [rsp + 24]",
+    "    mov [rax + 8], rcx",
+    "    mov [rax + 16], rdx",
+    "    mov [rax + 24], rbx",
+    "    mov [rax + 40], rbp",
+    "    mov [rax + 48], rsi",
+    "    mov [rax + 56], rdi",
+    "    mov [rax + 64], r8",
+    "    mov [rax + 72], r9",
+    "    mov [rax + 80], r10",
+    "    mov [rax + 88], r11",
+    "    mov [rax + 96], r12",
+    "    mov [rax + 104], r13",
+    "    mov [rax + 112], r14",
+    "    mov [rax + 120], r15",
+    "    pop rcx",
+    "    mov [rax + 0], rcx",
+    "    pop rcx",
+    "    mov [rax + 128], rcx",
+    "    add rsp, 16",
+    "    popfq",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbx",
+    "    pop rbp",
+    "    ret",
+);
+
+extern "sysv64" {
+    fn diff_run(state: *mut DiffState);
+}
+
+/// One snippet per instruction form: the instruction, then a record of where execution went on.
+macro_rules! snippets {
+    ($($name:ident => $instruction:literal,)*) => {
+        core::arch::global_asm!(
+            $(
+                concat!(".global ", stringify!($name)),
+                concat!(stringify!($name), ":"),
+                concat!("    ", $instruction),
+                "    call 1f",
+                "1:  pop qword ptr [rip + DIFF_RIP_AFTER]",
+                "    ret",
+            )*
+        );
+        extern "C" {
+            $(fn $name();)*
+        }
+    };
+}
+
+snippets! {
+    diff_in_imm_b => "in al, 0x21",
+    diff_in_imm_w => "in ax, 0x70",
+    diff_in_imm_l => "in eax, 0x70",
+    diff_out_imm_b => "out 0x21, al",
+    diff_out_imm_w => "out 0x70, ax",
+    diff_out_imm_l => "out 0x70, eax",
+    diff_in_dx_b => "in al, dx",
+    diff_in_dx_w => "in ax, dx",
+    diff_in_dx_l => "in eax, dx",
+    diff_out_dx_b => "out dx, al",
+    diff_out_dx_w => "out dx, ax",
+    diff_out_dx_l => "out dx, eax",
+    diff_ins_b => "insb",
+    diff_ins_w => "insw",
+    diff_ins_l => "insd",
+    diff_rep_ins_b => "rep insb",
+    diff_rep_ins_w => "rep insw",
+    diff_rep_ins_l => "rep insd",
+    diff_outs_b => "outsb",
+    diff_outs_w => "outsw",
+    diff_outs_l => "outsd",
+    diff_rep_outs_b => "rep outsb",
+    diff_rep_outs_w => "rep outsw",
+    diff_rep_outs_l => "rep outsd",
+}
+
+/// A device with deterministic behaviour, reset before and observed after each side.
+#[derive(Clone, Copy)]
+enum Device {
+    /// 8259 master mask, port 0x21.
+    PicMask,
+    /// CMOS index 0x70 / data 0x71, NVRAM bytes 0x60 and 0x61.
+    Cmos,
+    /// COM1 scratch register, 0x3FF.
+    Scratch,
+    /// fw_cfg selector 0x510; observed through the first byte of the selected item.
+    FwCfgSelector,
+    /// fw_cfg data 0x511 with the signature item selected: a byte stream.
+    FwCfgData,
+    /// PCI CONFIG_ADDRESS, 0xCF8.
+    PciAddress,
+}
+
+const CMOS_INDEX: u16 = 0x70;
+const CMOS_DATA: u16 = 0x71;
+const NVRAM_A: u8 = 0x60;
+const NVRAM_B: u8 = 0x61;
+
+impl Device {
+    fn port(self) -> u16 {
+        match self {
+            Device::PicMask => 0x21,
+            Device::Cmos => CMOS_INDEX,
+            Device::Scratch => 0x3FF,
+            Device::FwCfgSelector => 0x510,
+            Device::FwCfgData => 0x511,
+            Device::PciAddress => 0xCF8,
+        }
+    }
+
+    fn reset(self) {
+        // SAFETY: every port written here is one of the documented deterministic devices; the
+        // values configure only masks, NVRAM bytes, selectors and the PCI address latch.
+        unsafe {
+            match self {
+                Device::PicMask => outb(0x21, 0xB8),
+                Device::Cmos => {
+                    outb(CMOS_INDEX, NVRAM_B);
+                    outb(CMOS_DATA, 0x3C);
+                    outb(CMOS_INDEX, NVRAM_A);
+                    outb(CMOS_DATA, 0xA5);
+                }
+                Device::Scratch => outb(0x3FF, 0x5A),
+                Device::FwCfgSelector => outw(0x510, 0x0001),
+                Device::FwCfgData => outw(0x510, 0x0000),
+                Device::PciAddress => outl(0xCF8, 0x8000_0000),
+            }
+        }
+    }
+
+    fn observe(self) -> u64 {
+        // SAFETY: as for `reset`; reads of these registers have no side effects beyond
+        // advancing the fw_cfg stream, which the next reset rewinds.
+        unsafe {
+            match self {
+                Device::PicMask => inb(0x21) as u64,
+                Device::Cmos => {
+                    outb(CMOS_INDEX, NVRAM_A);
+                    let a = inb(CMOS_DATA) as u64;
+                    outb(CMOS_INDEX, NVRAM_B);
+                    let b = inb(CMOS_DATA) as u64;
+                    a | b << 8
+                }
+                Device::Scratch => inb(0x3FF) as u64,
+                Device::FwCfgSelector | Device::FwCfgData => inb(0x511) as u64,
+                Device::PciAddress => inl(0xCF8) as u64,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Form {
+    name: &'static str,
+    snippet: unsafe extern "C" fn(),
+    device: Device,
+    /// RAX before the instruction: for IN the value the merge must preserve, for OUT the
+    /// value whose low bytes are written (with garbage above them).
+    rax: u64,
+}
+
+const PRIOR_RAX: u64 = 0x0123_4567_89AB_CDEF;
+
+fn port_forms() -> [Form; 12] {
+    let f = |name, snippet, device, rax| Form { name, snippet, device, rax };
+    [
+        f("diff.in.imm8.b", diff_in_imm_b as unsafe extern "C" fn(), Device::PicMask, PRIOR_RAX),
+        f("diff.in.imm8.w", diff_in_imm_w, Device::Cmos, PRIOR_RAX),
+        f("diff.in.imm8.l", diff_in_imm_l, Device::Cmos, PRIOR_RAX),
+        f("diff.out.imm8.b", diff_out_imm_b, Device::PicMask, 0xFEDC_BA98_7654_32A3),
+        // AL = CMOS index 0x61, AH = the byte to store there.
+        f("diff.out.imm8.w", diff_out_imm_w, Device::Cmos, 0xFEDC_BA98_7654_7761),
+        f("diff.out.imm8.l", diff_out_imm_l, Device::Cmos, 0xFEDC_BA98_1234_4261),
+        f("diff.in.dx.b", diff_in_dx_b, Device::Scratch, PRIOR_RAX),
+        f("diff.in.dx.w", diff_in_dx_w, Device::FwCfgSelector, PRIOR_RAX),
+        f("diff.in.dx.l", diff_in_dx_l, Device::PciAddress, PRIOR_RAX),
+        f("diff.out.dx.b", diff_out_dx_b, Device::Scratch, 0xFEDC_BA98_7654_32C3),
+        f("diff.out.dx.w", diff_out_dx_w, Device::FwCfgSelector, 0xFEDC_BA98_7654_0000),
+        f("diff.out.dx.l", diff_out_dx_l, Device::PciAddress, 0xFEDC_BA98_8000_0008),
+    ]
+}
+
+/// INS reads the fw_cfg byte stream at every width; OUTS writes the scratch register (bytes),
+/// the fw_cfg selector (words) and CONFIG_ADDRESS (dwords), where the last element written
+/// decides what the observation sees.
+fn string_forms() -> [(Form, bool); 12] {
+    let f = |name, snippet, device| Form { name, snippet, device, rax: PRIOR_RAX };
+    let ins = Device::FwCfgData;
+    [
+        (f("ins.b", diff_ins_b as unsafe extern "C" fn(), ins), false),
+        (f("ins.w", diff_ins_w, ins), false),
+        (f("ins.l", diff_ins_l, ins), false),
+        (f("ins.b", diff_rep_ins_b, ins), true),
+        (f("ins.w", diff_rep_ins_w, ins), true),
+        (f("ins.l", diff_rep_ins_l, ins), true),
+        (f("outs.b", diff_outs_b, Device::Scratch), false),
+        (f("outs.w", diff_outs_w, Device::FwCfgSelector), false),
+        (f("outs.l", diff_outs_l, Device::PciAddress), false),
+        (f("outs.b", diff_rep_outs_b, Device::Scratch), true),
+        (f("outs.w", diff_rep_outs_w, Device::FwCfgSelector), true),
+        (f("outs.l", diff_rep_outs_l, Device::PciAddress), true),
+    ]
+}
+
+const BUFFER_LEN: usize = 128;
+const BUFFER_START: usize = 64;
+
+#[repr(C, align(16))]
+struct Buffer([u8; BUFFER_LEN]);
+
+static mut BUFFER: Buffer = Buffer([0; BUFFER_LEN]);
+
+fn buffer() -> &'static mut [u8; BUFFER_LEN] {
+    // SAFETY: one CPU, and only the differential checks use the buffer, one at a time.
+    unsafe { &mut (*core::ptr::addr_of_mut!(BUFFER)).0 }
+}
+
+/// The buffer before a string form: 0xCC for INS to land on; for OUTS, elements that differ
+/// from their neighbours in how the device shows them (alternating fw_cfg selectors 0 and 1,
+/// distinct bytes and PCI addresses).
+fn fill_buffer(outs_width: Option<usize>) {
+    let buf = buffer();
+    match outs_width {
+        None => buf.fill(0xCC),
+        Some(1) => buf.iter_mut().enumerate().for_each(|(i, b)| *b = 0x40 + i as u8),
+        Some(2) => buf
+            .chunks_mut(2)
+            .enumerate()
+            .for_each(|(i, w)| w.copy_from_slice(&((i % 2) as u16).to_le_bytes())),
+        Some(_) => buf.chunks_mut(4).enumerate().for_each(|(i, d)| {
+            d.copy_from_slice(&(0x8000_0000u32 | (i as u32) << 2).to_le_bytes())
+        }),
+    }
+}
+
+const RFLAGS_FIXED: u64 = 1 << 1;
+const RFLAGS_CF: u64 = 1 << 0;
+const RFLAGS_ZF: u64 = 1 << 6;
+
+fn initial_state(form: &Form, df: bool, rcx: u64) -> DiffState {
+    let mut gprs = [0u64; 16];
+    for (n, value) in gprs.iter_mut().enumerate() {
+        *value = 0x1111_1111_1111_1111u64.wrapping_mul(n as u64 + 1) ^ 0x0F0F;
+    }
+    let middle = buffer().as_ptr() as u64 + BUFFER_START as u64;
+    gprs[Gpr::Rax as usize] = form.rax;
+    gprs[Gpr::Rcx as usize] = rcx;
+    // Garbage above DX: IN/OUT must use DX only.
+    gprs[Gpr::Rdx as usize] = 0xABCD_EF01_0000_0000 | form.device.port() as u64;
+    gprs[Gpr::Rsi as usize] = middle;
+    gprs[Gpr::Rdi as usize] = middle;
+    gprs[Gpr::Rsp as usize] = 0;
+    let df_bit = if df { crate::arch::rflags::DF } else { 0 };
+    DiffState { gprs, rflags: RFLAGS_FIXED | RFLAGS_CF | RFLAGS_ZF | df_bit, snippet: form.snippet as usize as u64 }
+}
+
+/// Everything one side of a differential check ends with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Observation {
+    state: DiffState,
+    rip_after: u64,
+    device: u64,
+    buffer: [u8; BUFFER_LEN],
+}
+
+fn run_side(form: &Form, start: &DiffState, outs_width: Option<usize>, through_model: bool) -> Observation {
+    natively(|| {
+        form.device.reset();
+        fill_buffer(outs_width);
+    });
+    let mut state = *start;
+    if through_model {
+        state.rflags |= crate::arch::rflags::TF;
+    }
+    // SAFETY: no other code reads or writes the marker while a snippet runs.
+    unsafe { DIFF_RIP_AFTER = 0 };
+    // SAFETY: the snippet runs one I/O instruction on a deterministic device; RSI/RDI point
+    // into the static buffer with room for 5 elements of 4 bytes either way.
+    unsafe { diff_run(&mut state) };
+    state.rflags &= !(crate::arch::rflags::TF | crate::arch::rflags::RF);
+    // SAFETY: as above.
+    let rip_after = unsafe { DIFF_RIP_AFTER };
+    let device = natively(|| form.device.observe());
+    Observation { state, rip_after, device, buffer: *buffer() }
+}
+
+fn describe_difference(native: &Observation, model: &Observation) -> FixedString<160> {
+    let mut out = FixedString::<160>::new();
+    for r in Gpr::ALL {
+        let (a, b) = (native.state.gprs[r as usize], model.state.gprs[r as usize]);
+        if a != b {
+            let _ = write!(out, "{r:?} native={a:#x} model={b:#x}; ");
+        }
+    }
+    if native.state.rflags != model.state.rflags {
+        let _ = write!(out, "RFLAGS {:#x}/{:#x}; ", native.state.rflags, model.state.rflags);
+    }
+    if native.rip_after != model.rip_after {
+        let _ = write!(out, "RIP after {:#x}/{:#x}; ", native.rip_after, model.rip_after);
+    }
+    if native.device != model.device {
+        let _ = write!(out, "device {:#x}/{:#x}; ", native.device, model.device);
+    }
+    if native.buffer != model.buffer {
+        let first = (0..BUFFER_LEN).find(|&i| native.buffer[i] != model.buffer[i]).unwrap_or(0);
+        let _ = write!(out, "memory differs from byte {first}");
+    }
+    out
+}
+
+fn print_state(side: &str, o: &Observation) {
+    println!("# {side}: RFLAGS={:#x} RIP-after={:#x} device={:#x}", o.state.rflags, o.rip_after, o.device);
+    for r in Gpr::ALL {
+        if r != Gpr::Rsp {
+            crate::print!("# {side}:   {r:?}={:#018x}", o.state.gprs[r as usize]);
+            println!();
+        }
+    }
+    crate::print!("# {side}: memory");
+    for byte in &o.buffer[BUFFER_START - 24..BUFFER_START + 24] {
+        crate::print!(" {byte:02x}");
+    }
+    println!();
+}
+
+/// Runs one form on both sides; `fault` is armed just before the model side.
+fn compare(form: &Form, df: bool, rcx: u64, outs_width: Option<usize>, fault: Option<crate::softtdx::HostFault>) -> Outcome {
+    let start = initial_state(form, df, rcx);
+    let native = run_side(form, &start, outs_width, false);
+    if let Some(fault) = fault {
+        crate::softtdx::inject(fault);
+    }
+    let ves_before = crate::counters::VE_IO.get();
+    let model = run_side(form, &start, outs_width, true);
+    let ves = crate::counters::VE_IO.get() - ves_before;
+    if fault.is_some() && !crate::softtdx::clear_injection() {
+        return fail!("the injected host fault never fired ({ves} I/O #VEs)");
+    }
+    if ves == 0 {
+        return fail!("the model side raised no I/O #VE");
+    }
+    if native != model {
+        print_state("native", &native);
+        print_state("model", &model);
+        return Outcome::Fail(describe_difference(&native, &model));
+    }
+    pass!("identical, {ves} I/O #VEs")
+}
+
+pub fn run(_ctx: &Context, tally: &mut Tally) {
+    if !crate::softtdx::is_active() {
+        tally.record("diff.*", skip!("softtdx is not active: differential checks need the model"));
+        tally.record("fault.*", skip!("softtdx is not active: host faults are injected by the model"));
+        return;
+    }
+    for form in port_forms() {
+        tally.run(form.name, || compare(&form, false, 0, None, None));
+    }
+    for (form, rep) in string_forms() {
+        let width = match form.name.as_bytes()[form.name.len() - 1] {
+            b'b' => 1,
+            b'w' => 2,
+            _ => 4,
+        };
+        let outs_width = form.name.starts_with("outs").then_some(width);
+        for df in [false, true] {
+            for rcx in [0u64, 1, 5] {
+                let name = crate::fixed_format!(
+                    64,
+                    "diff.{}.{}.df{}.rcx{}",
+                    form.name,
+                    if rep { "rep" } else { "norep" },
+                    df as u8,
+                    rcx
+                );
+                tally.run(name.as_str(), || compare(&form, df, rcx, outs_width, None));
+            }
+        }
+    }
+    faults(tally);
+}
+
+fn faults(tally: &mut Tally) {
+    use crate::softtdx::HostFault::*;
+    let forms = port_forms();
+    let by_name = |name: &str| *forms.iter().find(|f| f.name == name).expect("form exists");
+    for (check, form) in [
+        ("fault.in-data-upper-garbage.b", "diff.in.dx.b"),
+        ("fault.in-data-upper-garbage.w", "diff.in.imm8.w"),
+        ("fault.in-data-upper-garbage.l", "diff.in.dx.l"),
+    ] {
+        let form = by_name(form);
+        tally.run(check, || compare(&form, false, 0, None, Some(InDataUpperGarbage)));
+    }
+    for (check, form) in [
+        ("fault.host-clobbers-exposed.in", "diff.in.dx.l"),
+        ("fault.host-clobbers-exposed.out", "diff.out.dx.l"),
+    ] {
+        let form = by_name(form);
+        tally.run(check, || compare(&form, false, 0, None, Some(ClobberExposedInputs)));
+    }
+}

@@ -1,0 +1,180 @@
+//! The in-guest self-test: named checks, one report line each, a summary, and the verdict.
+//!
+//! Report grammar (parsed by `xtask/src/report.rs`; keep them in step):
+//! ```text
+//! SELFTEST BEGIN mode=<mode>
+//! CHECK <pass|fail|skip> <name> [detail]
+//! COUNTERS <key>=<value> ...
+//! SUMMARY passed=<n> failed=<n> skipped=<n>
+//! ```
+//! Lines starting with `#` carry extra diagnostics (e.g. both states of a failed differential
+//! check) and are ignored by the parser.
+
+mod basic;
+mod devices;
+#[cfg(feature = "softtdx")]
+mod diff;
+mod td;
+
+use crate::bootflags::BootFlags;
+use crate::exit::ExitCode;
+use crate::fmtbuf::FixedString;
+use crate::{counters, println};
+use bootloader_api::BootInfo;
+
+pub type Detail = FixedString<160>;
+
+pub enum Outcome {
+    Pass(Detail),
+    Fail(Detail),
+    Skip(Detail),
+}
+
+#[macro_export]
+macro_rules! pass {
+    ($($arg:tt)*) => { $crate::selftest::Outcome::Pass($crate::fixed_format!(160, $($arg)*)) };
+}
+#[macro_export]
+macro_rules! fail {
+    ($($arg:tt)*) => { $crate::selftest::Outcome::Fail($crate::fixed_format!(160, $($arg)*)) };
+}
+#[macro_export]
+macro_rules! skip {
+    ($($arg:tt)*) => { $crate::selftest::Outcome::Skip($crate::fixed_format!(160, $($arg)*)) };
+}
+
+/// What a check may look at.
+pub struct Context<'a> {
+    pub boot_info: &'a BootInfo,
+}
+
+/// The name of a check built with its result inverted (`cargo xtask test --fail-check NAME`),
+/// so that the harness can prove it notices a failing check.
+const INVERTED_CHECK: Option<&str> = option_env!("TDX_UNIKERNEL_FAIL_CHECK");
+
+#[derive(Default)]
+pub struct Tally {
+    passed: u32,
+    failed: u32,
+    skipped: u32,
+}
+
+impl Tally {
+    /// Prints one report line for `name` and counts it.
+    pub fn record(&mut self, name: &str, outcome: Outcome) {
+        let outcome = match (INVERTED_CHECK, outcome) {
+            (Some(inverted), Outcome::Pass(_)) if inverted == name => {
+                Outcome::Fail(crate::fixed_format!(160, "inverted by --fail-check"))
+            }
+            (Some(inverted), Outcome::Fail(_)) if inverted == name => {
+                Outcome::Pass(crate::fixed_format!(160, "inverted by --fail-check"))
+            }
+            (_, outcome) => outcome,
+        };
+        let (word, detail) = match &outcome {
+            Outcome::Pass(d) => {
+                self.passed += 1;
+                ("pass", d)
+            }
+            Outcome::Fail(d) => {
+                self.failed += 1;
+                ("fail", d)
+            }
+            Outcome::Skip(d) => {
+                self.skipped += 1;
+                ("skip", d)
+            }
+        };
+        if detail.as_str().is_empty() {
+            println!("CHECK {word} {name}");
+        } else {
+            println!("CHECK {word} {name} {}", detail.as_str());
+        }
+    }
+
+    pub fn run(&mut self, name: &str, check: impl FnOnce() -> Outcome) {
+        let outcome = check();
+        self.record(name, outcome);
+    }
+}
+
+pub fn run(boot_info: &BootInfo, flags: &BootFlags) -> ExitCode {
+    let ctx = Context { boot_info };
+    println!("SELFTEST BEGIN mode={}", flags.mode.name());
+    let mut tally = Tally::default();
+    basic::run(&ctx, &mut tally);
+    devices::run(&ctx, &mut tally);
+    td::run(&ctx, &mut tally);
+    #[cfg(feature = "softtdx")]
+    diff::run(&ctx, &mut tally);
+    #[cfg(not(feature = "softtdx"))]
+    tally.record("diff.*", skip!("built without the softtdx model"));
+
+    // Snapshot first: printing itself raises I/O #VEs in a TD.
+    let snapshot = counters::ALL.map(|c| (c.name, c.get()));
+    let mut line = alloc::string::String::from("COUNTERS");
+    for (name, value) in snapshot {
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {name}={value}"));
+    }
+    println!("{line}");
+    println!(
+        "SUMMARY passed={} failed={} skipped={}",
+        tally.passed, tally.failed, tally.skipped
+    );
+    if tally.failed == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    }
+}
+
+/// Runs `f` with single-stepping off, so that softtdx does not intercept it: for resetting
+/// and observing devices around a differential check. Outside softtdx it just runs `f`.
+pub fn natively<R>(f: impl FnOnce() -> R) -> R {
+    let saved: u64;
+    // SAFETY: only RFLAGS.TF changes; the stack slot is pushed and popped in the block.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "mov {saved}, [rsp]",
+            "and qword ptr [rsp], {not_tf}",
+            "popfq",
+            saved = out(reg) saved,
+            not_tf = const !crate::arch::rflags::TF,
+        )
+    };
+    let result = f();
+    if saved & crate::arch::rflags::TF != 0 {
+        // SAFETY: restores the trap flag the caller had.
+        unsafe {
+            core::arch::asm!(
+                "pushfq",
+                "or qword ptr [rsp], {tf}",
+                "popfq",
+                tf = const crate::arch::rflags::TF,
+            )
+        };
+    }
+    result
+}
+
+/// Whether port accesses go through #VE right now (a TD, or softtdx).
+pub fn io_through_ve() -> bool {
+    crate::tdx::is_td()
+}
+
+/// Checks that a device check's port accesses took the path this mode demands: at least
+/// `accesses` #VEs for I/O in a TD, none natively.
+pub fn ve_path_ok(before: u64, accesses: u64) -> Result<u64, Detail> {
+    let delta = counters::VE_IO.get() - before;
+    if io_through_ve() && delta < accesses {
+        return Err(crate::fixed_format!(
+            160,
+            "only {delta} I/O #VEs for {accesses} port accesses: not all went through #VE"
+        ));
+    }
+    if !io_through_ve() && delta != 0 {
+        return Err(crate::fixed_format!(160, "{delta} I/O #VEs outside a TD"));
+    }
+    Ok(delta)
+}

@@ -1,0 +1,357 @@
+//! softtdx: a software model of the TDX module, so the whole #VE path runs under plain QEMU.
+//!
+//! Two facts of QEMU TCG make the model possible: the TDCALL opcode (66 0F 01 CC) raises #UD,
+//! and RFLAGS.TF single-steps. With the model on, the kernel single-steps itself:
+//!
+//! - The model's *CPU* runs before each instruction resumes ([`before_resume`], reached from the
+//!   single-step #DB and after every other handled exception). It decodes the instruction at
+//!   RIP. Instructions that a TD does not execute natively (IN/OUT/INS/OUTS, HLT, CPUID of the
+//!   hypervisor range, RDMSR/WRMSR of the MSRs listed in [`msr_raises_ve`]) get VE info recorded
+//!   in VMX format and a #VE delivered through IDT vector 20 exactly as the CPU would: RSP
+//!   aligned down to 16, SS, RSP, RFLAGS, CS, RIP pushed, no error code, IF and TF cleared, and
+//!   a jump to the handler address held by the IDT gate ([`deliver_ve`]). CPUID leaves 0 and
+//!   0x21 are answered the way the TDX module answers them, so the kernel detects a TD through
+//!   its ordinary path.
+//! - The model's *TDX module* is the #UD handler for TDCALL ([`handle_invalid_opcode`]): it
+//!   answers TDG.VP.INFO, TDG.VP.VEINFO.GET (once per #VE, like the real one) and
+//!   TDG.VP.VMCALL, for which [`vmm`] plays the host VMM.
+//!
+//! Everything from IDT vector 20 onwards (handler, TDCALL wrappers, register updates, RIP
+//! advance) is the code that runs in a real TD. The model is active only when the boot flags ask
+//! for it and CPUID says the CPU is *not* a real TD.
+
+mod vmm;
+
+use crate::arch::rflags;
+use crate::arch::trap::TrapFrame;
+use crate::bootflags::FatalScenario;
+use crate::memory;
+use core::arch::x86_64::__cpuid_count;
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Mutex;
+use tdx_ve::abi::{ExitReason, VeInfo};
+use tdx_ve::decode::{self, Instruction};
+
+pub use vmm::HostFault;
+
+/// TDX module completion statuses the model returns (TDX Module ABI, "Completion Status").
+const TDX_SUCCESS: u64 = 0;
+const TDX_OPERAND_INVALID: u64 = 0xC000_0100_0000_0000;
+const TDX_NO_VE_INFO: u64 = 0xC000_0700_0000_0000;
+
+const TDCALL_BYTES: [u8; 4] = [0x66, 0x0F, 0x01, 0xCC];
+const MAX_INSTRUCTION_LENGTH: usize = 15;
+
+/// The values the model's TDG.VP.INFO reports: a 1-vCPU TD with a 48-bit GPA width.
+const MODEL_GPAW: u64 = 48;
+const MODEL_ATTRIBUTES: u64 = 0;
+
+/// An exit reason no handler knows, for the `unknown-exit-reason` scenario.
+const UNKNOWN_EXIT_REASON: u32 = 0xFFFF;
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+struct Model {
+    /// VE info recorded at #VE delivery and not yet read by TDG.VP.VEINFO.GET.
+    pending_ve: Option<VeInfo>,
+    /// The fatal fault this boot injects, consumed when it fires.
+    scenario: Option<FatalScenario>,
+    /// A non-fatal host fault armed by a self-test check for the next hypercall.
+    host_fault: Option<HostFault>,
+}
+
+static MODEL: Mutex<Model> =
+    Mutex::new(Model { pending_ve: None, scenario: None, host_fault: None });
+
+/// The #VE frame the delivery trampoline pushes: RIP, CS, RFLAGS, RSP, SS.
+#[no_mangle]
+static mut SOFTTDX_VE_FRAME: [u64; 5] = [0; 5];
+/// The handler address of IDT gate 20, read when the model is enabled.
+#[no_mangle]
+static mut SOFTTDX_VE_ENTRY: u64 = 0;
+
+// Entered by `iretq` from a handler that decided to deliver a #VE, with every GPR and RSP as
+// they were in the interrupted context. It does what the CPU does when it delivers an exception
+// in 64-bit mode without an IST stack: align RSP down to 16, push SS, RSP, RFLAGS, CS, RIP, and
+// jump through the gate. GPRs stay untouched; arithmetic flags of the current RFLAGS are
+// scratch, as they are during a real delivery (the interrupted RFLAGS are in the frame).
+core::arch::global_asm!(
+    ".global softtdx_deliver_ve",
+    "softtdx_deliver_ve:",
+    "    and rsp, -16",
+    "    push qword ptr [rip + {frame} + 32]",
+    "    push qword ptr [rip + {frame} + 24]",
+    "    push qword ptr [rip + {frame} + 16]",
+    "    push qword ptr [rip + {frame} + 8]",
+    "    push qword ptr [rip + {frame} + 0]",
+    "    jmp qword ptr [rip + {entry}]",
+    frame = sym SOFTTDX_VE_FRAME,
+    entry = sym SOFTTDX_VE_ENTRY,
+);
+
+extern "C" {
+    fn softtdx_deliver_ve();
+}
+
+pub fn is_active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// Switches the model on and starts single-stepping the caller.
+pub fn enable(scenario: Option<FatalScenario>) -> Result<(), &'static str> {
+    if crate::tdx::detect() {
+        return Err("this is a real TD: the model must not stand in for the TDX module");
+    }
+    // SAFETY: written once, before the model is active, on the only CPU.
+    unsafe {
+        SOFTTDX_VE_ENTRY =
+            crate::arch::idt::gate_handler(crate::arch::idt::vector::VIRTUALIZATION)
+    };
+    MODEL.lock().scenario = scenario;
+    ACTIVE.store(true, Ordering::SeqCst);
+    // SAFETY: setting TF only makes the CPU raise #DB after each instruction, which
+    // `handle_debug` acknowledges; the stack slot is pushed and popped within the block.
+    unsafe {
+        core::arch::asm!("pushfq", "or qword ptr [rsp], {tf}", "popfq", tf = const rflags::TF)
+    };
+    Ok(())
+}
+
+/// Arms a non-fatal host misbehaviour for the next hypercall of the kind it targets.
+pub fn inject(fault: HostFault) {
+    MODEL.lock().host_fault = Some(fault);
+}
+
+/// Disarms an injected fault; true if it had fired.
+pub fn clear_injection() -> bool {
+    MODEL.lock().host_fault.take().is_none()
+}
+
+/// #DB: acknowledges a single-step trap. The instruction at RIP is looked at by
+/// [`before_resume`], which the dispatcher calls next.
+pub fn handle_debug(_frame: &mut TrapFrame) -> bool {
+    if !is_active() {
+        return false;
+    }
+    const DR6_SINGLE_STEP: u64 = 1 << 14;
+    const DR6_CLEAR: u64 = 0xFFFF_0FF0;
+    let dr6: u64;
+    // SAFETY: reading and resetting DR6 in ring 0 has no effect beyond the debug status.
+    unsafe {
+        core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack));
+        core::arch::asm!("mov dr6, {}", in(reg) DR6_CLEAR, options(nomem, nostack));
+    }
+    dr6 & DR6_SINGLE_STEP != 0
+}
+
+/// #UD: if the faulting instruction is TDCALL, answers it as the TDX module would.
+pub fn handle_invalid_opcode(frame: &mut TrapFrame) -> bool {
+    if !is_active() || read_instruction::<4>(frame.rip, 4) != Some(TDCALL_BYTES)
+    {
+        return false;
+    }
+    tdx_module(frame);
+    frame.rip += TDCALL_BYTES.len() as u64;
+    true
+}
+
+/// Reads `N` instruction bytes at `rip`, or None if they are not mapped.
+fn read_instruction<const N: usize>(rip: u64, len: usize) -> Option<[u8; N]> {
+    let len = len.min(N);
+    memory::check_access(rip, len as u64, false).ok()?;
+    let mut bytes = [0u8; N];
+    // SAFETY: the range is mapped (checked above) and code is not modified while it runs.
+    unsafe { core::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), len) };
+    Some(bytes)
+}
+
+/// Reads up to 15 bytes at `rip`, stopping at an unmapped page.
+fn fetch(rip: u64) -> ([u8; MAX_INSTRUCTION_LENGTH], usize) {
+    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
+    let mut len = 0;
+    while len < MAX_INSTRUCTION_LENGTH {
+        match read_instruction::<1>(rip + len as u64, 1) {
+            Some([b]) => bytes[len] = b,
+            None => break,
+        }
+        len += 1;
+    }
+    (bytes, len)
+}
+
+/// The model's CPU: looks at the instruction about to run and either lets it run natively,
+/// answers it as the TDX module would (CPUID 0 and 0x21), or delivers #VE for it.
+pub fn before_resume(frame: &mut TrapFrame) {
+    if !is_active() || frame.rflags & rflags::TF == 0 {
+        return;
+    }
+    loop {
+        let (bytes, len) = fetch(frame.rip);
+        let Ok(instruction) = decode::decode(&bytes[..len]) else {
+            return;
+        };
+        match instruction {
+            Instruction::Io(io) => {
+                let port = io.immediate_port.map_or(frame.rdx as u16, u16::from);
+                let qualification = decode::io_qualification(&io, port);
+                // VMX "VM-exit instruction information" for INS/OUTS: address size and segment.
+                let instruction_info = io.string_io_information().map_or(0, |i| i.encode());
+                let info = VeInfo {
+                    exit_reason: ExitReason::Io as u32,
+                    exit_qualification: qualification.encode(),
+                    guest_linear_address: 0,
+                    guest_physical_address: 0,
+                    instruction_length: io.length as u32,
+                    instruction_info,
+                };
+                return deliver_ve(frame, info);
+            }
+            Instruction::Hlt { length } => {
+                return deliver_ve(frame, simple_ve(ExitReason::Hlt, length));
+            }
+            Instruction::Cpuid { length } => {
+                let leaf = frame.rax as u32;
+                let subleaf = frame.rcx as u32;
+                match leaf {
+                    0 | 0x21 => {
+                        let [a, b, c, d] = tdx_module_cpuid(leaf, subleaf);
+                        frame.rax = a as u64;
+                        frame.rbx = b as u64;
+                        frame.rcx = c as u64;
+                        frame.rdx = d as u64;
+                        frame.rip += length as u64;
+                        continue;
+                    }
+                    0x4000_0000..=0x4FFF_FFFF => {
+                        return deliver_ve(frame, simple_ve(ExitReason::Cpuid, length));
+                    }
+                    _ => return,
+                }
+            }
+            Instruction::Rdmsr { length } if msr_raises_ve(frame.rcx as u32, false) => {
+                return deliver_ve(frame, simple_ve(ExitReason::Rdmsr, length));
+            }
+            Instruction::Wrmsr { length } if msr_raises_ve(frame.rcx as u32, true) => {
+                return deliver_ve(frame, simple_ve(ExitReason::Wrmsr, length));
+            }
+            _ => return,
+        }
+    }
+}
+
+fn simple_ve(reason: ExitReason, length: u8) -> VeInfo {
+    VeInfo {
+        exit_reason: reason as u32,
+        exit_qualification: 0,
+        guest_linear_address: 0,
+        guest_physical_address: 0,
+        instruction_length: length as u32,
+        instruction_info: 0,
+    }
+}
+
+/// MSR accesses that the model sends to the VMM through #VE: reads and writes of
+/// IA32_APIC_BASE, and writes of IA32_EFER (any EFER write raises #VE in a TD, TDX-FACTS.md).
+/// Everything else executes natively, as most MSRs do in a TD.
+fn msr_raises_ve(msr: u32, write: bool) -> bool {
+    const IA32_APIC_BASE: u32 = 0x1B;
+    const IA32_EFER: u32 = 0xC000_0080;
+    msr == IA32_APIC_BASE || (write && msr == IA32_EFER)
+}
+
+/// CPUID as the TDX module answers it without a #VE: leaf 0 reports at least 0x21, and leaf
+/// 0x21 subleaf 0 carries the "IntelTDX    " vendor string in EBX, EDX, ECX.
+fn tdx_module_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    match (leaf, subleaf) {
+        (0x21, 0) => [
+            0,
+            u32::from_le_bytes(*b"Inte"),
+            u32::from_le_bytes(*b"    "),
+            u32::from_le_bytes(*b"lTDX"),
+        ],
+        (0x21, _) => [0; 4],
+        _ => {
+            let r = __cpuid_count(leaf, subleaf);
+            [r.eax.max(0x21), r.ebx, r.ecx, r.edx]
+        }
+    }
+}
+
+/// Records `info` and redirects `frame` so that its `iretq` delivers #VE through gate 20.
+fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
+    let mut model = MODEL.lock();
+    if model.scenario == Some(FatalScenario::UnknownExitReason) {
+        model.scenario = None;
+        info.exit_reason = UNKNOWN_EXIT_REASON;
+    }
+    if model.pending_ve.is_some() {
+        // A #VE while VE info is still valid is a #DF on real hardware: the guest handler
+        // touched something that raises #VE before it called TDG.VP.VEINFO.GET.
+        drop(model);
+        vmm::host_stop("softtdx: #VE while the previous VE info was unread (would be #DF)");
+    }
+    model.pending_ve = Some(info);
+    drop(model);
+    // SAFETY: single CPU, inside an exception handler: nothing else reads the frame slots
+    // until the trampoline, which runs right after this handler's iretq.
+    unsafe {
+        SOFTTDX_VE_FRAME = [frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss];
+    }
+    frame.rip = softtdx_deliver_ve as *const () as u64;
+    frame.rflags &= !(rflags::TF | rflags::IF | rflags::RF);
+}
+
+/// The model's answer to one TDCALL, by leaf in RAX.
+fn tdx_module(frame: &mut TrapFrame) {
+    let mut model = MODEL.lock();
+    match frame.rax {
+        // TDG.VP.INFO
+        1 => {
+            frame.rax = TDX_SUCCESS;
+            frame.rcx = MODEL_GPAW;
+            frame.rdx = MODEL_ATTRIBUTES;
+            frame.r8 = (1 << 32) | 1;
+            frame.r9 = 0;
+            frame.r10 = 0;
+            frame.r11 = 0;
+        }
+        // TDG.VP.VEINFO.GET
+        3 => {
+            if model.scenario == Some(FatalScenario::VeinfoGetFailure) && model.pending_ve.is_some()
+            {
+                model.scenario = None;
+                frame.rax = TDX_NO_VE_INFO;
+                return;
+            }
+            match model.pending_ve.take() {
+                Some(ve) => {
+                    let out = ve.to_outputs();
+                    frame.rax = TDX_SUCCESS;
+                    frame.rcx = out.rcx;
+                    frame.rdx = out.rdx;
+                    frame.r8 = out.r8;
+                    frame.r9 = out.r9;
+                    frame.r10 = out.r10;
+                }
+                None => frame.rax = TDX_NO_VE_INFO,
+            }
+        }
+        // TDG.VP.VMCALL
+        0 => {
+            if model.scenario == Some(FatalScenario::TdcallFailure) {
+                model.scenario = None;
+                frame.rax = TDX_OPERAND_INVALID;
+                return;
+            }
+            let bitmap = frame.rcx;
+            if !tdx_ve::abi::vmcall_bitmap_is_allowed(bitmap) {
+                frame.rax = TDX_OPERAND_INVALID;
+                return;
+            }
+            let model = &mut *model;
+            vmm::vmcall(frame, bitmap, &mut model.scenario, &mut model.host_fault);
+            frame.rax = TDX_SUCCESS;
+        }
+        _ => frame.rax = TDX_OPERAND_INVALID,
+    }
+}

@@ -1,0 +1,232 @@
+//! The model's host VMM: what answers TDG.VP.VMCALL under softtdx.
+//!
+//! It sees only the registers the guest exposed in the RCX bitmap, as a real VMM does; the
+//! model's TDX module copies exactly those back, so registers that were not exposed are
+//! preserved whatever the VMM does. Port accesses are performed for real, in ring 0, so device
+//! behaviour is the machine's own. Faults a hostile or broken host could produce are injected
+//! here: bad statuses (fatal scenarios), garbage above the access width in R11, and garbage in
+//! every exposed register that is not an output.
+
+use crate::arch::trap::TrapFrame;
+use crate::bootflags::FatalScenario;
+use crate::port;
+use core::fmt::Write;
+use tdx_ve::abi::{TdVmCallStatus, TdVmCallSubFunction};
+use tdx_ve::io::PortWidth;
+use tdx_ve::regs::{Gpr, GuestRegisters, RegisterState};
+
+/// Port 0xCF9 resets the machine: the model never touches it.
+const RESET_CONTROL_PORT: u16 = 0xCF9;
+/// What a misbehaving host writes into registers it should leave alone.
+const GARBAGE: u64 = 0xDEAD_BEEF_BAD0_F00D;
+
+/// Non-fatal host misbehaviour, armed by a self-test check for the next hypercall it targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostFault {
+    /// The next Instruction.IO read returns its data with bits set above the access width.
+    InDataUpperGarbage,
+    /// The next Instruction.IO writes garbage into every exposed register it does not return
+    /// a result in (R12-R15, and R11 for a write).
+    ClobberExposedInputs,
+}
+
+/// Writes to COM1 with native port I/O: the host's own console. Used for messages the model
+/// prints as the host, which must not go back through the guest's #VE path.
+struct HostConsole;
+
+impl Write for HostConsole {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for byte in s.bytes() {
+            if byte == b'\n' {
+                host_out(crate::console::COM1, PortWidth::Byte, b'\r' as u64);
+            }
+            for _ in 0..100_000 {
+                if host_in(crate::console::COM1 + 5, PortWidth::Byte) & 0x20 != 0 {
+                    break;
+                }
+            }
+            host_out(crate::console::COM1, PortWidth::Byte, byte as u64);
+        }
+        Ok(())
+    }
+}
+
+fn host_in(port: u16, width: PortWidth) -> u64 {
+    // SAFETY: the host performs the guest's requested port read; port 0xCF9 is refused before
+    // this point and no port this kernel's devices use has memory side effects.
+    unsafe {
+        match width {
+            PortWidth::Byte => port::inb(port) as u64,
+            PortWidth::Word => port::inw(port) as u64,
+            PortWidth::Dword => port::inl(port) as u64,
+        }
+    }
+}
+
+fn host_out(port: u16, width: PortWidth, value: u64) {
+    // SAFETY: as for `host_in`.
+    unsafe {
+        match width {
+            PortWidth::Byte => port::outb(port, value as u8),
+            PortWidth::Word => port::outw(port, value as u16),
+            PortWidth::Dword => port::outl(port, value as u32),
+        }
+    }
+}
+
+/// Stops the machine as QEMU does when a TD cannot continue: message, then the failure exit.
+pub fn host_stop(message: &str) -> ! {
+    let _ = writeln!(HostConsole, "\n{message}");
+    host_out(crate::exit::ISA_DEBUG_EXIT_PORT, PortWidth::Dword, crate::exit::ExitCode::Failure as u64);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Handles one TDG.VP.VMCALL from `frame` with `bitmap` exposed.
+pub fn vmcall(
+    frame: &mut TrapFrame,
+    bitmap: u64,
+    scenario: &mut Option<FatalScenario>,
+    host_fault: &mut Option<HostFault>,
+) {
+    let exposed = |r: Gpr| bitmap & (1 << r as u64) != 0;
+    let mut view = RegisterState::default();
+    for r in Gpr::ALL.into_iter().filter(|&r| exposed(r)) {
+        view.set_gpr(r, frame.gpr(r));
+    }
+    serve(&mut view, scenario, host_fault);
+    for r in Gpr::ALL.into_iter().filter(|&r| exposed(r)) {
+        frame.set_gpr(r, view.gpr(r));
+    }
+}
+
+fn set_status(view: &mut RegisterState, status: TdVmCallStatus) {
+    view.set_gpr(Gpr::R10, status.code());
+}
+
+fn serve(
+    view: &mut RegisterState,
+    scenario: &mut Option<FatalScenario>,
+    host_fault: &mut Option<HostFault>,
+) {
+    if view.gpr(Gpr::R10) != 0 {
+        // Only GHCI standard calls are modelled.
+        return set_status(view, TdVmCallStatus::InvalidOperand);
+    }
+    let Ok(sub_function) = TdVmCallSubFunction::try_from(view.gpr(Gpr::R11)) else {
+        return set_status(view, TdVmCallStatus::InvalidOperand);
+    };
+    match sub_function {
+        TdVmCallSubFunction::Io => serve_io(view, scenario, host_fault),
+        TdVmCallSubFunction::Hlt => {
+            // Nothing can wake a halted vCPU here (no interrupt sources are enabled), so the
+            // model returns at once, as if an interrupt had arrived.
+            set_status(view, TdVmCallStatus::Success)
+        }
+        TdVmCallSubFunction::Cpuid => {
+            let r = core::arch::x86_64::__cpuid_count(view.gpr(Gpr::R12) as u32, view.gpr(Gpr::R13) as u32);
+            view.set_gpr(Gpr::R12, r.eax as u64);
+            view.set_gpr(Gpr::R13, r.ebx as u64);
+            view.set_gpr(Gpr::R14, r.ecx as u64);
+            view.set_gpr(Gpr::R15, r.edx as u64);
+            set_status(view, TdVmCallStatus::Success)
+        }
+        TdVmCallSubFunction::Rdmsr => {
+            let msr = view.gpr(Gpr::R12) as u32;
+            // SAFETY: only the MSRs the model routes through #VE reach here (IA32_APIC_BASE),
+            // and reading them has no side effects.
+            let value = unsafe { x86_64::registers::model_specific::Msr::new(msr).read() };
+            view.set_gpr(Gpr::R11, value);
+            set_status(view, TdVmCallStatus::Success)
+        }
+        TdVmCallSubFunction::Wrmsr => {
+            let msr = view.gpr(Gpr::R12) as u32;
+            let value = view.gpr(Gpr::R13);
+            let mut register = x86_64::registers::model_specific::Msr::new(msr);
+            // SAFETY: the self-test writes back the value it read (IA32_APIC_BASE, IA32_EFER),
+            // so the write changes nothing.
+            unsafe { register.write(value) };
+            set_status(view, TdVmCallStatus::Success)
+        }
+        TdVmCallSubFunction::ReportFatalError => {
+            let mut message = [0u8; 64];
+            let words = [Gpr::R14, Gpr::R15, Gpr::Rbx, Gpr::Rdi, Gpr::Rsi, Gpr::R8, Gpr::R9, Gpr::Rdx];
+            for (i, r) in words.into_iter().enumerate() {
+                message[i * 8..i * 8 + 8].copy_from_slice(&view.gpr(r).to_le_bytes());
+            }
+            let len = message.iter().position(|&b| b == 0).unwrap_or(message.len());
+            let text = core::str::from_utf8(&message[..len]).unwrap_or("<not UTF-8>");
+            let line = crate::fixed_format!(
+                160,
+                "softtdx: host: TD reported ReportFatalError code={:#x} message=\"{}\"",
+                view.gpr(Gpr::R12),
+                text
+            );
+            host_stop(line.as_str())
+        }
+        _ => set_status(view, TdVmCallStatus::InvalidOperand),
+    }
+}
+
+fn serve_io(
+    view: &mut RegisterState,
+    scenario: &mut Option<FatalScenario>,
+    host_fault: &mut Option<HostFault>,
+) {
+    let width = match view.gpr(Gpr::R12) {
+        1 => PortWidth::Byte,
+        2 => PortWidth::Word,
+        4 => PortWidth::Dword,
+        _ => return set_status(view, TdVmCallStatus::InvalidOperand),
+    };
+    let write = match view.gpr(Gpr::R13) {
+        0 => false,
+        1 => true,
+        _ => return set_status(view, TdVmCallStatus::InvalidOperand),
+    };
+    let Ok(port) = u16::try_from(view.gpr(Gpr::R14)) else {
+        return set_status(view, TdVmCallStatus::InvalidOperand);
+    };
+    if port == RESET_CONTROL_PORT {
+        return set_status(view, TdVmCallStatus::InvalidOperand);
+    }
+    let injected = match (*scenario, write) {
+        (Some(FatalScenario::IoInInvalidOperand), false)
+        | (Some(FatalScenario::IoOutInvalidOperand), true) => Some(TdVmCallStatus::InvalidOperand),
+        (Some(FatalScenario::IoInRetry), false) | (Some(FatalScenario::IoOutRetry), true) => {
+            Some(TdVmCallStatus::Retry)
+        }
+        _ => None,
+    };
+    if let Some(status) = injected {
+        *scenario = None;
+        return set_status(view, status);
+    }
+    if write {
+        let value = view.gpr(Gpr::R15);
+        if value & !width.mask() != 0 {
+            // A correct guest sends only the low `width` bytes; the model is strict so that a
+            // guest that leaks upper bits is caught.
+            return set_status(view, TdVmCallStatus::InvalidOperand);
+        }
+        host_out(port, width, value);
+    } else {
+        let mut data = host_in(port, width);
+        if *host_fault == Some(HostFault::InDataUpperGarbage) {
+            *host_fault = None;
+            data |= GARBAGE & !width.mask();
+        }
+        view.set_gpr(Gpr::R11, data);
+    }
+    if *host_fault == Some(HostFault::ClobberExposedInputs) {
+        *host_fault = None;
+        for r in [Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15] {
+            view.set_gpr(r, GARBAGE);
+        }
+        if write {
+            view.set_gpr(Gpr::R11, GARBAGE);
+        }
+    }
+    set_status(view, TdVmCallStatus::Success)
+}

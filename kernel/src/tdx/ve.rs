@@ -1,0 +1,269 @@
+//! The #VE handler (IDT vector 20): emulation of the instructions a TD cannot execute.
+//!
+//! Order matters. TDG.VP.VEINFO.GET runs first, before any lock, log, port access, CPUID or MSR
+//! access: until it runs, a second #VE would be a #DF and NMIs stay blocked. Then the exit
+//! reason selects the emulation. RIP advances by the instruction length the TDX module reported,
+//! and only when the emulation succeeded. Anything unexpected is fatal: diagnostics go out
+//! through the lock-free emergency writer (which, in a TD, uses hypercalls and so never raises
+//! another #VE), the host gets ReportFatalError, and the kernel stops with the failure exit.
+//!
+//! Results are architecturally exact, unlike every public implementation this project looked
+//! at (see TDX-FACTS.md): IN AL/AX merge into RAX, IN EAX zero-extends, host data is masked to
+//! the access width, OUT sends only the low bytes, and INS/OUTS (with or without REP, either
+//! direction flag) are emulated element by element with RCX/RSI/RDI updated as the CPU would.
+
+use super::tdcall::{self, TdcallError};
+use super::vmcall::{self, VmcallError};
+use crate::arch::rflags;
+use crate::arch::trap::TrapFrame;
+use crate::console::EmergencyWriter;
+use crate::counters;
+use crate::memory::{self, AccessError};
+use core::fmt::{self, Write};
+use tdx_ve::abi::{ExitReason, VeInfo};
+use tdx_ve::decode::{self, Instruction};
+use tdx_ve::io::{self, IoDirection, IoExitQualification, PortWidth, QualificationError};
+use tdx_ve::regs::SegmentRegister;
+use tdx_ve::string_io::{self, StringIo, StringIoEnv};
+
+/// The longest x86 instruction.
+const MAX_INSTRUCTION_LENGTH: u32 = 15;
+
+/// Why a #VE could not be handled.
+#[derive(Debug)]
+pub enum VeError {
+    VeinfoGet(TdcallError),
+    UnsupportedExitReason(u32),
+    BadInstructionLength(u32),
+    BadQualification(QualificationError),
+    Hypercall(VmcallError),
+    /// An Instruction.IO hypercall failed for this access.
+    Io { direction: IoDirection, port: u16, width: PortWidth, error: VmcallError },
+    /// The bytes at RIP are not the string instruction the qualification describes.
+    InstructionMismatch,
+    UnsupportedSegmentOverride(SegmentRegister),
+    Memory(AccessError),
+}
+
+impl From<VmcallError> for VeError {
+    fn from(e: VmcallError) -> Self {
+        VeError::Hypercall(e)
+    }
+}
+
+impl fmt::Display for VeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::VeinfoGet(e) => write!(f, "TDG.VP.VEINFO.GET failed: {e}"),
+            Self::UnsupportedExitReason(r) => write!(f, "unsupported exit reason {r}"),
+            Self::BadInstructionLength(l) => write!(f, "implausible instruction length {l}"),
+            Self::BadQualification(e) => write!(f, "invalid I/O exit qualification: {e:?}"),
+            Self::Hypercall(e) => write!(f, "{e}"),
+            Self::Io { direction, port, width, error } => {
+                let (verb, preposition) = match direction {
+                    IoDirection::In => ("IN", "from"),
+                    IoDirection::Out => ("OUT", "to"),
+                };
+                write!(f, "{verb} {preposition} port {port:#x} ({}-byte): {error}", width.bytes())
+            }
+            Self::InstructionMismatch => {
+                write!(f, "instruction bytes do not match the I/O exit qualification")
+            }
+            Self::UnsupportedSegmentOverride(s) => {
+                write!(f, "string I/O with a {s:?} segment override is not supported")
+            }
+            Self::Memory(e) => write!(f, "string I/O memory operand: {e}"),
+        }
+    }
+}
+
+/// Entry from the trap dispatcher for vector 20.
+pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
+    let ve = match tdcall::vp_veinfo_get() {
+        Ok(ve) => ve,
+        Err(error) => fatal(frame, None, &VeError::VeinfoGet(error)),
+    };
+    match emulate(frame, &ve) {
+        Ok(()) => frame.rip = frame.rip.wrapping_add(ve.instruction_length as u64),
+        Err(error) => fatal(frame, Some(&ve), &error),
+    }
+}
+
+fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), VeError> {
+    let reason = ExitReason::try_from(ve.exit_reason);
+    if !matches!(reason, Ok(ExitReason::EptViolation))
+        && !(1..=MAX_INSTRUCTION_LENGTH).contains(&ve.instruction_length)
+    {
+        counters::VE_OTHER.increment();
+        return Err(VeError::BadInstructionLength(ve.instruction_length));
+    }
+    match reason {
+        Ok(ExitReason::Io) => {
+            counters::VE_IO.increment();
+            emulate_io(frame, ve)
+        }
+        Ok(ExitReason::Hlt) => {
+            counters::VE_HLT.increment();
+            vmcall::hlt(frame.rflags & rflags::IF == 0)?;
+            Ok(())
+        }
+        Ok(ExitReason::Cpuid) => {
+            counters::VE_CPUID.increment();
+            let [eax, ebx, ecx, edx] = vmcall::cpuid(frame.rax as u32, frame.rcx as u32)?;
+            // CPUID writes the 32-bit registers, which zero-extends into the 64-bit ones.
+            frame.rax = eax as u64;
+            frame.rbx = ebx as u64;
+            frame.rcx = ecx as u64;
+            frame.rdx = edx as u64;
+            Ok(())
+        }
+        Ok(ExitReason::Rdmsr) => {
+            counters::VE_MSR.increment();
+            let value = vmcall::rdmsr(frame.rcx as u32)?;
+            frame.rax = value & 0xFFFF_FFFF;
+            frame.rdx = value >> 32;
+            Ok(())
+        }
+        Ok(ExitReason::Wrmsr) => {
+            counters::VE_MSR.increment();
+            let value = (frame.rdx << 32) | (frame.rax & 0xFFFF_FFFF);
+            vmcall::wrmsr(frame.rcx as u32, value)?;
+            Ok(())
+        }
+        _ => {
+            counters::VE_OTHER.increment();
+            Err(VeError::UnsupportedExitReason(ve.exit_reason))
+        }
+    }
+}
+
+fn emulate_io(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), VeError> {
+    let access =
+        IoExitQualification::decode(ve.exit_qualification).map_err(VeError::BadQualification)?;
+    if access.string {
+        return emulate_string_io(frame, ve, &access);
+    }
+    let io_error = |error| VeError::Io {
+        direction: access.direction,
+        port: access.port,
+        width: access.width,
+        error,
+    };
+    match access.direction {
+        IoDirection::In => {
+            let data = vmcall::io_read(access.port, access.width).map_err(io_error)?;
+            frame.rax = io::merge_in(frame.rax, access.width, data);
+        }
+        IoDirection::Out => {
+            let value = io::out_value(frame.rax, access.width);
+            vmcall::io_write(access.port, access.width, value).map_err(io_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// INS/OUTS: the qualification gives port, width, direction and REP; the address size (0x67)
+/// and any segment override come from the instruction bytes, which are checked to agree.
+fn emulate_string_io(
+    frame: &mut TrapFrame,
+    ve: &VeInfo,
+    access: &IoExitQualification,
+) -> Result<(), VeError> {
+    let length = ve.instruction_length as usize;
+    memory::check_access(frame.rip, length as u64, false).map_err(VeError::Memory)?;
+    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH as usize];
+    // SAFETY: the range was just checked to be mapped; code is not modified concurrently.
+    unsafe {
+        core::ptr::copy_nonoverlapping(frame.rip as *const u8, bytes.as_mut_ptr(), length)
+    };
+    let instruction = match decode::decode(&bytes[..length]) {
+        Ok(Instruction::Io(io)) if io.string => io,
+        _ => return Err(VeError::InstructionMismatch),
+    };
+    if instruction.width != access.width
+        || instruction.direction != access.direction
+        || instruction.rep != access.rep
+    {
+        return Err(VeError::InstructionMismatch);
+    }
+    // In 64-bit mode only FS and GS overrides change the OUTS source address; INS always
+    // writes ES:RDI. Supporting FS/GS would mean reading their bases; nothing here emits them.
+    if let Some(segment) = instruction.segment_override {
+        if segment.has_base_in_64bit_mode() && access.direction == IoDirection::Out {
+            return Err(VeError::UnsupportedSegmentOverride(segment));
+        }
+    }
+    let op = StringIo {
+        direction: access.direction,
+        width: access.width,
+        port: access.port,
+        rep: access.rep,
+        address_size: instruction.address_size,
+    };
+    string_io::emulate(frame, &op, &mut HypercallStringIo)
+}
+
+/// Ports through hypercalls, memory through the interrupted context's linear addresses after a
+/// page-table check.
+struct HypercallStringIo;
+
+impl StringIoEnv for HypercallStringIo {
+    type Error = VeError;
+
+    fn port_in(&mut self, port: u16, width: PortWidth) -> Result<u64, VeError> {
+        vmcall::io_read(port, width)
+            .map_err(|error| VeError::Io { direction: IoDirection::In, port, width, error })
+    }
+
+    fn port_out(&mut self, port: u16, width: PortWidth, value: u64) -> Result<(), VeError> {
+        vmcall::io_write(port, width, value)
+            .map_err(|error| VeError::Io { direction: IoDirection::Out, port, width, error })
+    }
+
+    fn read_memory(&mut self, linear_address: u64, buf: &mut [u8]) -> Result<(), VeError> {
+        memory::check_access(linear_address, buf.len() as u64, false).map_err(VeError::Memory)?;
+        // SAFETY: the range is mapped and readable (checked above); the interrupted context
+        // owns it and is suspended while the handler runs.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                linear_address as *const u8,
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        Ok(())
+    }
+
+    fn write_memory(&mut self, linear_address: u64, data: &[u8]) -> Result<(), VeError> {
+        memory::check_access(linear_address, data.len() as u64, true).map_err(VeError::Memory)?;
+        // SAFETY: the range is mapped and writable (checked above); INS writes exactly these
+        // bytes on real hardware too.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), linear_address as *mut u8, data.len())
+        };
+        Ok(())
+    }
+}
+
+/// Prints everything known about the failed #VE, reports it to the host, and stops.
+fn fatal(frame: &TrapFrame, ve: Option<&VeInfo>, error: &VeError) -> ! {
+    let mut out = EmergencyWriter;
+    let _ = writeln!(out, "\nFATAL #VE: {error}");
+    if let Some(ve) = ve {
+        let _ = writeln!(
+            out,
+            "  exit_reason={} exit_qualification={:#x} instruction_length={} \
+             instruction_info={:#x} GLA={:#x} GPA={:#x}",
+            ve.exit_reason,
+            ve.exit_qualification,
+            ve.instruction_length,
+            ve.instruction_info,
+            ve.guest_linear_address,
+            ve.guest_physical_address
+        );
+    }
+    frame.dump(&mut out);
+    let message = crate::fixed_format!(64, "#VE: {error}");
+    super::report_fatal_error(message.as_str());
+    crate::exit::exit(crate::exit::ExitCode::Failure)
+}

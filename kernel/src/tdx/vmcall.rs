@@ -1,0 +1,186 @@
+//! TDG.VP.VMCALL sub-functions: requests to the untrusted host VMM (Intel GHCI 1.5,
+//! "TDG.VP.VMCALL Interface").
+//!
+//! Each call exposes to the VMM only the registers it needs (RCX bitmap, bit n = GPR n); RSP
+//! and RBP are never exposed. R10 = 0 selects a GHCI standard call, R11 the sub-function, and
+//! R10 returns the sub-function status. Every value read back from the host is untrusted:
+//! results are masked to what the request asked for.
+
+use super::tdcall::{self, TdcallError, TdcallRegs};
+use crate::counters;
+use tdx_ve::abi::{TdVmCallStatus, TdVmCallSubFunction, TdcallLeaf};
+use tdx_ve::io::PortWidth;
+use tdx_ve::regs::Gpr;
+
+const fn expose(registers: &[Gpr]) -> u64 {
+    let mut bitmap = 0;
+    let mut i = 0;
+    while i < registers.len() {
+        bitmap |= 1 << registers[i] as u64;
+        i += 1;
+    }
+    bitmap
+}
+
+/// Instruction.IO: R10 status, R11 sub-function/result, R12 size, R13 direction, R14 port,
+/// R15 value.
+const EXPOSE_IO: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15]);
+/// Instruction.HLT: R12 = interrupts-blocked flag.
+const EXPOSE_HLT: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12]);
+/// Instruction.CPUID: R12 = EAX, R13 = ECX in; R12..R15 = EAX, EBX, ECX, EDX out.
+const EXPOSE_CPUID: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15]);
+/// Instruction.RDMSR: R12 = MSR index; R11 = value out.
+const EXPOSE_RDMSR: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12]);
+/// Instruction.WRMSR: R12 = MSR index, R13 = value.
+const EXPOSE_WRMSR: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12, Gpr::R13]);
+/// ReportFatalError: R12 error code, R13 shared GPA (unused), message in R14, R15, RBX, RDI,
+/// RSI, R8, R9, RDX (8 bytes each, in this order).
+const EXPOSE_REPORT_FATAL_ERROR: u64 = expose(&[
+    Gpr::R10,
+    Gpr::R11,
+    Gpr::R12,
+    Gpr::R13,
+    Gpr::R14,
+    Gpr::R15,
+    Gpr::Rbx,
+    Gpr::Rdi,
+    Gpr::Rsi,
+    Gpr::R8,
+    Gpr::R9,
+    Gpr::Rdx,
+]);
+
+const _: () = {
+    let never = (1 << Gpr::Rsp as u64) | (1 << Gpr::Rbp as u64);
+    assert!(EXPOSE_IO & never == 0);
+    assert!(EXPOSE_REPORT_FATAL_ERROR & never == 0);
+};
+
+/// Why a hypercall did not succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmcallError {
+    /// The TDCALL itself failed: fatal.
+    Tdcall(TdcallError),
+    /// The VMM returned a non-success status for the sub-function.
+    Status { sub_function: TdVmCallSubFunction, status: TdVmCallStatus },
+}
+
+impl core::fmt::Display for VmcallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Tdcall(e) => e.fmt(f),
+            Self::Status { sub_function, status } => {
+                write!(f, "TDG.VP.VMCALL<{sub_function:?}> returned {status:?}")
+            }
+        }
+    }
+}
+
+/// Sends one GHCI standard hypercall and checks both statuses.
+fn vmcall(
+    sub_function: TdVmCallSubFunction,
+    exposed: u64,
+    regs: &mut TdcallRegs,
+) -> Result<(), VmcallError> {
+    counters::TDCALL_VMCALL.increment();
+    regs.rcx = exposed;
+    regs.r10 = 0;
+    regs.r11 = sub_function.code();
+    let result = tdcall::call(TdcallLeaf::VpVmcall, regs).map_err(VmcallError::Tdcall);
+    let result = result.and_then(|()| match TdVmCallStatus::from(regs.r10) {
+        TdVmCallStatus::Success => Ok(()),
+        status => Err(VmcallError::Status { sub_function, status }),
+    });
+    if result.is_err() {
+        counters::TDVMCALL_FAILED.increment();
+    }
+    result
+}
+
+/// TDG.VP.VMCALL<Instruction.IO>, read (GHCI 1.5, 3.9): the value of `port`, masked to `width`.
+pub fn io_read(port: u16, width: PortWidth) -> Result<u64, VmcallError> {
+    counters::TDVMCALL_IO.increment();
+    let mut regs = TdcallRegs {
+        r12: width as u64,
+        r13: 0,
+        r14: port as u64,
+        ..TdcallRegs::default()
+    };
+    vmcall(TdVmCallSubFunction::Io, EXPOSE_IO, &mut regs)?;
+    Ok(regs.r11 & width.mask())
+}
+
+/// TDG.VP.VMCALL<Instruction.IO>, write (GHCI 1.5, 3.9): writes the low `width` bytes of
+/// `value` to `port`.
+pub fn io_write(port: u16, width: PortWidth, value: u64) -> Result<(), VmcallError> {
+    counters::TDVMCALL_IO.increment();
+    let mut regs = TdcallRegs {
+        r12: width as u64,
+        r13: 1,
+        r14: port as u64,
+        r15: value & width.mask(),
+        ..TdcallRegs::default()
+    };
+    vmcall(TdVmCallSubFunction::Io, EXPOSE_IO, &mut regs)
+}
+
+/// TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5, 3.8): halt until the next interrupt, or for
+/// good when `interrupts_blocked` (RFLAGS.IF was 0 at the HLT).
+pub fn hlt(interrupts_blocked: bool) -> Result<(), VmcallError> {
+    counters::TDVMCALL_HLT.increment();
+    let mut regs = TdcallRegs { r12: interrupts_blocked as u64, ..TdcallRegs::default() };
+    vmcall(TdVmCallSubFunction::Hlt, EXPOSE_HLT, &mut regs)
+}
+
+/// TDG.VP.VMCALL<Instruction.CPUID> (GHCI 1.5, 3.7): the host's EAX, EBX, ECX, EDX for `leaf`
+/// and `subleaf`, each truncated to 32 bits.
+pub fn cpuid(leaf: u32, subleaf: u32) -> Result<[u32; 4], VmcallError> {
+    counters::TDVMCALL_CPUID.increment();
+    let mut regs = TdcallRegs { r12: leaf as u64, r13: subleaf as u64, ..TdcallRegs::default() };
+    vmcall(TdVmCallSubFunction::Cpuid, EXPOSE_CPUID, &mut regs)?;
+    Ok([regs.r12 as u32, regs.r13 as u32, regs.r14 as u32, regs.r15 as u32])
+}
+
+/// TDG.VP.VMCALL<Instruction.RDMSR> (GHCI 1.5, 3.10).
+pub fn rdmsr(msr: u32) -> Result<u64, VmcallError> {
+    counters::TDVMCALL_MSR.increment();
+    let mut regs = TdcallRegs { r12: msr as u64, ..TdcallRegs::default() };
+    vmcall(TdVmCallSubFunction::Rdmsr, EXPOSE_RDMSR, &mut regs)?;
+    Ok(regs.r11)
+}
+
+/// TDG.VP.VMCALL<Instruction.WRMSR> (GHCI 1.5, 3.11).
+pub fn wrmsr(msr: u32, value: u64) -> Result<(), VmcallError> {
+    counters::TDVMCALL_MSR.increment();
+    let mut regs = TdcallRegs { r12: msr as u64, r13: value, ..TdcallRegs::default() };
+    vmcall(TdVmCallSubFunction::Wrmsr, EXPOSE_WRMSR, &mut regs)
+}
+
+/// Longest message ReportFatalError carries: eight registers of eight bytes.
+pub const FATAL_MESSAGE_LEN: usize = 64;
+
+/// TDG.VP.VMCALL<ReportFatalError> (GHCI 1.5, 3.4): tells the host the TD cannot continue.
+///
+/// Error code 0 (bits 15:0 must be 0: QEMU rejects other values; bit 63 clear: no shared-GPA
+/// buffer). The message is NUL-padded ASCII, truncated to 64 bytes. A VMM normally stops the
+/// TD here, so this returns only if it did not.
+pub fn report_fatal_error(message: &str) -> Result<(), VmcallError> {
+    let mut bytes = [0u8; FATAL_MESSAGE_LEN];
+    let len = message.len().min(FATAL_MESSAGE_LEN);
+    bytes[..len].copy_from_slice(&message.as_bytes()[..len]);
+    let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+    let mut regs = TdcallRegs {
+        r12: 0,
+        r13: 0,
+        r14: word(0),
+        r15: word(1),
+        rbx: word(2),
+        rdi: word(3),
+        rsi: word(4),
+        r8: word(5),
+        r9: word(6),
+        rdx: word(7),
+        ..TdcallRegs::default()
+    };
+    vmcall(TdVmCallSubFunction::ReportFatalError, EXPOSE_REPORT_FATAL_ERROR, &mut regs)
+}

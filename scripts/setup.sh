@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what `cargo xtask run` and `cargo xtask test` need on a Debian or Ubuntu host:
+# QEMU (qemu-system-x86) and UEFI firmware (ovmf), plus the pinned Rust toolchain through
+# rustup. Idempotent, and silent when everything is already present.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+packages=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || packages+=(qemu-system-x86)
+[ -f /usr/share/ovmf/OVMF.fd ] || [ -n "${OVMF_PATH:-}" ] || packages+=(ovmf)
+
+if [ "${#packages[@]}" -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: missing ${packages[*]}; this script knows apt only. Install QEMU and OVMF with your package manager (Fedora: dnf install qemu-system-x86 edk2-ovmf; Arch: pacman -S qemu-system-x86 edk2-ovmf)." >&2
+    exit 1
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing ${packages[*]}. Run:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${packages[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${packages[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+# rust-toolchain.toml pins the nightly, its components and the kernel target; rustup installs
+# them on first use. Doing it here keeps the first `cargo xtask` quiet and fails early offline.
+if command -v rustup >/dev/null 2>&1; then
+  (cd "$root" && rustup show active-toolchain >/dev/null 2>&1) || (cd "$root" && rustup toolchain install >/dev/null)
+else
+  echo "setup: rustup not found; install it from your distribution or rustup.rs, then rerun." >&2
+  exit 1
+fi

@@ -1,0 +1,246 @@
+//! Starting QEMU for the non-TD runs, with a hard timeout and no orphans.
+//!
+//! Every command line gets `-nic none`, `-display none` and `-no-reboot`. QEMU is killed when
+//! the timeout expires, when the runner is dropped, and (through PR_SET_PDEATHSIG) when xtask
+//! itself dies, e.g. on Ctrl-C.
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The fw_cfg file the kernel reads its boot mode from (kernel/src/bootflags.rs).
+pub const MODE_FW_CFG_NAME: &str = "opt/tdx-unikernel/mode";
+
+/// QEMU's binary: `$QEMU`, else `qemu-system-x86_64` from PATH.
+pub fn qemu_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("QEMU") {
+        let path = PathBuf::from(path);
+        if path.components().count() > 1 && !path.is_file() {
+            bail!("QEMU={} does not exist", path.display());
+        }
+        return find_in_path(&path).with_context(|| format!("QEMU={} is not an executable", path.display()));
+    }
+    find_in_path(Path::new("qemu-system-x86_64")).context(
+        "qemu-system-x86_64 not found: run scripts/setup.sh (apt-get install qemu-system-x86), or set QEMU=/path/to/qemu-system-x86_64",
+    )
+}
+
+fn find_in_path(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return is_executable(program).then(|| program.to_owned());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// What a non-TD boot needs.
+pub struct BootSpec<'a> {
+    pub firmware: &'a ovmf::Firmware,
+    pub image: &'a Path,
+    pub kvm: bool,
+    /// The kernel's boot mode (fw_cfg), or None for the default (native).
+    pub mode: Option<&'a str>,
+    pub extra_args: &'a [String],
+}
+
+/// The QEMU arguments for a TCG (or `--kvm`) boot of the image with the UEFI firmware.
+pub fn boot_args(spec: &BootSpec) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-machine".into(), "q35".into()];
+    if spec.kvm {
+        args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
+    } else {
+        args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), "max".into()]);
+    }
+    args.extend(["-m".into(), "512M".into()]);
+    match &spec.firmware.vars {
+        None => args.extend(["-bios".into(), spec.firmware.code.display().to_string()]),
+        Some(vars) => args.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,readonly=on,file={}", spec.firmware.code.display()),
+            "-drive".into(),
+            format!("if=pflash,format=raw,file={}", vars.display()),
+        ]),
+    }
+    args.extend([
+        "-drive".into(),
+        // snapshot=on: writes go to a temporary overlay, so parallel boots can share the image.
+        format!("format=raw,snapshot=on,file={}", spec.image.display()),
+        "-serial".into(),
+        "stdio".into(),
+        "-monitor".into(),
+        "none".into(),
+        "-device".into(),
+        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
+        "-nic".into(),
+        "none".into(),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+    ]);
+    if let Some(mode) = spec.mode {
+        args.extend(["-fw_cfg".into(), format!("name={MODE_FW_CFG_NAME},string={mode}")]);
+    }
+    args.extend(spec.extra_args.iter().cloned());
+    args
+}
+
+/// How a QEMU process ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// QEMU's exit status; None when it was killed (timeout) or died by a signal.
+    pub status: Option<i32>,
+    pub timed_out: bool,
+    pub output: String,
+    pub wall: Duration,
+}
+
+/// Kills the child when dropped, so no path leaves QEMU running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs QEMU with `args`, capturing stdout and stderr into `output`; `echo` also copies stdout
+/// to this process's stdout as it arrives.
+pub fn run(qemu: &Path, args: &[String], timeout: Duration, echo: bool) -> Result<Finished> {
+    let mut command = Command::new(qemu);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe; the closure only asks the kernel to send SIGKILL to
+    // QEMU if this process dies, so an interrupted xtask never leaves QEMU behind.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let child = command.spawn().with_context(|| format!("cannot start {}", qemu.display()))?;
+    let mut child = KillOnDrop(child);
+    let mut stdout = child.0.stdout.take().expect("piped");
+    let mut stderr = child.0.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut collected = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stdout.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    collected.extend_from_slice(&buffer[..n]);
+                    if echo {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&buffer[..n]);
+                        let _ = out.flush();
+                    }
+                }
+            }
+        }
+        collected
+    });
+    let error_reader = std::thread::spawn(move || {
+        let mut collected = Vec::new();
+        let _ = stderr.read_to_end(&mut collected);
+        collected
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().context("waiting for QEMU")? {
+            break status.code();
+        }
+        if start.elapsed() >= timeout {
+            timed_out = true;
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wall = start.elapsed();
+    drop(child);
+    let mut output = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    let errors = String::from_utf8_lossy(&error_reader.join().unwrap_or_default()).into_owned();
+    if !errors.trim().is_empty() {
+        output.push_str("\n[qemu stderr]\n");
+        output.push_str(&errors);
+    }
+    Ok(Finished { status, timed_out, output, wall })
+}
+
+/// Quotes an argument for echoing a command line that can be pasted into a shell.
+pub fn shell_word(arg: &str) -> String {
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:+@%".contains(&b)) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+pub fn command_line(qemu: &Path, args: &[String]) -> String {
+    std::iter::once(qemu.display().to_string())
+        .chain(args.iter().map(|a| shell_word(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firmware() -> ovmf::Firmware {
+        ovmf::Firmware {
+            code: "/fw/OVMF.fd".into(),
+            vars: None,
+            source: ovmf::Source::Explicit,
+        }
+    }
+
+    #[test]
+    fn boot_args_always_disable_network_display_and_reboot() {
+        let fw = firmware();
+        let args = boot_args(&BootSpec { firmware: &fw, image: Path::new("/i.img"), kvm: false, mode: Some("softtdx"), extra_args: &[] });
+        let line = args.join(" ");
+        for required in ["-nic none", "-display none", "-no-reboot", "-bios /fw/OVMF.fd", "isa-debug-exit,iobase=0xf4,iosize=0x04"] {
+            assert!(line.contains(required), "{required} missing from {line}");
+        }
+        assert!(line.contains("-fw_cfg name=opt/tdx-unikernel/mode,string=softtdx"));
+    }
+
+    #[test]
+    fn split_firmware_uses_pflash() {
+        let fw = ovmf::Firmware { code: "/c.fd".into(), vars: Some("/v.fd".into()), source: ovmf::Source::Explicit };
+        let args = boot_args(&BootSpec { firmware: &fw, image: Path::new("/i.img"), kvm: true, mode: None, extra_args: &["-s".into()] });
+        let line = args.join(" ");
+        assert!(line.contains("if=pflash,format=raw,readonly=on,file=/c.fd"));
+        assert!(line.contains("-accel kvm"));
+        assert!(line.ends_with("-s"));
+        assert!(!line.contains("fw_cfg"));
+    }
+
+    #[test]
+    fn shell_words_are_quoted_when_needed() {
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word("-m"), "-m");
+    }
+
+    #[test]
+    fn a_hanging_process_is_killed_at_the_timeout() {
+        let finished = run(Path::new("/bin/sleep"), &["30".into()], Duration::from_millis(300), false).unwrap();
+        assert!(finished.timed_out);
+        assert!(finished.wall < Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,207 @@
+//! Turns the kernel's serial output into a structured report.
+//!
+//! The grammar is defined by `kernel/src/selftest/mod.rs`. Firmware prints its own lines (with
+//! ANSI escapes and carriage returns) before the kernel starts; they are ignored, as is any line
+//! the grammar does not describe.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckResult {
+    Pass,
+    Fail,
+    Skip,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub result: CheckResult,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub passed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SerialReport {
+    /// The mode the kernel says it runs in (`SELFTEST BEGIN mode=...`).
+    pub mode: Option<String>,
+    pub checks: Vec<Check>,
+    pub counters: BTreeMap<String, u64>,
+    pub summary: Option<Summary>,
+    /// Lines where the kernel reported a fatal error (`FATAL ...`, `PANIC ...`).
+    pub fatal: Vec<String>,
+    /// The line where the (model) host reported a guest's ReportFatalError.
+    pub host_fatal: Option<String>,
+    /// Whether the kernel printed its first line at all.
+    pub kernel_started: bool,
+}
+
+/// Removes ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`) and carriage
+/// returns.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    // Parameters and intermediates, then one final byte in 0x40..=0x7e.
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(_) | None => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn parse_summary(rest: &str) -> Option<Summary> {
+    let mut fields = BTreeMap::new();
+    for pair in rest.split_whitespace() {
+        let (key, value) = pair.split_once('=')?;
+        fields.insert(key, value.parse::<u32>().ok()?);
+    }
+    Some(Summary {
+        passed: *fields.get("passed")?,
+        failed: *fields.get("failed")?,
+        skipped: *fields.get("skipped")?,
+    })
+}
+
+fn parse_check(rest: &str) -> Option<Check> {
+    let mut parts = rest.splitn(3, ' ');
+    let result = match parts.next()? {
+        "pass" => CheckResult::Pass,
+        "fail" => CheckResult::Fail,
+        "skip" => CheckResult::Skip,
+        _ => return None,
+    };
+    let name = parts.next()?.trim();
+    if name.is_empty() {
+        return None;
+    }
+    let detail = parts.next().unwrap_or("").trim().to_owned();
+    Some(Check { name: name.to_owned(), result, detail })
+}
+
+pub fn parse(serial: &str) -> SerialReport {
+    let clean = strip_ansi(serial);
+    let mut report = SerialReport::default();
+    for raw in clean.lines() {
+        // Firmware output may run into the kernel's first line without a newline.
+        let line = match raw.find("tdx-unikernel:") {
+            Some(at) if at > 0 => &raw[at..],
+            _ => raw.trim_start(),
+        };
+        if line.starts_with("tdx-unikernel:") {
+            report.kernel_started = true;
+        }
+        if let Some(rest) = line.strip_prefix("SELFTEST BEGIN ") {
+            report.mode = rest.trim().strip_prefix("mode=").map(str::to_owned);
+        } else if let Some(rest) = line.strip_prefix("CHECK ") {
+            if let Some(check) = parse_check(rest) {
+                report.checks.push(check);
+            }
+        } else if let Some(rest) = line.strip_prefix("COUNTERS") {
+            for pair in rest.split_whitespace() {
+                if let Some((key, value)) = pair.split_once('=') {
+                    if let Ok(value) = value.parse() {
+                        report.counters.insert(key.to_owned(), value);
+                    }
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("SUMMARY ") {
+            report.summary = parse_summary(rest);
+        } else if line.starts_with("FATAL") || line.starts_with("PANIC") {
+            report.fatal.push(line.trim_end().to_owned());
+        } else if line.starts_with("softtdx: host: TD reported ReportFatalError") {
+            report.host_fatal = Some(line.trim_end().to_owned());
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OVMF_NOISE: &str = "\u{1b}[2J\u{1b}[01;01H\u{1b}[=3h\u{1b}[2J\u{1b}[01;01HBdsDxe: loading Boot0001 \"UEFI QEMU HARDDISK QM00001 \" from PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x0,0xFFFF,0x0)\r\nBdsDxe: starting Boot0001\r\n";
+
+    fn kernel_output() -> String {
+        [
+            "tdx-unikernel: kernel entered, GDT/TSS/IDT installed",
+            "SELFTEST BEGIN mode=softtdx",
+            "CHECK pass boot.memory_map 12 regions, 200 MiB usable",
+            "CHECK fail serial.scratch wrote 0x55, read back 0x00",
+            "CHECK skip tdx.hlt_ve not a TD: CPUID leaf 0x21 has no IntelTDX vendor",
+            "CHECK pass heap.alloc",
+            "# native:   Rax=0x0000000000000000",
+            "COUNTERS ve.io=42 tdcall.vmcall=40",
+            "SUMMARY passed=2 failed=1 skipped=1",
+        ]
+        .join("\r\n")
+    }
+
+    #[test]
+    fn parses_checks_counters_and_summary_after_firmware_noise() {
+        let report = parse(&format!("{OVMF_NOISE}{}", kernel_output()));
+        assert!(report.kernel_started);
+        assert_eq!(report.mode.as_deref(), Some("softtdx"));
+        assert_eq!(report.checks.len(), 4);
+        assert_eq!(report.checks[1].name, "serial.scratch");
+        assert_eq!(report.checks[1].result, CheckResult::Fail);
+        assert_eq!(report.checks[1].detail, "wrote 0x55, read back 0x00");
+        assert_eq!(report.checks[3].detail, "");
+        assert_eq!(report.counters.get("ve.io"), Some(&42));
+        assert_eq!(report.summary, Some(Summary { passed: 2, failed: 1, skipped: 1 }));
+    }
+
+    #[test]
+    fn kernel_line_glued_to_firmware_output_is_found() {
+        let report = parse("BdsDxe: starting Boot0001\u{1b}[0mtdx-unikernel: kernel entered\nSUMMARY passed=1 failed=0 skipped=0\n");
+        assert!(report.kernel_started);
+        assert!(report.summary.is_some());
+    }
+
+    #[test]
+    fn ansi_sequences_inside_report_lines_are_removed() {
+        let report = parse("\u{1b}[1;32mCHECK pass heap.alloc\u{1b}[0m ok\r\n");
+        assert_eq!(report.checks, vec![Check { name: "heap.alloc".into(), result: CheckResult::Pass, detail: "ok".into() }]);
+    }
+
+    #[test]
+    fn malformed_lines_are_ignored() {
+        let report = parse("CHECK maybe x\nCHECK pass\nSUMMARY passed=x failed=0 skipped=0\nSUMMARY passed=1\n");
+        assert!(report.checks.is_empty());
+        assert_eq!(report.summary, None);
+    }
+
+    #[test]
+    fn fatal_and_host_report_lines_are_collected() {
+        let report = parse("FATAL #VE: unsupported exit reason 65535\r\n  RIP=0x1\r\nsofttdx: host: TD reported ReportFatalError code=0x0 message=\"#VE: unsupported exit reason 65535\"\r\n");
+        assert_eq!(report.fatal, vec!["FATAL #VE: unsupported exit reason 65535".to_owned()]);
+        assert!(report.host_fatal.unwrap().contains("unsupported exit reason"));
+        assert!(report.summary.is_none());
+    }
+
+    #[test]
+    fn strip_ansi_keeps_plain_text() {
+        assert_eq!(strip_ansi("a\u{1b}[31mb\u{1b}[0mc\r\n"), "abc\n");
+        assert_eq!(strip_ansi("\u{1b}"), "");
+        assert_eq!(strip_ansi("x\u{1b}[="), "x");
+    }
+}

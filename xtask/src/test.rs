@@ -1,0 +1,535 @@
+//! `cargo xtask test`: host unit tests, then boots of the image in every mode, each judged
+//! against what it is expected to do.
+//!
+//! Runs (all from the same image unless a variant is named):
+//! - `native`: the self-test without softtdx; expect pass.
+//! - `softtdx`: the self-test with the software TDX module; expect pass, with I/O #VEs.
+//! - `fatal:<scenario>`: softtdx injects a fault that must stop the kernel; expect the fatal
+//!   report, ReportFatalError at the host and the failure exit, for the scenario's reason.
+//! - `harness:hang`: the kernel spins forever; expect `timeout`.
+//! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
+//! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
+//!   differential checks to fail.
+//!
+//! Counting: every check of an expect-pass run counts as passed or failed; a run whose verdict
+//! is not what it expects adds one failure. A run that expects something else (fatal, fail,
+//! timeout) counts once, as one passed or failed entry named after the run.
+
+use crate::build::{self, KernelVariant};
+use crate::qemu;
+use crate::report::{self, Check, CheckResult, SerialReport};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Pass,
+    /// The run fails, and the named check is among the failed ones.
+    Fail { check: String },
+    /// The kernel stops through its fatal path; one FATAL line contains every one of `reason`.
+    Fatal { reason: Vec<String> },
+    Timeout,
+}
+
+impl Expect {
+    fn word(&self) -> &'static str {
+        match self {
+            Expect::Pass => "pass",
+            Expect::Fail { .. } => "fail",
+            Expect::Fatal { .. } => "fatal",
+            Expect::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub id: String,
+    /// "native" or "softtdx": what the kernel runs as.
+    pub mode: &'static str,
+    /// The fw_cfg mode flag, when not the default.
+    pub mode_flag: Option<String>,
+    pub variant: KernelVariant,
+    pub expect: Expect,
+    pub timeout: Duration,
+}
+
+/// The softtdx fatal scenarios (kernel/src/bootflags.rs) and the words the kernel's FATAL line
+/// must contain for each.
+pub const FATAL_SCENARIOS: [(&str, &[&str]); 7] = [
+    ("io-in-invalid-operand", &["IN from port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
+    ("io-out-invalid-operand", &["OUT to port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
+    ("io-in-retry", &["IN from port", "TDG.VP.VMCALL<Io> returned Retry"]),
+    ("io-out-retry", &["OUT to port", "TDG.VP.VMCALL<Io> returned Retry"]),
+    ("unknown-exit-reason", &["unsupported exit reason 65535"]),
+    ("tdcall-failure", &["TDCALL VpVmcall failed with completion status 0xc000010000000000"]),
+    ("veinfo-get-failure", &["TDG.VP.VEINFO.GET failed", "0xc000070000000000"]),
+];
+
+pub struct Options {
+    pub timeout: Duration,
+    pub json: Option<PathBuf>,
+    pub qemu_args: Vec<String>,
+    pub fail_check: Option<String>,
+    pub kvm: bool,
+    pub firmware: ovmf::Firmware,
+    pub runs: Vec<String>,
+    pub skip_host_tests: bool,
+}
+
+pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec> {
+    let variant = KernelVariant { fail_check: fail_check.map(str::to_owned), broken_in_merge: false };
+    let mut runs = vec![
+        RunSpec {
+            id: "native".into(),
+            mode: "native",
+            mode_flag: None,
+            variant: variant.clone(),
+            expect: Expect::Pass,
+            timeout,
+        },
+        RunSpec {
+            id: "softtdx".into(),
+            mode: "softtdx",
+            mode_flag: Some("softtdx".into()),
+            variant: variant.clone(),
+            expect: Expect::Pass,
+            timeout,
+        },
+    ];
+    if fail_check.is_some() {
+        // The user asked for a broken kernel: run it as if it were the real one.
+        return runs;
+    }
+    for (scenario, reason) in FATAL_SCENARIOS {
+        runs.push(RunSpec {
+            id: format!("fatal:{scenario}"),
+            mode: "softtdx",
+            mode_flag: Some(format!("softtdx fault={scenario}")),
+            variant: KernelVariant::default(),
+            expect: Expect::Fatal { reason: reason.iter().map(|r| r.to_string()).collect() },
+            timeout,
+        });
+    }
+    runs.push(RunSpec {
+        id: "harness:hang".into(),
+        mode: "native",
+        mode_flag: Some("hang".into()),
+        variant: KernelVariant::default(),
+        expect: Expect::Timeout,
+        timeout: timeout.min(Duration::from_secs(12)),
+    });
+    runs.push(RunSpec {
+        id: "harness:fail-check".into(),
+        mode: "native",
+        mode_flag: None,
+        variant: KernelVariant { fail_check: Some("serial.scratch".into()), broken_in_merge: false },
+        expect: Expect::Fail { check: "serial.scratch".into() },
+        timeout,
+    });
+    runs.push(RunSpec {
+        id: "harness:broken-in-merge".into(),
+        mode: "softtdx",
+        mode_flag: Some("softtdx".into()),
+        variant: KernelVariant { fail_check: None, broken_in_merge: true },
+        expect: Expect::Fail { check: "diff.in.dx.l".into() },
+        timeout,
+    });
+    runs
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Timeout,
+    Crash,
+}
+
+/// What QEMU's ending says about the guest, before comparing with the expectation.
+pub fn verdict(finished_status: Option<i32>, timed_out: bool, report: &SerialReport) -> (Verdict, String) {
+    if timed_out {
+        return (Verdict::Timeout, "no exit before the timeout".into());
+    }
+    match finished_status {
+        Some(33) => match report.summary {
+            Some(s) if s.failed == 0 => (Verdict::Pass, format!("{} checks passed", s.passed)),
+            Some(s) => (Verdict::Fail, format!("exit status says pass but {} checks failed", s.failed)),
+            None => (Verdict::Fail, "exit status says pass but no SUMMARY line".into()),
+        },
+        Some(35) => {
+            let failed: Vec<&str> =
+                report.checks.iter().filter(|c| c.result == CheckResult::Fail).map(|c| c.name.as_str()).collect();
+            if let Some(fatal) = report.fatal.first() {
+                (Verdict::Fail, fatal.clone())
+            } else if !failed.is_empty() {
+                (Verdict::Fail, format!("failed: {}", failed.join(", ")))
+            } else {
+                (Verdict::Fail, "failure exit without a reason on serial".into())
+            }
+        }
+        Some(0) => (Verdict::Crash, "QEMU exited 0: the guest reset or triple-faulted (-no-reboot)".into()),
+        Some(status) => (Verdict::Crash, format!("QEMU exited with status {status}")),
+        None => (Verdict::Crash, "QEMU was killed by a signal".into()),
+    }
+}
+
+/// Compares a run's outcome with its expectation; returns whether it matched, and why not.
+pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<(), String> {
+    match &spec.expect {
+        Expect::Pass => {
+            if verdict != Verdict::Pass {
+                return Err(format!("expected pass, got {verdict:?}"));
+            }
+            if report.mode.as_deref() != Some(spec.mode) {
+                return Err(format!("kernel ran in mode {:?}, expected {}", report.mode, spec.mode));
+            }
+            let ve_io = report.counters.get("ve.io").copied().unwrap_or(0);
+            if spec.mode == "softtdx" && ve_io == 0 {
+                return Err("softtdx run made no I/O #VE".into());
+            }
+            if spec.mode == "native" {
+                if let Some((key, value)) = report.counters.iter().find(|(_, v)| **v != 0) {
+                    return Err(format!("native run has counter {key}={value}, expected all 0"));
+                }
+            }
+            Ok(())
+        }
+        Expect::Fail { check } => {
+            if verdict != Verdict::Fail {
+                return Err(format!("expected fail, got {verdict:?}"));
+            }
+            if !report.checks.iter().any(|c| &c.name == check && c.result == CheckResult::Fail) {
+                return Err(format!("expected check {check} to fail"));
+            }
+            Ok(())
+        }
+        Expect::Fatal { reason } => {
+            if verdict != Verdict::Fail {
+                return Err(format!("expected the fatal stop with the failure exit, got {verdict:?}"));
+            }
+            if report.summary.is_some() {
+                return Err("the self-test finished: the fault did not stop the kernel".into());
+            }
+            if !report.fatal.iter().any(|line| reason.iter().all(|r| line.contains(r.as_str()))) {
+                return Err(format!("no FATAL line containing {reason:?} (got {:?})", report.fatal));
+            }
+            if report.host_fatal.is_none() {
+                return Err("the host never received ReportFatalError".into());
+            }
+            Ok(())
+        }
+        Expect::Timeout => {
+            if verdict != Verdict::Timeout {
+                return Err(format!("expected timeout, got {verdict:?}"));
+            }
+            if !report.kernel_started {
+                return Err("timed out before the kernel started".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct RunReport {
+    pub id: String,
+    pub mode: String,
+    pub loader: String,
+    pub expect: String,
+    pub verdict: Verdict,
+    pub judged: String,
+    pub reason: String,
+    pub qemu_status: Option<i32>,
+    pub wall_ms: u128,
+    pub tests: Vec<Check>,
+    pub counters: BTreeMap<String, u64>,
+    pub log: String,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub passed: u32,
+    pub failed: u32,
+    pub runs: Vec<RunReport>,
+}
+
+fn logs_dir() -> PathBuf {
+    build::project_root().join("target/xtask-logs")
+}
+
+fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Result<RunReport> {
+    let args = qemu::boot_args(&qemu::BootSpec {
+        firmware: &options.firmware,
+        image,
+        kvm: options.kvm,
+        mode: spec.mode_flag.as_deref(),
+        extra_args: &options.qemu_args,
+    });
+    let finished = qemu::run(qemu, &args, spec.timeout, false)?;
+    let log = logs_dir().join(format!("{}.log", spec.id.replace(':', "-")));
+    std::fs::write(&log, &finished.output).with_context(|| format!("cannot write {}", log.display()))?;
+    let parsed = report::parse(&finished.output);
+    let (verdict, why) = verdict(finished.status, finished.timed_out, &parsed);
+    let judged = judge(spec, verdict, &parsed);
+    let mut tests = parsed.checks.clone();
+    if let Some(scenario) = spec.id.strip_prefix("fatal:") {
+        tests.push(Check {
+            name: format!("fault.{scenario}"),
+            result: if judged.is_ok() { CheckResult::Pass } else { CheckResult::Fail },
+            detail: parsed.fatal.first().cloned().unwrap_or_default(),
+        });
+    }
+    Ok(RunReport {
+        id: spec.id.clone(),
+        mode: spec.mode.into(),
+        loader: "upstream".into(),
+        expect: spec.expect.word().into(),
+        verdict,
+        judged: if judged.is_ok() { "ok".into() } else { "wrong".into() },
+        reason: match &judged {
+            Ok(()) => why,
+            Err(e) => format!("{e} ({why})"),
+        },
+        qemu_status: finished.status,
+        wall_ms: finished.wall.as_millis(),
+        tests,
+        counters: parsed.counters,
+        log: log.display().to_string(),
+    })
+}
+
+/// Runs the host unit tests of the whole workspace; true if they passed.
+fn host_tests() -> Result<bool> {
+    let root = build::project_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    println!("==> host unit tests: cargo test --workspace");
+    let status = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["test", "--workspace", "--quiet"])
+        .status()
+        .context("cannot run cargo test")?;
+    Ok(status.success())
+}
+
+pub fn run(options: Options) -> Result<bool> {
+    let qemu = qemu::qemu_binary()?;
+    let host_ok = if options.skip_host_tests { true } else { host_tests()? };
+
+    let mut specs = default_runs(options.timeout, options.fail_check.as_deref());
+    if !options.runs.is_empty() {
+        specs.retain(|s| options.runs.iter().any(|r| s.id == *r || s.id.starts_with(&format!("{r}:"))));
+        if specs.is_empty() {
+            bail!("--run matched no run; runs are: native, softtdx, fatal:<scenario>, harness:<name>");
+        }
+    }
+    std::fs::create_dir_all(logs_dir())?;
+
+    // Build each variant once, before any boot.
+    let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for spec in &specs {
+        let key = format!("{:?}", spec.variant);
+        if !images.contains_key(&key) {
+            println!("==> building kernel {}", describe_variant(&spec.variant));
+            let artifacts = build::build(&spec.variant, true)?;
+            images.insert(key, artifacts.image);
+        }
+    }
+
+    println!("==> booting {} runs under QEMU ({})", specs.len(), qemu.display());
+    let first_args = qemu::boot_args(&qemu::BootSpec {
+        firmware: &options.firmware,
+        image: &images[&format!("{:?}", specs[0].variant)],
+        kvm: options.kvm,
+        mode: specs[0].mode_flag.as_deref(),
+        extra_args: &options.qemu_args,
+    });
+    println!("    {}", qemu::command_line(&qemu, &first_args));
+
+    let queue = Mutex::new(specs.iter().enumerate().collect::<Vec<_>>());
+    let results = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 2);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Some((index, spec)) = queue.lock().unwrap().pop() else { break };
+                let image = &images[&format!("{:?}", spec.variant)];
+                let result = execute(spec, image, &options, &qemu);
+                results.lock().unwrap().push((index, result));
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(index, _)| *index);
+
+    let mut runs = Vec::new();
+    for (_, result) in results {
+        runs.push(result?);
+    }
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for run in &runs {
+        let ok = run.judged == "ok";
+        println!();
+        println!(
+            "run {:<34} expect {:<7} verdict {:<7} {:>6.1} s  {}",
+            run.id,
+            run.expect,
+            format!("{:?}", run.verdict).to_lowercase(),
+            run.wall_ms as f64 / 1000.0,
+            if ok { "ok" } else { "WRONG" }
+        );
+        println!("    {}", run.reason);
+        if run.expect == "pass" {
+            for check in &run.tests {
+                let word = match check.result {
+                    CheckResult::Pass => {
+                        passed += 1;
+                        "pass"
+                    }
+                    CheckResult::Fail => {
+                        failed += 1;
+                        "FAIL"
+                    }
+                    CheckResult::Skip => "skip",
+                };
+                println!("    {word:<4}  {:<40} {}", check.name, check.detail);
+            }
+            if !ok {
+                failed += 1;
+                println!("    log: {}", run.log);
+            }
+        } else {
+            let synthetic = run.id.strip_prefix("fatal:").map(|s| format!("fault.{s}"));
+            for check in run.tests.iter().filter(|c| Some(&c.name) == synthetic.as_ref()) {
+                println!("    {:<4}  {:<40} {}", if ok { "pass" } else { "FAIL" }, check.name, check.detail);
+            }
+            if ok {
+                passed += 1;
+            } else {
+                failed += 1;
+                println!("    log: {}", run.log);
+            }
+        }
+    }
+    if !host_ok {
+        failed += 1;
+        println!("\nhost unit tests failed (see above)");
+    }
+    let report = Report { passed, failed, runs };
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("\nreport written to {}", path.display());
+    }
+    println!();
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+fn describe_variant(variant: &KernelVariant) -> String {
+    match (&variant.fail_check, variant.broken_in_merge) {
+        (None, false) => "(default)".into(),
+        (Some(check), false) => format!("with check {check} inverted"),
+        (None, true) => "with the deliberately broken IN merge".into(),
+        (Some(check), true) => format!("with check {check} inverted and the broken IN merge"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Summary;
+
+    fn spec(expect: Expect, mode: &'static str) -> RunSpec {
+        RunSpec {
+            id: "t".into(),
+            mode,
+            mode_flag: None,
+            variant: KernelVariant::default(),
+            expect,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn passing_report(mode: &str, ve_io: u64) -> SerialReport {
+        SerialReport {
+            mode: Some(mode.into()),
+            summary: Some(Summary { passed: 10, failed: 0, skipped: 1 }),
+            counters: [("ve.io".to_owned(), ve_io)].into_iter().collect(),
+            kernel_started: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_the_exit_status() {
+        let ok = passing_report("native", 0);
+        assert_eq!(verdict(Some(33), false, &ok).0, Verdict::Pass);
+        assert_eq!(verdict(Some(33), false, &SerialReport::default()).0, Verdict::Fail);
+        assert_eq!(verdict(Some(35), false, &ok).0, Verdict::Fail);
+        assert_eq!(verdict(Some(0), false, &ok).0, Verdict::Crash);
+        assert_eq!(verdict(Some(1), false, &ok).0, Verdict::Crash);
+        assert_eq!(verdict(None, false, &ok).0, Verdict::Crash);
+        assert_eq!(verdict(Some(33), true, &ok).0, Verdict::Timeout);
+    }
+
+    #[test]
+    fn a_pass_needs_the_right_mode_and_counters() {
+        assert!(judge(&spec(Expect::Pass, "native"), Verdict::Pass, &passing_report("native", 0)).is_ok());
+        assert!(judge(&spec(Expect::Pass, "native"), Verdict::Pass, &passing_report("native", 3)).is_err());
+        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("softtdx", 0)).is_err());
+        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("softtdx", 9)).is_ok());
+        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("native", 9)).is_err());
+    }
+
+    #[test]
+    fn a_fatal_expectation_needs_reason_and_host_report() {
+        let expect = Expect::Fatal { reason: vec!["unsupported exit reason".into(), "65535".into()] };
+        let mut report = SerialReport {
+            fatal: vec!["FATAL #VE: unsupported exit reason 65535".into()],
+            host_fatal: Some("softtdx: host: TD reported ReportFatalError".into()),
+            kernel_started: true,
+            ..Default::default()
+        };
+        assert!(judge(&spec(expect.clone(), "softtdx"), Verdict::Fail, &report).is_ok());
+        assert!(judge(&spec(expect.clone(), "softtdx"), Verdict::Crash, &report).is_err());
+        report.host_fatal = None;
+        assert!(judge(&spec(expect.clone(), "softtdx"), Verdict::Fail, &report).is_err());
+        report.host_fatal = Some("x".into());
+        report.fatal = vec!["FATAL #VE: something else".into()];
+        assert!(judge(&spec(expect, "softtdx"), Verdict::Fail, &report).is_err());
+    }
+
+    #[test]
+    fn a_fail_expectation_names_the_check() {
+        let expect = Expect::Fail { check: "serial.scratch".into() };
+        let report = SerialReport {
+            checks: vec![Check { name: "serial.scratch".into(), result: CheckResult::Fail, detail: String::new() }],
+            ..Default::default()
+        };
+        assert!(judge(&spec(expect.clone(), "native"), Verdict::Fail, &report).is_ok());
+        assert!(judge(&spec(expect.clone(), "native"), Verdict::Pass, &report).is_err());
+        assert!(judge(&spec(expect, "native"), Verdict::Fail, &SerialReport::default()).is_err());
+    }
+
+    #[test]
+    fn a_timeout_must_come_after_the_kernel_started() {
+        let started = SerialReport { kernel_started: true, ..Default::default() };
+        assert!(judge(&spec(Expect::Timeout, "native"), Verdict::Timeout, &started).is_ok());
+        assert!(judge(&spec(Expect::Timeout, "native"), Verdict::Timeout, &SerialReport::default()).is_err());
+        assert!(judge(&spec(Expect::Timeout, "native"), Verdict::Pass, &started).is_err());
+    }
+
+    #[test]
+    fn default_runs_cover_every_fatal_scenario_and_the_harness() {
+        let runs = default_runs(Duration::from_secs(120), None);
+        assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 7);
+        assert!(runs.iter().any(|r| r.expect == Expect::Timeout && r.timeout <= Duration::from_secs(12)));
+        assert_eq!(default_runs(Duration::from_secs(1), Some("x")).len(), 2);
+    }
+}
