@@ -59,17 +59,13 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // would triple-fault. Nothing above touches I/O, CPUID or MSRs.
     arch::init();
     console::init();
-    println!("tdx-unikernel: kernel entered, GDT/TSS/IDT installed");
-
     memory::init(boot_info);
     heap::init(boot_info);
 
+    // Nothing prints before TD detection, so that in a TD the TD info comes first. The boot
+    // flags are read before it because they may switch the softtdx model on, which is what
+    // makes TD detection succeed under plain QEMU.
     let flags = bootflags::read();
-    if flags.unparsed {
-        println!("tdx-unikernel: unknown boot mode in fw_cfg opt/tdx-unikernel/mode");
-        exit::exit(exit::ExitCode::Failure);
-    }
-    println!("tdx-unikernel: boot mode: {}", flags.mode.name());
 
     #[cfg(feature = "softtdx")]
     if let bootflags::Mode::Softtdx(fault) = flags.mode {
@@ -85,6 +81,12 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     }
 
     tdx::init();
+    println!("tdx-unikernel: kernel entered, GDT/TSS/IDT installed");
+    if flags.unparsed {
+        println!("tdx-unikernel: unknown boot mode in fw_cfg opt/tdx-unikernel/mode");
+        exit::exit(exit::ExitCode::Failure);
+    }
+    println!("tdx-unikernel: boot mode: {}", flags.mode.name());
 
     if let bootflags::Mode::Hang = flags.mode {
         println!("tdx-unikernel: hang requested by the boot flags; spinning forever");

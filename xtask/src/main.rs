@@ -5,6 +5,7 @@
 mod build;
 mod qemu;
 mod report;
+mod td;
 mod test;
 
 use anyhow::{Context, Result};
@@ -27,10 +28,41 @@ struct FirmwareArgs {
     firmware: Option<PathBuf>,
 }
 
+/// How to launch a TD (`--tdx`); see README "Running in a real TD".
+#[derive(Args, Clone)]
+struct TdArgs {
+    /// Launch a real TD (QEMU >= 10.1 on a TDX-enabled KVM host) instead of a TCG guest.
+    #[arg(long)]
+    tdx: bool,
+    /// With --tdx: print the QEMU command line and exit without starting anything.
+    #[arg(long, requires = "tdx")]
+    dry_run: bool,
+    /// With --tdx: number of vCPUs.
+    #[arg(long, default_value_t = td::qemu::DEFAULT_VCPUS, requires = "tdx")]
+    vcpus: u32,
+    /// With --tdx: guest memory in MiB (TDVF must accept all of it).
+    #[arg(long, value_name = "MiB", default_value_t = td::qemu::DEFAULT_MEMORY_MIB, requires = "tdx")]
+    memory: u64,
+    /// With --tdx: the SEPT_VE_DISABLE attribute (bit 28); `--sept-ve-disable=false` clears it.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, requires = "tdx")]
+    sept_ve_disable: bool,
+    /// With --tdx: ask for the DEBUG attribute (bit 0); upstream QEMU 10.1 and KVM refuse it.
+    #[arg(long, requires = "tdx")]
+    debug: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build the kernel and its UEFI disk image; print their paths.
     Build,
+    /// Wrap an existing kernel ELF into a bootable UEFI disk image.
+    Image {
+        /// The kernel ELF (x86_64, built against bootloader_api 0.11).
+        kernel: PathBuf,
+        /// Where to write the image (default: next to the ELF, with `.img` appended).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
     /// Build, then boot under QEMU with the serial console on this terminal.
     Run {
         #[command(flatten)]
@@ -47,6 +79,8 @@ enum Command {
         /// Extra QEMU argument (repeatable).
         #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
+        #[command(flatten)]
+        td: TdArgs,
     },
     /// Run the host unit tests, then boot the image in every mode and judge the results.
     Test {
@@ -73,7 +107,90 @@ enum Command {
         /// Skip the host unit tests.
         #[arg(long)]
         skip_host_tests: bool,
+        #[command(flatten)]
+        td: TdArgs,
     },
+    /// Check whether this host can launch a TD: one line per requirement and a verdict.
+    Doctor {
+        #[command(flatten)]
+        firmware: FirmwareArgs,
+        /// The TD memory to check for, in MiB.
+        #[arg(long, value_name = "MiB", default_value_t = td::qemu::DEFAULT_MEMORY_MIB)]
+        memory: u64,
+    },
+    /// Print the TDVF metadata of a firmware file as a table.
+    Firmware {
+        /// The firmware image (e.g. /usr/share/ovmf/OVMF.fd).
+        file: PathBuf,
+    },
+    /// Write a libvirt domain XML that runs the image as a TD.
+    LibvirtXml {
+        #[command(flatten)]
+        firmware: FirmwareArgs,
+        /// The disk image (default: build it).
+        #[arg(long, value_name = "PATH")]
+        image: Option<PathBuf>,
+        /// The domain name.
+        #[arg(long, default_value = "tdx-unikernel")]
+        name: String,
+        #[arg(long, default_value_t = td::qemu::DEFAULT_VCPUS)]
+        vcpus: u32,
+        #[arg(long, value_name = "MiB", default_value_t = td::qemu::DEFAULT_MEMORY_MIB)]
+        memory: u64,
+        #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+        sept_ve_disable: bool,
+        #[arg(long)]
+        debug: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// The firmware for a TD: a combined TDVF image (a TD has no pflash), with valid metadata.
+fn find_td_firmware(args: &FirmwareArgs) -> Result<PathBuf> {
+    let firmware = find_firmware(args)?;
+    if firmware.vars.is_some() {
+        anyhow::bail!(
+            "{} is a split CODE image; a TD needs a combined TDVF image loaded with -bios (e.g. /usr/share/ovmf/OVMF.fd)",
+            firmware.code.display()
+        );
+    }
+    let bytes = std::fs::read(&firmware.code)
+        .with_context(|| format!("cannot read firmware {}", firmware.code.display()))?;
+    let metadata = ovmf::tdvf::parse(&bytes).map_err(|e| {
+        anyhow::anyhow!("firmware {} has no valid TDVF metadata: {e}", firmware.code.display())
+    })?;
+    metadata.check_qemu_loadable().map_err(|e| {
+        anyhow::anyhow!("firmware {} cannot be loaded as TDVF: {e}", firmware.code.display())
+    })?;
+    Ok(firmware.code)
+}
+
+fn td_launch(td: &TdArgs, firmware: PathBuf, image: PathBuf, extra_args: Vec<String>) -> Result<td::qemu::TdLaunch> {
+    let qemu = match qemu::qemu_binary() {
+        Ok(path) => path,
+        // A dry run only prints; it may name a QEMU that this host does not have.
+        Err(_) if td.dry_run => PathBuf::from("qemu-system-x86_64"),
+        Err(e) => return Err(e),
+    };
+    let mut launch = td::qemu::TdLaunch::new(qemu, firmware, image);
+    launch.vcpus = td.vcpus;
+    launch.memory_mib = td.memory;
+    launch.sept_ve_disable = td.sept_ve_disable;
+    launch.debug = td.debug;
+    launch.extra_args = extra_args;
+    Ok(launch)
+}
+
+/// Fails fast, without starting QEMU, when this host cannot launch a TD.
+fn td_preflight(launch: &td::qemu::TdLaunch) -> Result<()> {
+    let facts = td::doctor::probe_host(&launch.qemu, Some(&launch.firmware));
+    td::doctor::preflight(&facts, launch.memory_mib)?;
+    for warning in td::qemu::launch_warnings(launch) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
 }
 
 fn find_firmware(args: &FirmwareArgs) -> Result<ovmf::Firmware> {
@@ -97,7 +214,37 @@ fn run_command(cli: Cli) -> Result<bool> {
             println!("image:  {}", artifacts.image.display());
             Ok(true)
         }
-        Command::Run { firmware, kvm, softtdx, timeout, qemu_args } => {
+        Command::Image { kernel, out } => {
+            let out = out.unwrap_or_else(|| {
+                let mut name = kernel.clone().into_os_string();
+                name.push(".img");
+                PathBuf::from(name)
+            });
+            boot::build_uefi_image(&kernel, &out)?;
+            println!("image: {}", out.display());
+            Ok(true)
+        }
+        Command::Run { firmware, td, qemu_args, timeout, .. } if td.tdx => {
+            let firmware = find_td_firmware(&firmware)?;
+            let image = build::project_root().join("target/kernel/tdx-unikernel-uefi.img");
+            let mut launch = td_launch(&td, firmware, image, qemu_args)?;
+            if td.dry_run {
+                println!("{}", td::qemu::td_command_line(&launch)?);
+                return Ok(true);
+            }
+            // The host check comes first: on a host that cannot run a TD, fail before building.
+            td_preflight(&launch)?;
+            launch.image = build::build(&build::KernelVariant::default(), false)?.image;
+            let args = td::qemu::td_qemu_args(&launch)?;
+            println!("{}", qemu::command_line(&launch.qemu, &args));
+            let finished = qemu::run(&launch.qemu, &args, Duration::from_secs(timeout), true)?;
+            let parsed = report::parse(&finished.output);
+            let (verdict, why) = test::verdict(finished.status, finished.timed_out, &parsed);
+            println!();
+            println!("verdict: {verdict:?} ({why})");
+            Ok(verdict == test::Verdict::Pass)
+        }
+        Command::Run { firmware, kvm, softtdx, timeout, qemu_args, .. } => {
             let firmware = find_firmware(&firmware)?;
             let qemu = qemu::qemu_binary()?;
             let artifacts = build::build(&build::KernelVariant::default(), false)?;
@@ -116,7 +263,19 @@ fn run_command(cli: Cli) -> Result<bool> {
             println!("verdict: {verdict:?} ({why})");
             Ok(verdict == test::Verdict::Pass)
         }
-        Command::Test { firmware, timeout, json, qemu_args, fail_check, kvm, runs, skip_host_tests } => {
+        Command::Test { firmware, timeout, json, qemu_args, td, runs, skip_host_tests, .. } if td.tdx => {
+            let firmware = find_td_firmware(&firmware)?;
+            let image = build::project_root().join("target/kernel/tdx-unikernel-uefi.img");
+            let launch = td_launch(&td, firmware, image, qemu_args)?;
+            if td.dry_run {
+                println!("{}", td::qemu::td_command_line(&launch)?);
+                return Ok(true);
+            }
+            td_preflight(&launch)?;
+            let _ = runs;
+            test::run_td(launch, Duration::from_secs(timeout), json, skip_host_tests)
+        }
+        Command::Test { firmware, timeout, json, qemu_args, fail_check, kvm, runs, skip_host_tests, .. } => {
             let firmware = find_firmware(&firmware)?;
             test::run(test::Options {
                 timeout: Duration::from_secs(timeout),
@@ -128,6 +287,33 @@ fn run_command(cli: Cli) -> Result<bool> {
                 runs,
                 skip_host_tests,
             })
+        }
+        Command::Doctor { firmware, memory } => {
+            let qemu = qemu::qemu_binary().unwrap_or_else(|_| PathBuf::from("qemu-system-x86_64"));
+            let facts = td::doctor::probe_host(&qemu, firmware.firmware.as_deref());
+            print!("{}", td::doctor::assess(&facts, memory));
+            // The doctor reports; whether a TD can run here is its answer, not an error.
+            Ok(true)
+        }
+        Command::Firmware { file } => {
+            print!("{}", td::firmware_report(&file)?);
+            Ok(true)
+        }
+        Command::LibvirtXml { firmware, image, name, vcpus, memory, sept_ve_disable, debug, out } => {
+            let firmware = find_td_firmware(&firmware)?;
+            let image = match image {
+                Some(image) => image,
+                None => build::build(&build::KernelVariant::default(), true)?.image,
+            };
+            let xml = td::libvirt::domain_xml(&name, &image, &firmware, vcpus, memory, sept_ve_disable, debug)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+                    println!("libvirt domain written to {}", path.display());
+                }
+                None => print!("{xml}"),
+            }
+            Ok(true)
         }
     }
 }

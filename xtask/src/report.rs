@@ -107,7 +107,7 @@ pub fn parse(serial: &str) -> SerialReport {
             Some(at) if at > 0 => &raw[at..],
             _ => raw.trim_start(),
         };
-        if line.starts_with("tdx-unikernel:") {
+        if line.starts_with("tdx-unikernel:") || line.starts_with("tdx: ") {
             report.kernel_started = true;
         }
         if let Some(rest) = line.strip_prefix("SELFTEST BEGIN ") {

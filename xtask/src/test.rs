@@ -190,8 +190,8 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
                 return Err(format!("kernel ran in mode {:?}, expected {}", report.mode, spec.mode));
             }
             let ve_io = report.counters.get("ve.io").copied().unwrap_or(0);
-            if spec.mode == "softtdx" && ve_io == 0 {
-                return Err("softtdx run made no I/O #VE".into());
+            if (spec.mode == "softtdx" || spec.mode == "td") && ve_io == 0 {
+                return Err(format!("{} run made no I/O #VE", spec.mode));
             }
             if spec.mode == "native" {
                 if let Some((key, value)) = report.counters.iter().find(|(_, v)| **v != 0) {
@@ -317,6 +317,46 @@ fn host_tests() -> Result<bool> {
     Ok(status.success())
 }
 
+/// Proves that the host tests of the IN merge can fail: with tdx-ve's `broken-in-merge`
+/// feature they must fail, naming a `merge_in` test.
+fn host_tests_catch_broken_merge() -> Result<RunReport> {
+    let root = build::project_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let started = std::time::Instant::now();
+    let output = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["test", "-p", "tdx-ve", "--features", "broken-in-merge", "--lib", "--", "merge_in"])
+        .output()
+        .context("cannot run cargo test")?;
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let failing: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")))
+        .map(str::to_owned)
+        .collect();
+    let judged = !output.status.success() && failing.iter().any(|t| t.contains("merge_in"));
+    let log = logs_dir().join("harness-host-broken-in-merge.log");
+    std::fs::write(&log, &text)?;
+    Ok(RunReport {
+        id: "harness:host-broken-in-merge".into(),
+        mode: "host".into(),
+        loader: "none".into(),
+        expect: "fail".into(),
+        verdict: if output.status.success() { Verdict::Pass } else { Verdict::Fail },
+        judged: if judged { "ok".into() } else { "wrong".into() },
+        reason: if failing.is_empty() {
+            "no failing test: the host tests do not catch a broken IN merge".into()
+        } else {
+            format!("failed: {}", failing.join(", "))
+        },
+        qemu_status: None,
+        wall_ms: started.elapsed().as_millis(),
+        tests: Vec::new(),
+        counters: BTreeMap::new(),
+        log: log.display().to_string(),
+    })
+}
+
 pub fn run(options: Options) -> Result<bool> {
     let qemu = qemu::qemu_binary()?;
     let host_ok = if options.skip_host_tests { true } else { host_tests()? };
@@ -370,6 +410,10 @@ pub fn run(options: Options) -> Result<bool> {
     let mut runs = Vec::new();
     for (_, result) in results {
         runs.push(result?);
+    }
+    if options.runs.is_empty() && options.fail_check.is_none() && !options.skip_host_tests {
+        println!("==> harness: host tests with the broken IN merge must fail");
+        runs.push(host_tests_catch_broken_merge()?);
     }
     let (mut passed, mut failed) = (0u32, 0u32);
     for run in &runs {
@@ -532,4 +576,71 @@ mod tests {
         assert!(runs.iter().any(|r| r.expect == Expect::Timeout && r.timeout <= Duration::from_secs(12)));
         assert_eq!(default_runs(Duration::from_secs(1), Some("x")).len(), 2);
     }
+}
+
+/// `cargo xtask test --tdx`: the self-test in a real TD, judged like the softtdx run (pass, with
+/// I/O #VEs). The host has passed `doctor`'s preflight before this runs.
+pub fn run_td(
+    mut launch: crate::td::qemu::TdLaunch,
+    timeout: Duration,
+    json: Option<PathBuf>,
+    skip_host_tests: bool,
+) -> Result<bool> {
+    let host_ok = if skip_host_tests { true } else { host_tests()? };
+    println!("==> building kernel (default)");
+    launch.image = build::build(&KernelVariant::default(), true)?.image;
+    let args = crate::td::qemu::td_qemu_args(&launch)?;
+    println!("==> booting in a TD: {}", qemu::command_line(&launch.qemu, &args));
+    std::fs::create_dir_all(logs_dir())?;
+    let finished = qemu::run(&launch.qemu, &args, timeout, false)?;
+    let log = logs_dir().join("td.log");
+    std::fs::write(&log, &finished.output)?;
+    let parsed = report::parse(&finished.output);
+    let (verdict, why) = verdict(finished.status, finished.timed_out, &parsed);
+    let spec = RunSpec {
+        id: "td".into(),
+        mode: "td",
+        mode_flag: None,
+        variant: KernelVariant::default(),
+        expect: Expect::Pass,
+        timeout,
+    };
+    let judged = judge(&spec, verdict, &parsed);
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for check in &parsed.checks {
+        match check.result {
+            CheckResult::Pass => passed += 1,
+            CheckResult::Fail => failed += 1,
+            CheckResult::Skip => {}
+        }
+        println!("    {:<4}  {:<40} {}", format!("{:?}", check.result).to_lowercase(), check.name, check.detail);
+    }
+    if let Err(e) = &judged {
+        failed += 1;
+        println!("run td: WRONG: {e} ({why}); log: {}", log.display());
+    }
+    if !host_ok {
+        failed += 1;
+    }
+    if let Some(path) = json {
+        let run = RunReport {
+            id: "td".into(),
+            mode: "td".into(),
+            loader: "upstream".into(),
+            expect: "pass".into(),
+            verdict,
+            judged: if judged.is_ok() { "ok".into() } else { "wrong".into() },
+            reason: why,
+            qemu_status: finished.status,
+            wall_ms: finished.wall.as_millis(),
+            tests: parsed.checks,
+            counters: parsed.counters,
+            log: log.display().to_string(),
+        };
+        let report = Report { passed, failed, runs: vec![run] };
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    println!();
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
 }

@@ -1,0 +1,122 @@
+//! The CLI's contract for bad input: one line on stderr, a non-zero exit, no panic.
+
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    command.args(args).env_remove("OVMF_PATH").env_remove("QEMU");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("xtask runs")
+}
+
+fn assert_one_line_error(output: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains(needle), "{needle:?} missing from {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+}
+
+#[test]
+fn missing_firmware_is_a_one_line_error() {
+    let output = xtask(&["test", "--skip-host-tests"], &[("OVMF_PATH", "/nonexistent")]);
+    assert_one_line_error(&output, "/nonexistent");
+}
+
+#[test]
+fn missing_firmware_flag_is_a_one_line_error() {
+    let output = xtask(&["run", "--firmware", "/nonexistent/OVMF.fd"], &[]);
+    assert_one_line_error(&output, "/nonexistent/OVMF.fd");
+}
+
+#[test]
+fn missing_qemu_is_a_one_line_error() {
+    let firmware = std::env::temp_dir().join("xtask-cli-fake-ovmf.fd");
+    std::fs::write(&firmware, vec![0u8; 2 * 1024 * 1024]).unwrap();
+    let output = xtask(
+        &["run", "--firmware", firmware.to_str().unwrap()],
+        &[("QEMU", "/nonexistent/qemu-system-x86_64")],
+    );
+    assert_one_line_error(&output, "QEMU=/nonexistent/qemu-system-x86_64");
+}
+
+#[test]
+fn corrupt_kernel_elf_is_a_one_line_error() {
+    let dir = std::env::temp_dir();
+    let corrupt = dir.join("xtask-cli-corrupt.elf");
+    std::fs::write(&corrupt, b"\x7fELF\x02\x01\x01garbage that is far too short").unwrap();
+    let output = xtask(&["image", corrupt.to_str().unwrap(), "--out", dir.join("x.img").to_str().unwrap()], &[]);
+    assert_one_line_error(&output, "is not a usable kernel");
+}
+
+#[test]
+fn missing_kernel_elf_is_a_one_line_error() {
+    let output = xtask(&["image", "/nonexistent/kernel"], &[]);
+    assert_one_line_error(&output, "cannot read kernel ELF /nonexistent/kernel");
+}
+
+/// A QEMU wrapper that logs every invocation, to prove which ones happened.
+fn logging_qemu(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("qemu-invocations.log");
+    let wrapper = dir.join("qemu-system-x86_64");
+    let real = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+    std::fs::write(&wrapper, format!("#!/bin/sh\necho \"$@\" >> '{}'\nexec {real} \"$@\"\n", log.display())).unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, log)
+}
+
+#[test]
+fn doctor_exits_zero_and_run_tdx_fails_fast_with_the_same_reasons() {
+    let dir = std::env::temp_dir().join(format!("xtask-cli-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (wrapper, log) = logging_qemu(&dir);
+    let qemu = wrapper.to_str().unwrap();
+
+    let doctor = xtask(&["doctor"], &[("QEMU", qemu)]);
+    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert_eq!(doctor.status.code(), Some(0), "{report}");
+    let verdict = report.lines().find(|l| l.starts_with("verdict: ")).expect("a verdict line");
+    let Some(reasons) = verdict.strip_prefix("verdict: a TD cannot be launched on this host: ") else {
+        // A TDX host: nothing to compare, run --tdx would really launch.
+        assert_eq!(verdict, "verdict: this host can launch a TD");
+        return;
+    };
+
+    let _ = std::fs::remove_file(&log);
+    let run = xtask(&["run", "--tdx"], &[("QEMU", qemu)]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(reasons), "run --tdx gave {stderr:?}, doctor said {reasons:?}");
+    let invocations = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !invocations.contains("confidential-guest-support"),
+        "run --tdx started a TD on a host that cannot run one: {invocations}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn firmware_command_reads_tdvf_and_rejects_other_files() {
+    let garbage = std::env::temp_dir().join("xtask-cli-not-firmware.bin");
+    std::fs::write(&garbage, vec![0x5Au8; 4096]).unwrap();
+    let not_firmware = xtask(&["firmware", garbage.to_str().unwrap()], &[]);
+    assert_one_line_error(&not_firmware, "has no usable TDVF metadata");
+    let missing = xtask(&["firmware", "/nonexistent.fd"], &[]);
+    assert_one_line_error(&missing, "/nonexistent.fd");
+    let debian = std::path::Path::new("/usr/share/ovmf/OVMF.fd");
+    if !debian.exists() {
+        println!("skip: {} not present", debian.display());
+        return;
+    }
+    let output = xtask(&["firmware", debian.to_str().unwrap()], &[]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    for section in ["BFV", "CFV", "TD_HOB", "TempMem"] {
+        assert!(table.contains(section), "{section} missing from {table}");
+    }
+}
