@@ -57,9 +57,7 @@ pub fn check_kernel_elf(bytes: &[u8]) -> Result<(), &'static str> {
     if e_phnum == 0 {
         return Err("ELF has no program headers");
     }
-    let table_end = e_phentsize
-        .checked_mul(e_phnum)
-        .and_then(|len| len.checked_add(e_phoff));
+    let table_end = e_phentsize.checked_mul(e_phnum).and_then(|len| len.checked_add(e_phoff));
     match table_end {
         Some(end) if end <= bytes.len() as u64 => Ok(()),
         _ => Err("ELF program header table lies outside the file"),
@@ -71,14 +69,10 @@ pub fn check_kernel_elf(bytes: &[u8]) -> Result<(), &'static str> {
 /// The loader's own serial and frame-buffer logging are off, so that it does no port I/O after
 /// ExitBootServices: in a TD such I/O would raise #VE before the kernel has an IDT.
 pub fn build_uefi_image(kernel: &Path, image: &Path) -> Result<(), BootError> {
-    let bytes = std::fs::read(kernel).map_err(|source| BootError::Read {
-        path: kernel.to_owned(),
-        source,
-    })?;
-    check_kernel_elf(&bytes).map_err(|reason| BootError::BadElf {
-        path: kernel.to_owned(),
-        reason,
-    })?;
+    let bytes = std::fs::read(kernel)
+        .map_err(|source| BootError::Read { path: kernel.to_owned(), source })?;
+    check_kernel_elf(&bytes)
+        .map_err(|reason| BootError::BadElf { path: kernel.to_owned(), reason })?;
 
     let mut config = bootloader::BootConfig::default();
     config.serial_logging = false;
@@ -88,10 +82,7 @@ pub fn build_uefi_image(kernel: &Path, image: &Path) -> Result<(), BootError> {
     builder.set_boot_config(&config);
     builder
         .create_disk_image(image)
-        .map_err(|err| BootError::Image {
-            path: image.to_owned(),
-            reason: format!("{err:#}"),
-        })
+        .map_err(|err| BootError::Image { path: image.to_owned(), reason: format!("{err:#}") })
 }
 
 #[cfg(test)]

@@ -80,10 +80,7 @@ impl Mode {
             _ => {}
         }
         let fault = text.strip_prefix("softtdx fault=")?;
-        FatalScenario::ALL
-            .into_iter()
-            .find(|s| s.name() == fault)
-            .map(|s| Mode::Softtdx(Some(s)))
+        FatalScenario::ALL.into_iter().find(|s| s.name() == fault).map(|s| Mode::Softtdx(Some(s)))
     }
 }
 

@@ -25,9 +25,7 @@ pub fn init(boot_info: &BootInfo) {
     // SAFETY: the region is marked usable by the loader, so nothing else owns it; it is mapped
     // at `offset` with the rest of physical memory, and it is handed to the allocator once.
     unsafe {
-        ALLOCATOR
-            .lock()
-            .init((offset + region.0) as *mut u8, HEAP_SIZE as usize);
+        ALLOCATOR.lock().init((offset + region.0) as *mut u8, HEAP_SIZE as usize);
     }
 }
 

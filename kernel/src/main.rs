@@ -106,13 +106,8 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     let mut out = console::EmergencyWriter;
     let _ = writeln!(out, "\nPANIC: {}", info.message());
     if let Some(location) = info.location() {
-        let _ = writeln!(
-            out,
-            "PANIC at {}:{}:{}",
-            location.file(),
-            location.line(),
-            location.column()
-        );
+        let _ =
+            writeln!(out, "PANIC at {}:{}:{}", location.file(), location.line(), location.column());
     }
     exit::exit(exit::ExitCode::Failure)
 }

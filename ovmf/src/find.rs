@@ -155,28 +155,12 @@ impl fmt::Display for Candidate {
 /// 2 MiB one. Paths are relative so that `Path::join` keeps them under the chosen root.
 const DISTRO_PATHS: &[(&str, Option<&str>, Distro)] = &[
     ("usr/share/ovmf/OVMF.fd", None, Distro::Debian),
-    (
-        "usr/share/OVMF/OVMF_CODE_4M.fd",
-        Some("usr/share/OVMF/OVMF_VARS_4M.fd"),
-        Distro::Debian,
-    ),
-    (
-        "usr/share/OVMF/OVMF_CODE.fd",
-        Some("usr/share/OVMF/OVMF_VARS.fd"),
-        Distro::Debian,
-    ),
-    (
-        "usr/share/edk2/ovmf/OVMF_CODE.fd",
-        Some("usr/share/edk2/ovmf/OVMF_VARS.fd"),
-        Distro::Fedora,
-    ),
+    ("usr/share/OVMF/OVMF_CODE_4M.fd", Some("usr/share/OVMF/OVMF_VARS_4M.fd"), Distro::Debian),
+    ("usr/share/OVMF/OVMF_CODE.fd", Some("usr/share/OVMF/OVMF_VARS.fd"), Distro::Debian),
+    ("usr/share/edk2/ovmf/OVMF_CODE.fd", Some("usr/share/edk2/ovmf/OVMF_VARS.fd"), Distro::Fedora),
     ("usr/share/edk2/ovmf/OVMF.fd", None, Distro::Fedora),
     ("usr/share/edk2/x64/OVMF.fd", None, Distro::Arch),
-    (
-        "usr/share/edk2/x64/OVMF_CODE.fd",
-        Some("usr/share/edk2/x64/OVMF_VARS.fd"),
-        Distro::Arch,
-    ),
+    ("usr/share/edk2/x64/OVMF_CODE.fd", Some("usr/share/edk2/x64/OVMF_VARS.fd"), Distro::Arch),
 ];
 
 /// The distribution paths under `root`, in the order [`find`] tries them.
@@ -204,11 +188,7 @@ pub enum FindError {
 
     /// A firmware file exists but cannot be opened or inspected.
     #[error("cannot read firmware {} (from {origin}): {error}", path.display())]
-    Unreadable {
-        path: PathBuf,
-        origin: Source,
-        error: io::Error,
-    },
+    Unreadable { path: PathBuf, origin: Source, error: io::Error },
 
     /// A firmware file is too small, too large, or not made of whole flash blocks.
     #[error(
@@ -216,11 +196,7 @@ pub enum FindError {
          (expected a multiple of 4 KiB between 1 MiB and 64 MiB)",
         path.display()
     )]
-    ImplausibleSize {
-        path: PathBuf,
-        origin: Source,
-        size: u64,
-    },
+    ImplausibleSize { path: PathBuf, origin: Source, size: u64 },
 
     /// A VARS template is empty, huge, or not made of whole flash blocks.
     #[error(
@@ -236,11 +212,7 @@ pub enum FindError {
         template.display(),
         copy.display()
     )]
-    VarsCopy {
-        template: PathBuf,
-        copy: PathBuf,
-        error: io::Error,
-    },
+    VarsCopy { template: PathBuf, copy: PathBuf, error: io::Error },
 
     /// Neither the user nor any distribution path provided firmware.
     #[error(
@@ -252,11 +224,7 @@ pub enum FindError {
 }
 
 fn list_candidates(searched: &[Candidate]) -> String {
-    searched
-        .iter()
-        .map(Candidate::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    searched.iter().map(Candidate::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// "`apt-get install ovmf` (Debian/Ubuntu), `dnf install edk2-ovmf` (Fedora) or ...".
@@ -300,11 +268,7 @@ pub fn find(opts: &FindOptions) -> Result<Firmware, FindError> {
             Some(template) => Some(copy_vars_template(template, &opts.scratch_dir)?),
             None => None,
         };
-        return Ok(Firmware {
-            code: candidate.code.clone(),
-            vars,
-            source,
-        });
+        return Ok(Firmware { code: candidate.code.clone(), vars, source });
     }
     Err(FindError::NotFound { searched })
 }
@@ -320,34 +284,20 @@ fn user_firmware(path: &Path, source: Source, scratch_dir: &Path) -> Result<Firm
         Some(template) => Some(copy_vars_template(&template, scratch_dir)?),
         None => None,
     };
-    Ok(Firmware {
-        code: path.to_path_buf(),
-        vars,
-        source,
-    })
+    Ok(Firmware { code: path.to_path_buf(), vars, source })
 }
 
 /// Checks that `path` is a readable regular file of plausible firmware size.
 fn check_firmware_file(path: &Path, origin: Source) -> Result<(), FindError> {
     let metadata = fs::metadata(path).map_err(|error| {
         if error.kind() == io::ErrorKind::NotFound {
-            FindError::Missing {
-                path: path.to_path_buf(),
-                origin,
-            }
+            FindError::Missing { path: path.to_path_buf(), origin }
         } else {
-            FindError::Unreadable {
-                path: path.to_path_buf(),
-                origin,
-                error,
-            }
+            FindError::Unreadable { path: path.to_path_buf(), origin, error }
         }
     })?;
     if !metadata.is_file() {
-        return Err(FindError::NotAFile {
-            path: path.to_path_buf(),
-            origin,
-        });
+        return Err(FindError::NotAFile { path: path.to_path_buf(), origin });
     }
     // Metadata can be read without read permission on the file itself; QEMU needs to open it.
     fs::File::open(path).map_err(|error| FindError::Unreadable {
@@ -357,11 +307,7 @@ fn check_firmware_file(path: &Path, origin: Source) -> Result<(), FindError> {
     })?;
     let size = metadata.len();
     if !is_plausible_firmware_size(size) {
-        return Err(FindError::ImplausibleSize {
-            path: path.to_path_buf(),
-            origin,
-            size,
-        });
+        return Err(FindError::ImplausibleSize { path: path.to_path_buf(), origin, size });
     }
     Ok(())
 }
@@ -397,18 +343,12 @@ fn sibling_vars_template(code: &Path) -> Option<PathBuf> {
 fn copy_vars_template(template: &Path, scratch_dir: &Path) -> Result<PathBuf, FindError> {
     let file_name = template.file_name().unwrap_or(template.as_os_str());
     let copy = scratch_dir.join(file_name);
-    let copy_error = |error| FindError::VarsCopy {
-        template: template.to_path_buf(),
-        copy: copy.clone(),
-        error,
-    };
+    let copy_error =
+        |error| FindError::VarsCopy { template: template.to_path_buf(), copy: copy.clone(), error };
 
     let size = fs::metadata(template).map_err(copy_error)?.len();
     if !is_plausible_vars_size(size) {
-        return Err(FindError::ImplausibleVarsSize {
-            path: template.to_path_buf(),
-            size,
-        });
+        return Err(FindError::ImplausibleVarsSize { path: template.to_path_buf(), size });
     }
     fs::create_dir_all(scratch_dir).map_err(copy_error)?;
     // `fs::copy` onto the template itself would truncate it (as root it would even succeed in
@@ -460,22 +400,15 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
-            Fixture {
-                root: TempDir::new().unwrap(),
-                scratch: TempDir::new().unwrap(),
-            }
+            Fixture { root: TempDir::new().unwrap(), scratch: TempDir::new().unwrap() }
         }
 
         /// Creates `relative` under the root with the given size and returns its full path.
         fn file(&self, relative: &str, size: u64) -> PathBuf {
             let path = self.root.path().join(relative);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&path)
-                .unwrap();
+            let file =
+                OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
             file.set_len(size).unwrap();
             path
         }
@@ -500,11 +433,7 @@ mod tests {
         let explicit = fx.image("custom/explicit.fd");
         let env = fx.image("custom/env.fd");
         fx.image("usr/share/ovmf/OVMF.fd");
-        let opts = FindOptions {
-            explicit: Some(explicit.clone()),
-            env: Some(env),
-            ..fx.options()
-        };
+        let opts = FindOptions { explicit: Some(explicit.clone()), env: Some(env), ..fx.options() };
         let firmware = find(&opts).unwrap();
         assert_eq!(firmware.code, explicit);
         assert_eq!(firmware.vars, None);
@@ -516,10 +445,7 @@ mod tests {
         let fx = Fixture::new();
         let env = fx.image("custom/env.fd");
         fx.image("usr/share/ovmf/OVMF.fd");
-        let opts = FindOptions {
-            env: Some(env.clone()),
-            ..fx.options()
-        };
+        let opts = FindOptions { env: Some(env.clone()), ..fx.options() };
         let firmware = find(&opts).unwrap();
         assert_eq!(firmware.code, env);
         assert_eq!(firmware.source, Source::Env);
@@ -531,24 +457,11 @@ mod tests {
         fx.image("usr/share/ovmf/OVMF.fd");
         let env = fx.image("custom/env.fd");
         let missing = fx.root.path().join("nope/OVMF.fd");
-        let opts = FindOptions {
-            explicit: Some(missing.clone()),
-            env: Some(env),
-            ..fx.options()
-        };
+        let opts = FindOptions { explicit: Some(missing.clone()), env: Some(env), ..fx.options() };
         let error = find(&opts).unwrap_err();
-        assert!(matches!(
-            error,
-            FindError::Missing {
-                origin: Source::Explicit,
-                ..
-            }
-        ));
+        assert!(matches!(error, FindError::Missing { origin: Source::Explicit, .. }));
         let message = error.to_string();
-        assert!(
-            message.contains(&missing.display().to_string()),
-            "{message}"
-        );
+        assert!(message.contains(&missing.display().to_string()), "{message}");
         assert!(message.contains("--firmware"), "{message}");
         assert!(!message.contains('\n'));
     }
@@ -558,23 +471,11 @@ mod tests {
         let fx = Fixture::new();
         fx.image("usr/share/ovmf/OVMF.fd");
         let missing = fx.root.path().join("nope/OVMF.fd");
-        let opts = FindOptions {
-            env: Some(missing.clone()),
-            ..fx.options()
-        };
+        let opts = FindOptions { env: Some(missing.clone()), ..fx.options() };
         let error = find(&opts).unwrap_err();
-        assert!(matches!(
-            error,
-            FindError::Missing {
-                origin: Source::Env,
-                ..
-            }
-        ));
+        assert!(matches!(error, FindError::Missing { origin: Source::Env, .. }));
         let message = error.to_string();
-        assert!(
-            message.contains(&missing.display().to_string()),
-            "{message}"
-        );
+        assert!(message.contains(&missing.display().to_string()), "{message}");
         assert!(message.contains("OVMF_PATH"), "{message}");
     }
 
@@ -584,28 +485,16 @@ mod tests {
         let fx = Fixture::new();
         let link = fx.root.path().join("OVMF.fd");
         std::os::unix::fs::symlink(fx.root.path().join("gone.fd"), &link).unwrap();
-        let opts = FindOptions {
-            explicit: Some(link),
-            ..fx.options()
-        };
+        let opts = FindOptions { explicit: Some(link), ..fx.options() };
         assert!(matches!(find(&opts), Err(FindError::Missing { .. })));
     }
 
     #[test]
     fn directory_given_as_firmware_is_an_error() {
         let fx = Fixture::new();
-        let opts = FindOptions {
-            env: Some(fx.root.path().to_path_buf()),
-            ..fx.options()
-        };
+        let opts = FindOptions { env: Some(fx.root.path().to_path_buf()), ..fx.options() };
         let error = find(&opts).unwrap_err();
-        assert!(matches!(
-            error,
-            FindError::NotAFile {
-                origin: Source::Env,
-                ..
-            }
-        ));
+        assert!(matches!(error, FindError::NotAFile { origin: Source::Env, .. }));
     }
 
     #[cfg(unix)]
@@ -620,10 +509,7 @@ mod tests {
             println!("skip: running with privileges that ignore file modes");
             return;
         }
-        let opts = FindOptions {
-            explicit: Some(path),
-            ..fx.options()
-        };
+        let opts = FindOptions { explicit: Some(path), ..fx.options() };
         assert!(matches!(find(&opts), Err(FindError::Unreadable { .. })));
     }
 
@@ -694,10 +580,7 @@ mod tests {
 
         // A second run starts again from the pristine template.
         let again = find(&opts).unwrap();
-        assert_eq!(
-            fs::read(again.vars.unwrap()).unwrap().len(),
-            VARS_SIZE as usize
-        );
+        assert_eq!(fs::read(again.vars.unwrap()).unwrap().len(), VARS_SIZE as usize);
     }
 
     #[test]
@@ -713,16 +596,10 @@ mod tests {
         let fx = Fixture::new();
         let code = fx.image("custom/OVMF_CODE_4M.fd");
         fx.file("custom/OVMF_VARS_4M.fd", VARS_SIZE);
-        let opts = FindOptions {
-            explicit: Some(code.clone()),
-            ..fx.options()
-        };
+        let opts = FindOptions { explicit: Some(code.clone()), ..fx.options() };
         let firmware = find(&opts).unwrap();
         assert_eq!(firmware.code, code);
-        assert_eq!(
-            firmware.vars,
-            Some(opts.scratch_dir.join("OVMF_VARS_4M.fd"))
-        );
+        assert_eq!(firmware.vars, Some(opts.scratch_dir.join("OVMF_VARS_4M.fd")));
     }
 
     #[test]
@@ -730,10 +607,8 @@ mod tests {
         let fx = Fixture::new();
         fx.image("usr/share/OVMF/OVMF_CODE.fd");
         let template = fx.file("usr/share/OVMF/OVMF_VARS.fd", VARS_SIZE);
-        let opts = FindOptions {
-            scratch_dir: template.parent().unwrap().to_path_buf(),
-            ..fx.options()
-        };
+        let opts =
+            FindOptions { scratch_dir: template.parent().unwrap().to_path_buf(), ..fx.options() };
         assert!(matches!(find(&opts), Err(FindError::VarsCopy { .. })));
         assert_eq!(fs::metadata(&template).unwrap().len(), VARS_SIZE);
     }
@@ -746,10 +621,7 @@ mod tests {
         assert!(!message.contains('\n'), "{message}");
         assert!(message.starts_with("no UEFI firmware found"), "{message}");
         for candidate in distro_candidates(fx.root.path()) {
-            assert!(
-                message.contains(&candidate.code.display().to_string()),
-                "{message}"
-            );
+            assert!(message.contains(&candidate.code.display().to_string()), "{message}");
             if let Some(vars) = &candidate.vars {
                 assert!(message.contains(&vars.display().to_string()), "{message}");
             }
@@ -767,10 +639,8 @@ mod tests {
 
     #[test]
     fn production_message_lists_absolute_distro_paths() {
-        let message = FindError::NotFound {
-            searched: distro_candidates(Path::new("/")),
-        }
-        .to_string();
+        let message =
+            FindError::NotFound { searched: distro_candidates(Path::new("/")) }.to_string();
         assert!(message.contains("/usr/share/ovmf/OVMF.fd, "), "{message}");
         assert!(message
             .contains("/usr/share/OVMF/OVMF_CODE_4M.fd with /usr/share/OVMF/OVMF_VARS_4M.fd"));
@@ -807,10 +677,7 @@ mod tests {
         let fx = Fixture::new();
         for size in [0, 4096, IMAGE_SIZE + 512, 128 << 20] {
             let path = fx.file("custom/OVMF.fd", size);
-            let opts = FindOptions {
-                explicit: Some(path.clone()),
-                ..fx.options()
-            };
+            let opts = FindOptions { explicit: Some(path.clone()), ..fx.options() };
             let error = find(&opts).unwrap_err();
             assert!(
                 matches!(error, FindError::ImplausibleSize { size: s, .. } if s == size),

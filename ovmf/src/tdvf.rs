@@ -325,9 +325,7 @@ impl TdvfMetadata {
         &self,
         section_type: SectionType,
     ) -> impl Iterator<Item = &TdvfSection> {
-        self.sections
-            .iter()
-            .filter(move |section| section.section_type == section_type)
+        self.sections.iter().filter(move |section| section.section_type == section_type)
     }
 
     /// Applies the extra rules QEMU's `tdvf_parse_metadata` enforces (QEMU 10.1,
@@ -336,9 +334,7 @@ impl TdvfMetadata {
     /// none. An image that fails this check makes QEMU refuse to create the TD.
     pub fn check_qemu_loadable(&self) -> Result<(), TdvfError> {
         if self.sections.len() < 2 {
-            return Err(TdvfError::QemuTooFewSections {
-                count: self.sections.len(),
-            });
+            return Err(TdvfError::QemuTooFewSections { count: self.sections.len() });
         }
         for (index, section) in self.sections.iter().enumerate() {
             let needs_data = match section.section_type {
@@ -382,21 +378,14 @@ pub enum TdvfError {
         "OVMF GUIDed table length {table_length} reaches before the start of the image (footer \
          at {footer_offset:#x})"
     )]
-    TableTruncated {
-        table_length: u16,
-        footer_offset: usize,
-    },
+    TableTruncated { table_length: u16, footer_offset: usize },
 
     /// An entry length is too small to hold its own header or runs past the table.
     #[error(
         "corrupt OVMF GUIDed table entry ending at {entry_end:#x}: length {length} (must be 18 to \
          {remaining}, the bytes left in the table)"
     )]
-    CorruptTableEntry {
-        entry_end: usize,
-        length: u16,
-        remaining: usize,
-    },
+    CorruptTableEntry { entry_end: usize, length: u16, remaining: usize },
 
     /// The GUIDed table has no TDX metadata offset entry: OVMF built without TDX support.
     #[error("no TDX metadata offset entry ({TDX_METADATA_OFFSET_GUID}) in the OVMF GUIDed table")]
@@ -418,21 +407,14 @@ pub enum TdvfError {
         "TDVF descriptor at {descriptor_offset:#x} needs {needed} bytes but the image ends \
          {available} bytes later"
     )]
-    TruncatedDescriptor {
-        descriptor_offset: usize,
-        needed: u64,
-        available: usize,
-    },
+    TruncatedDescriptor { descriptor_offset: usize, needed: u64, available: usize },
 
     /// The descriptor does not start with `TDVF`.
     #[error(
         "bad TDVF signature \"{}\" at {descriptor_offset:#x} (expected \"TDVF\")",
         found.escape_ascii()
     )]
-    BadSignature {
-        descriptor_offset: usize,
-        found: [u8; 4],
-    },
+    BadSignature { descriptor_offset: usize, found: [u8; 4] },
 
     /// The 16 bytes before the descriptor are not [`TDX_METADATA_GUID`].
     #[error(
@@ -440,10 +422,7 @@ pub enum TdvfError {
          {TDX_METADATA_GUID} (found {})",
         describe_found_guid(found)
     )]
-    MetadataGuidMismatch {
-        descriptor_offset: usize,
-        found: Option<Guid>,
-    },
+    MetadataGuidMismatch { descriptor_offset: usize, found: Option<Guid> },
 
     /// A metadata version other than 1.
     #[error("unsupported TDVF metadata version {version} (only version 1 is defined)")]
@@ -457,56 +436,35 @@ pub enum TdvfError {
     #[error(
         "TDVF descriptor length {length} does not match its {count} sections (expected {expected})"
     )]
-    LengthMismatch {
-        length: u32,
-        count: u32,
-        expected: u64,
-    },
+    LengthMismatch { length: u32, count: u32, expected: u64 },
 
     /// A section's image data lies (partly) outside the image.
     #[error(
         "TDVF section {index} data {data_offset:#x}+{raw_data_size:#x} lies outside the \
          {image_len}-byte image"
     )]
-    SectionOutOfBounds {
-        index: usize,
-        data_offset: u32,
-        raw_data_size: u32,
-        image_len: usize,
-    },
+    SectionOutOfBounds { index: usize, data_offset: u32, raw_data_size: u32, image_len: usize },
 
     /// A section carries more image data than its memory region holds.
     #[error(
         "TDVF section {index} raw data size {raw_data_size:#x} exceeds its memory size \
          {memory_data_size:#x}"
     )]
-    SectionDataExceedsMemory {
-        index: usize,
-        raw_data_size: u32,
-        memory_data_size: u64,
-    },
+    SectionDataExceedsMemory { index: usize, raw_data_size: u32, memory_data_size: u64 },
 
     /// A section's memory address or size is not a multiple of 4 KiB.
     #[error(
         "TDVF section {index} memory {memory_address:#x}+{memory_data_size:#x} is not 4 KiB \
          aligned"
     )]
-    SectionNotPageAligned {
-        index: usize,
-        memory_address: u64,
-        memory_data_size: u64,
-    },
+    SectionNotPageAligned { index: usize, memory_address: u64, memory_data_size: u64 },
 
     /// A section's memory region wraps around the 64-bit address space.
     #[error(
         "TDVF section {index} memory {memory_address:#x}+{memory_data_size:#x} wraps past the \
          end of the address space"
     )]
-    SectionMemoryOverflow {
-        index: usize,
-        memory_address: u64,
-        memory_data_size: u64,
-    },
+    SectionMemoryOverflow { index: usize, memory_address: u64, memory_data_size: u64 },
 
     /// QEMU needs at least a BFV and one more section.
     #[error("QEMU needs at least 2 TDVF sections, the image has {count}")]
@@ -514,21 +472,14 @@ pub enum TdvfError {
 
     /// QEMU only loads BFV, CFV, TD_HOB and TempMem sections.
     #[error("QEMU does not support TDVF section {index} of type {section_type}")]
-    QemuUnsupportedSectionType {
-        index: usize,
-        section_type: SectionType,
-    },
+    QemuUnsupportedSectionType { index: usize, section_type: SectionType },
 
     /// BFV/CFV without data, or TD_HOB/TempMem with data.
     #[error(
         "QEMU rejects TDVF section {index} ({section_type}) with raw data size {raw_data_size:#x} \
          (BFV/CFV need data, TD_HOB/TempMem must have none)"
     )]
-    QemuSectionDataSize {
-        index: usize,
-        section_type: SectionType,
-        raw_data_size: u32,
-    },
+    QemuSectionDataSize { index: usize, section_type: SectionType, raw_data_size: u32 },
 }
 
 fn describe_found_guid(found: &Option<Guid>) -> String {
@@ -606,23 +557,15 @@ impl<'a> Iterator for OvmfTableEntries<'a> {
         let data = self.image.get(data_offset..length_at)?;
         self.cursor = data_offset;
         self.remaining -= usize::from(length);
-        Some(Ok(OvmfTableEntry {
-            guid,
-            data,
-            data_offset,
-        }))
+        Some(Ok(OvmfTableEntry { guid, data, data_offset }))
     }
 }
 
 /// Locates OVMF's GUIDed table at the end of `image` (see step 1 of the module docs).
 pub fn ovmf_table(image: &[u8]) -> Result<OvmfTableEntries<'_>, TdvfError> {
-    let no_footer = TdvfError::NoTableFooter {
-        image_len: image.len(),
-    };
-    let footer_offset = image
-        .len()
-        .checked_sub(OVMF_TABLE_FOOTER_OFFSET_FROM_END)
-        .ok_or(no_footer.clone())?;
+    let no_footer = TdvfError::NoTableFooter { image_len: image.len() };
+    let footer_offset =
+        image.len().checked_sub(OVMF_TABLE_FOOTER_OFFSET_FROM_END).ok_or(no_footer.clone())?;
     let length_at = footer_offset.checked_sub(2).ok_or(no_footer.clone())?;
     if read_guid(image, footer_offset) != Some(OVMF_TABLE_FOOTER_GUID) {
         return Err(no_footer);
@@ -632,17 +575,9 @@ pub fn ovmf_table(image: &[u8]) -> Result<OvmfTableEntries<'_>, TdvfError> {
         .checked_sub(TABLE_ENTRY_OVERHEAD)
         .ok_or(TdvfError::TableLengthInvalid { table_length })?;
     if entries_length > length_at {
-        return Err(TdvfError::TableTruncated {
-            table_length,
-            footer_offset,
-        });
+        return Err(TdvfError::TableTruncated { table_length, footer_offset });
     }
-    Ok(OvmfTableEntries {
-        image,
-        cursor: length_at,
-        remaining: entries_length,
-        failed: false,
-    })
+    Ok(OvmfTableEntries { image, cursor: length_at, remaining: entries_length, failed: false })
 }
 
 /// Finds the TDVF descriptor's offset in the image through the TDX metadata offset entry.
@@ -652,13 +587,9 @@ fn descriptor_offset(image: &[u8]) -> Result<usize, TdvfError> {
         if entry.guid != TDX_METADATA_OFFSET_GUID {
             continue;
         }
-        let offset = read_u32(entry.data, 0).ok_or(TdvfError::TdxMetadataOffsetEntryTooShort {
-            data_len: entry.data.len(),
-        })?;
-        let out_of_range = TdvfError::OffsetOutOfRange {
-            offset,
-            image_len: image.len(),
-        };
+        let offset = read_u32(entry.data, 0)
+            .ok_or(TdvfError::TdxMetadataOffsetEntryTooShort { data_len: entry.data.len() })?;
+        let out_of_range = TdvfError::OffsetOutOfRange { offset, image_len: image.len() };
         let from_end = usize::try_from(offset).map_err(|_| out_of_range.clone())?;
         if from_end == 0 {
             return Err(out_of_range);
@@ -672,11 +603,8 @@ fn descriptor_offset(image: &[u8]) -> Result<usize, TdvfError> {
 pub fn parse(image: &[u8]) -> Result<TdvfMetadata, TdvfError> {
     let descriptor_offset = descriptor_offset(image)?;
     let available = image.len().saturating_sub(descriptor_offset);
-    let truncated = |needed: u64| TdvfError::TruncatedDescriptor {
-        descriptor_offset,
-        needed,
-        available,
-    };
+    let truncated =
+        |needed: u64| TdvfError::TruncatedDescriptor { descriptor_offset, needed, available };
 
     let header: [u8; TDVF_DESCRIPTOR_SIZE] =
         read_array(image, descriptor_offset).ok_or(truncated(TDVF_DESCRIPTOR_SIZE as u64))?;
@@ -687,19 +615,11 @@ pub fn parse(image: &[u8]) -> Result<TdvfMetadata, TdvfError> {
     let (length, version, count) = (field(4), field(8), field(12));
 
     if signature != TDVF_SIGNATURE {
-        return Err(TdvfError::BadSignature {
-            descriptor_offset,
-            found: signature,
-        });
+        return Err(TdvfError::BadSignature { descriptor_offset, found: signature });
     }
-    let guid = descriptor_offset
-        .checked_sub(16)
-        .and_then(|at| read_guid(image, at));
+    let guid = descriptor_offset.checked_sub(16).and_then(|at| read_guid(image, at));
     if guid != Some(TDX_METADATA_GUID) {
-        return Err(TdvfError::MetadataGuidMismatch {
-            descriptor_offset,
-            found: guid,
-        });
+        return Err(TdvfError::MetadataGuidMismatch { descriptor_offset, found: guid });
     }
     if version != TDVF_METADATA_VERSION {
         return Err(TdvfError::UnsupportedVersion { version });
@@ -711,17 +631,9 @@ pub fn parse(image: &[u8]) -> Result<TdvfMetadata, TdvfError> {
     let expected = (TDVF_SECTION_SIZE as u64)
         .checked_mul(u64::from(count))
         .and_then(|sections| sections.checked_add(TDVF_DESCRIPTOR_SIZE as u64))
-        .ok_or(TdvfError::LengthMismatch {
-            length,
-            count,
-            expected: u64::MAX,
-        })?;
+        .ok_or(TdvfError::LengthMismatch { length, count, expected: u64::MAX })?;
     if u64::from(length) != expected {
-        return Err(TdvfError::LengthMismatch {
-            length,
-            count,
-            expected,
-        });
+        return Err(TdvfError::LengthMismatch { length, count, expected });
     }
     let metadata_end = usize::try_from(length)
         .ok()
@@ -734,17 +646,14 @@ pub fn parse(image: &[u8]) -> Result<TdvfMetadata, TdvfError> {
         .ok_or(truncated(u64::from(length)))?;
 
     let sections = section_bytes
-        .chunks_exact(TDVF_SECTION_SIZE)
+        .as_chunks::<TDVF_SECTION_SIZE>()
+        .0
+        .iter()
         .enumerate()
         .map(|(index, raw)| parse_section(index, raw, image.len()))
         .collect::<Result<Vec<_>, _>>()?;
 
-    Ok(TdvfMetadata {
-        descriptor_offset,
-        length,
-        version,
-        sections,
-    })
+    Ok(TdvfMetadata { descriptor_offset, length, version, sections })
 }
 
 /// Decodes and checks one 32-byte section entry.
@@ -789,10 +698,7 @@ fn parse_section(index: usize, raw: &[u8], image_len: usize) -> Result<TdvfSecti
     }
     // A region may end exactly at 2^64, so check the last byte rather than the end.
     if section.memory_data_size != 0
-        && section
-            .memory_address
-            .checked_add(section.memory_data_size - 1)
-            .is_none()
+        && section.memory_address.checked_add(section.memory_data_size - 1).is_none()
     {
         return Err(TdvfError::SectionMemoryOverflow {
             index,

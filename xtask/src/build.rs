@@ -52,7 +52,9 @@ pub fn build(variant: &KernelVariant, quiet: bool) -> Result<Artifacts> {
     // build; the kernel build must not inherit them.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if (key.starts_with("CARGO") && key != "CARGO_HOME") || key.starts_with("RUST") && key != "RUSTUP_HOME" && key != "RUSTUP_TOOLCHAIN" {
+        if (key.starts_with("CARGO") && key != "CARGO_HOME")
+            || key.starts_with("RUST") && key != "RUSTUP_HOME" && key != "RUSTUP_TOOLCHAIN"
+        {
             cargo.env_remove(&key);
         }
     }

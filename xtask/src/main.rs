@@ -167,7 +167,12 @@ fn find_td_firmware(args: &FirmwareArgs) -> Result<PathBuf> {
     Ok(firmware.code)
 }
 
-fn td_launch(td: &TdArgs, firmware: PathBuf, image: PathBuf, extra_args: Vec<String>) -> Result<td::qemu::TdLaunch> {
+fn td_launch(
+    td: &TdArgs,
+    firmware: PathBuf,
+    image: PathBuf,
+    extra_args: Vec<String>,
+) -> Result<td::qemu::TdLaunch> {
     let qemu = match qemu::qemu_binary() {
         Ok(path) => path,
         // A dry run only prints; it may name a QEMU that this host does not have.
@@ -263,7 +268,9 @@ fn run_command(cli: Cli) -> Result<bool> {
             println!("verdict: {verdict:?} ({why})");
             Ok(verdict == test::Verdict::Pass)
         }
-        Command::Test { firmware, timeout, json, qemu_args, td, runs, skip_host_tests, .. } if td.tdx => {
+        Command::Test { firmware, timeout, json, qemu_args, td, runs, skip_host_tests, .. }
+            if td.tdx =>
+        {
             let firmware = find_td_firmware(&firmware)?;
             let image = build::project_root().join("target/kernel/tdx-unikernel-uefi.img");
             let launch = td_launch(&td, firmware, image, qemu_args)?;
@@ -275,7 +282,17 @@ fn run_command(cli: Cli) -> Result<bool> {
             let _ = runs;
             test::run_td(launch, Duration::from_secs(timeout), json, skip_host_tests)
         }
-        Command::Test { firmware, timeout, json, qemu_args, fail_check, kvm, runs, skip_host_tests, .. } => {
+        Command::Test {
+            firmware,
+            timeout,
+            json,
+            qemu_args,
+            fail_check,
+            kvm,
+            runs,
+            skip_host_tests,
+            ..
+        } => {
             let firmware = find_firmware(&firmware)?;
             test::run(test::Options {
                 timeout: Duration::from_secs(timeout),
@@ -299,16 +316,34 @@ fn run_command(cli: Cli) -> Result<bool> {
             print!("{}", td::firmware_report(&file)?);
             Ok(true)
         }
-        Command::LibvirtXml { firmware, image, name, vcpus, memory, sept_ve_disable, debug, out } => {
+        Command::LibvirtXml {
+            firmware,
+            image,
+            name,
+            vcpus,
+            memory,
+            sept_ve_disable,
+            debug,
+            out,
+        } => {
             let firmware = find_td_firmware(&firmware)?;
             let image = match image {
                 Some(image) => image,
                 None => build::build(&build::KernelVariant::default(), true)?.image,
             };
-            let xml = td::libvirt::domain_xml(&name, &image, &firmware, vcpus, memory, sept_ve_disable, debug)?;
+            let xml = td::libvirt::domain_xml(
+                &name,
+                &image,
+                &firmware,
+                vcpus,
+                memory,
+                sept_ve_disable,
+                debug,
+            )?;
             match out {
                 Some(path) => {
-                    std::fs::write(&path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+                    std::fs::write(&path, xml)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
                     println!("libvirt domain written to {}", path.display());
                 }
                 None => print!("{xml}"),

@@ -21,7 +21,8 @@ pub fn qemu_binary() -> Result<PathBuf> {
         if path.components().count() > 1 && !path.is_file() {
             bail!("QEMU={} does not exist", path.display());
         }
-        return find_in_path(&path).with_context(|| format!("QEMU={} is not an executable", path.display()));
+        return find_in_path(&path)
+            .with_context(|| format!("QEMU={} is not an executable", path.display()));
     }
     find_in_path(Path::new("qemu-system-x86_64")).context(
         "qemu-system-x86_64 not found: run scripts/setup.sh (apt-get install qemu-system-x86), or set QEMU=/path/to/qemu-system-x86_64",
@@ -39,7 +40,9 @@ fn find_in_path(program: &Path) -> Option<PathBuf> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// What a non-TD boot needs.
@@ -182,7 +185,9 @@ pub fn run(qemu: &Path, args: &[String], timeout: Duration, echo: bool) -> Resul
 
 /// Quotes an argument for echoing a command line that can be pasted into a shell.
 pub fn shell_word(arg: &str) -> String {
-    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:+@%".contains(&b)) {
+    if !arg.is_empty()
+        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:+@%".contains(&b))
+    {
         arg.to_owned()
     } else {
         format!("'{}'", arg.replace('\'', "'\\''"))
@@ -201,19 +206,27 @@ mod tests {
     use super::*;
 
     fn firmware() -> ovmf::Firmware {
-        ovmf::Firmware {
-            code: "/fw/OVMF.fd".into(),
-            vars: None,
-            source: ovmf::Source::Explicit,
-        }
+        ovmf::Firmware { code: "/fw/OVMF.fd".into(), vars: None, source: ovmf::Source::Explicit }
     }
 
     #[test]
     fn boot_args_always_disable_network_display_and_reboot() {
         let fw = firmware();
-        let args = boot_args(&BootSpec { firmware: &fw, image: Path::new("/i.img"), kvm: false, mode: Some("softtdx"), extra_args: &[] });
+        let args = boot_args(&BootSpec {
+            firmware: &fw,
+            image: Path::new("/i.img"),
+            kvm: false,
+            mode: Some("softtdx"),
+            extra_args: &[],
+        });
         let line = args.join(" ");
-        for required in ["-nic none", "-display none", "-no-reboot", "-bios /fw/OVMF.fd", "isa-debug-exit,iobase=0xf4,iosize=0x04"] {
+        for required in [
+            "-nic none",
+            "-display none",
+            "-no-reboot",
+            "-bios /fw/OVMF.fd",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ] {
             assert!(line.contains(required), "{required} missing from {line}");
         }
         assert!(line.contains("-fw_cfg name=opt/tdx-unikernel/mode,string=softtdx"));
@@ -221,8 +234,18 @@ mod tests {
 
     #[test]
     fn split_firmware_uses_pflash() {
-        let fw = ovmf::Firmware { code: "/c.fd".into(), vars: Some("/v.fd".into()), source: ovmf::Source::Explicit };
-        let args = boot_args(&BootSpec { firmware: &fw, image: Path::new("/i.img"), kvm: true, mode: None, extra_args: &["-s".into()] });
+        let fw = ovmf::Firmware {
+            code: "/c.fd".into(),
+            vars: Some("/v.fd".into()),
+            source: ovmf::Source::Explicit,
+        };
+        let args = boot_args(&BootSpec {
+            firmware: &fw,
+            image: Path::new("/i.img"),
+            kvm: true,
+            mode: None,
+            extra_args: &["-s".into()],
+        });
         let line = args.join(" ");
         assert!(line.contains("if=pflash,format=raw,readonly=on,file=/c.fd"));
         assert!(line.contains("-accel kvm"));
@@ -239,7 +262,9 @@ mod tests {
 
     #[test]
     fn a_hanging_process_is_killed_at_the_timeout() {
-        let finished = run(Path::new("/bin/sleep"), &["30".into()], Duration::from_millis(300), false).unwrap();
+        let finished =
+            run(Path::new("/bin/sleep"), &["30".into()], Duration::from_millis(300), false)
+                .unwrap();
         assert!(finished.timed_out);
         assert!(finished.wall < Duration::from_secs(5));
     }

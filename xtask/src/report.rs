@@ -51,8 +51,8 @@ pub fn strip_ansi(text: &str) -> String {
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\u{1b}' => match chars.next() {
-                Some('[') => {
+            '\u{1b}' => {
+                if chars.next() == Some('[') {
                     // Parameters and intermediates, then one final byte in 0x40..=0x7e.
                     for c in chars.by_ref() {
                         if ('\u{40}'..='\u{7e}').contains(&c) {
@@ -60,8 +60,7 @@ pub fn strip_ansi(text: &str) -> String {
                         }
                     }
                 }
-                Some(_) | None => {}
-            },
+            }
             '\r' => {}
             c => out.push(c),
         }
@@ -180,12 +179,21 @@ mod tests {
     #[test]
     fn ansi_sequences_inside_report_lines_are_removed() {
         let report = parse("\u{1b}[1;32mCHECK pass heap.alloc\u{1b}[0m ok\r\n");
-        assert_eq!(report.checks, vec![Check { name: "heap.alloc".into(), result: CheckResult::Pass, detail: "ok".into() }]);
+        assert_eq!(
+            report.checks,
+            vec![Check {
+                name: "heap.alloc".into(),
+                result: CheckResult::Pass,
+                detail: "ok".into()
+            }]
+        );
     }
 
     #[test]
     fn malformed_lines_are_ignored() {
-        let report = parse("CHECK maybe x\nCHECK pass\nSUMMARY passed=x failed=0 skipped=0\nSUMMARY passed=1\n");
+        let report = parse(
+            "CHECK maybe x\nCHECK pass\nSUMMARY passed=x failed=0 skipped=0\nSUMMARY passed=1\n",
+        );
         assert!(report.checks.is_empty());
         assert_eq!(report.summary, None);
     }

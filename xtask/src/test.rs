@@ -29,9 +29,13 @@ use std::time::Duration;
 pub enum Expect {
     Pass,
     /// The run fails, and the named check is among the failed ones.
-    Fail { check: String },
+    Fail {
+        check: String,
+    },
     /// The kernel stops through its fatal path; one FATAL line contains every one of `reason`.
-    Fatal { reason: Vec<String> },
+    Fatal {
+        reason: Vec<String>,
+    },
     Timeout,
 }
 
@@ -82,7 +86,8 @@ pub struct Options {
 }
 
 pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec> {
-    let variant = KernelVariant { fail_check: fail_check.map(str::to_owned), broken_in_merge: false };
+    let variant =
+        KernelVariant { fail_check: fail_check.map(str::to_owned), broken_in_merge: false };
     let mut runs = vec![
         RunSpec {
             id: "native".into(),
@@ -127,7 +132,10 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         id: "harness:fail-check".into(),
         mode: "native",
         mode_flag: None,
-        variant: KernelVariant { fail_check: Some("serial.scratch".into()), broken_in_merge: false },
+        variant: KernelVariant {
+            fail_check: Some("serial.scratch".into()),
+            broken_in_merge: false,
+        },
         expect: Expect::Fail { check: "serial.scratch".into() },
         timeout,
     });
@@ -152,19 +160,29 @@ pub enum Verdict {
 }
 
 /// What QEMU's ending says about the guest, before comparing with the expectation.
-pub fn verdict(finished_status: Option<i32>, timed_out: bool, report: &SerialReport) -> (Verdict, String) {
+pub fn verdict(
+    finished_status: Option<i32>,
+    timed_out: bool,
+    report: &SerialReport,
+) -> (Verdict, String) {
     if timed_out {
         return (Verdict::Timeout, "no exit before the timeout".into());
     }
     match finished_status {
         Some(33) => match report.summary {
             Some(s) if s.failed == 0 => (Verdict::Pass, format!("{} checks passed", s.passed)),
-            Some(s) => (Verdict::Fail, format!("exit status says pass but {} checks failed", s.failed)),
+            Some(s) => {
+                (Verdict::Fail, format!("exit status says pass but {} checks failed", s.failed))
+            }
             None => (Verdict::Fail, "exit status says pass but no SUMMARY line".into()),
         },
         Some(35) => {
-            let failed: Vec<&str> =
-                report.checks.iter().filter(|c| c.result == CheckResult::Fail).map(|c| c.name.as_str()).collect();
+            let failed: Vec<&str> = report
+                .checks
+                .iter()
+                .filter(|c| c.result == CheckResult::Fail)
+                .map(|c| c.name.as_str())
+                .collect();
             if let Some(fatal) = report.fatal.first() {
                 (Verdict::Fail, fatal.clone())
             } else if !failed.is_empty() {
@@ -173,7 +191,9 @@ pub fn verdict(finished_status: Option<i32>, timed_out: bool, report: &SerialRep
                 (Verdict::Fail, "failure exit without a reason on serial".into())
             }
         }
-        Some(0) => (Verdict::Crash, "QEMU exited 0: the guest reset or triple-faulted (-no-reboot)".into()),
+        Some(0) => {
+            (Verdict::Crash, "QEMU exited 0: the guest reset or triple-faulted (-no-reboot)".into())
+        }
         Some(status) => (Verdict::Crash, format!("QEMU exited with status {status}")),
         None => (Verdict::Crash, "QEMU was killed by a signal".into()),
     }
@@ -187,7 +207,10 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
                 return Err(format!("expected pass, got {verdict:?}"));
             }
             if report.mode.as_deref() != Some(spec.mode) {
-                return Err(format!("kernel ran in mode {:?}, expected {}", report.mode, spec.mode));
+                return Err(format!(
+                    "kernel ran in mode {:?}, expected {}",
+                    report.mode, spec.mode
+                ));
             }
             let ve_io = report.counters.get("ve.io").copied().unwrap_or(0);
             if (spec.mode == "softtdx" || spec.mode == "td") && ve_io == 0 {
@@ -211,13 +234,18 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
         }
         Expect::Fatal { reason } => {
             if verdict != Verdict::Fail {
-                return Err(format!("expected the fatal stop with the failure exit, got {verdict:?}"));
+                return Err(format!(
+                    "expected the fatal stop with the failure exit, got {verdict:?}"
+                ));
             }
             if report.summary.is_some() {
                 return Err("the self-test finished: the fault did not stop the kernel".into());
             }
             if !report.fatal.iter().any(|line| reason.iter().all(|r| line.contains(r.as_str()))) {
-                return Err(format!("no FATAL line containing {reason:?} (got {:?})", report.fatal));
+                return Err(format!(
+                    "no FATAL line containing {reason:?} (got {:?})",
+                    report.fatal
+                ));
             }
             if report.host_fatal.is_none() {
                 return Err("the host never received ReportFatalError".into());
@@ -273,7 +301,8 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
     });
     let finished = qemu::run(qemu, &args, spec.timeout, false)?;
     let log = logs_dir().join(format!("{}.log", spec.id.replace(':', "-")));
-    std::fs::write(&log, &finished.output).with_context(|| format!("cannot write {}", log.display()))?;
+    std::fs::write(&log, &finished.output)
+        .with_context(|| format!("cannot write {}", log.display()))?;
     let parsed = report::parse(&finished.output);
     let (verdict, why) = verdict(finished.status, finished.timed_out, &parsed);
     let judged = judge(spec, verdict, &parsed);
@@ -328,7 +357,11 @@ fn host_tests_catch_broken_merge() -> Result<RunReport> {
         .args(["test", "-p", "tdx-ve", "--features", "broken-in-merge", "--lib", "--", "merge_in"])
         .output()
         .context("cannot run cargo test")?;
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let failing: Vec<String> = text
         .lines()
         .filter_map(|l| l.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... FAILED")))
@@ -363,9 +396,13 @@ pub fn run(options: Options) -> Result<bool> {
 
     let mut specs = default_runs(options.timeout, options.fail_check.as_deref());
     if !options.runs.is_empty() {
-        specs.retain(|s| options.runs.iter().any(|r| s.id == *r || s.id.starts_with(&format!("{r}:"))));
+        specs.retain(|s| {
+            options.runs.iter().any(|r| s.id == *r || s.id.starts_with(&format!("{r}:")))
+        });
         if specs.is_empty() {
-            bail!("--run matched no run; runs are: native, softtdx, fatal:<scenario>, harness:<name>");
+            bail!(
+                "--run matched no run; runs are: native, softtdx, fatal:<scenario>, harness:<name>"
+            );
         }
     }
     std::fs::create_dir_all(logs_dir())?;
@@ -373,11 +410,11 @@ pub fn run(options: Options) -> Result<bool> {
     // Build each variant once, before any boot.
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
     for spec in &specs {
-        let key = format!("{:?}", spec.variant);
-        if !images.contains_key(&key) {
+        if let std::collections::btree_map::Entry::Vacant(slot) =
+            images.entry(format!("{:?}", spec.variant))
+        {
             println!("==> building kernel {}", describe_variant(&spec.variant));
-            let artifacts = build::build(&spec.variant, true)?;
-            images.insert(key, artifacts.image);
+            slot.insert(build::build(&spec.variant, true)?.image);
         }
     }
 
@@ -450,7 +487,12 @@ pub fn run(options: Options) -> Result<bool> {
         } else {
             let synthetic = run.id.strip_prefix("fatal:").map(|s| format!("fault.{s}"));
             for check in run.tests.iter().filter(|c| Some(&c.name) == synthetic.as_ref()) {
-                println!("    {:<4}  {:<40} {}", if ok { "pass" } else { "FAIL" }, check.name, check.detail);
+                println!(
+                    "    {:<4}  {:<40} {}",
+                    if ok { "pass" } else { "FAIL" },
+                    check.name,
+                    check.detail
+                );
             }
             if ok {
                 passed += 1;
@@ -482,6 +524,78 @@ fn describe_variant(variant: &KernelVariant) -> String {
         (None, true) => "with the deliberately broken IN merge".into(),
         (Some(check), true) => format!("with check {check} inverted and the broken IN merge"),
     }
+}
+
+/// `cargo xtask test --tdx`: the self-test in a real TD, judged like the softtdx run (pass, with
+/// I/O #VEs). The host has passed `doctor`'s preflight before this runs.
+pub fn run_td(
+    mut launch: crate::td::qemu::TdLaunch,
+    timeout: Duration,
+    json: Option<PathBuf>,
+    skip_host_tests: bool,
+) -> Result<bool> {
+    let host_ok = if skip_host_tests { true } else { host_tests()? };
+    println!("==> building kernel (default)");
+    launch.image = build::build(&KernelVariant::default(), true)?.image;
+    let args = crate::td::qemu::td_qemu_args(&launch)?;
+    println!("==> booting in a TD: {}", qemu::command_line(&launch.qemu, &args));
+    std::fs::create_dir_all(logs_dir())?;
+    let finished = qemu::run(&launch.qemu, &args, timeout, false)?;
+    let log = logs_dir().join("td.log");
+    std::fs::write(&log, &finished.output)?;
+    let parsed = report::parse(&finished.output);
+    let (verdict, why) = verdict(finished.status, finished.timed_out, &parsed);
+    let spec = RunSpec {
+        id: "td".into(),
+        mode: "td",
+        mode_flag: None,
+        variant: KernelVariant::default(),
+        expect: Expect::Pass,
+        timeout,
+    };
+    let judged = judge(&spec, verdict, &parsed);
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for check in &parsed.checks {
+        match check.result {
+            CheckResult::Pass => passed += 1,
+            CheckResult::Fail => failed += 1,
+            CheckResult::Skip => {}
+        }
+        println!(
+            "    {:<4}  {:<40} {}",
+            format!("{:?}", check.result).to_lowercase(),
+            check.name,
+            check.detail
+        );
+    }
+    if let Err(e) = &judged {
+        failed += 1;
+        println!("run td: WRONG: {e} ({why}); log: {}", log.display());
+    }
+    if !host_ok {
+        failed += 1;
+    }
+    if let Some(path) = json {
+        let run = RunReport {
+            id: "td".into(),
+            mode: "td".into(),
+            loader: "upstream".into(),
+            expect: "pass".into(),
+            verdict,
+            judged: if judged.is_ok() { "ok".into() } else { "wrong".into() },
+            reason: why,
+            qemu_status: finished.status,
+            wall_ms: finished.wall.as_millis(),
+            tests: parsed.checks,
+            counters: parsed.counters,
+            log: log.display().to_string(),
+        };
+        let report = Report { passed, failed, runs: vec![run] };
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    }
+    println!();
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
 }
 
 #[cfg(test)]
@@ -524,16 +638,30 @@ mod tests {
 
     #[test]
     fn a_pass_needs_the_right_mode_and_counters() {
-        assert!(judge(&spec(Expect::Pass, "native"), Verdict::Pass, &passing_report("native", 0)).is_ok());
-        assert!(judge(&spec(Expect::Pass, "native"), Verdict::Pass, &passing_report("native", 3)).is_err());
-        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("softtdx", 0)).is_err());
-        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("softtdx", 9)).is_ok());
-        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("native", 9)).is_err());
+        assert!(judge(&spec(Expect::Pass, "native"), Verdict::Pass, &passing_report("native", 0))
+            .is_ok());
+        assert!(judge(&spec(Expect::Pass, "native"), Verdict::Pass, &passing_report("native", 3))
+            .is_err());
+        assert!(judge(
+            &spec(Expect::Pass, "softtdx"),
+            Verdict::Pass,
+            &passing_report("softtdx", 0)
+        )
+        .is_err());
+        assert!(judge(
+            &spec(Expect::Pass, "softtdx"),
+            Verdict::Pass,
+            &passing_report("softtdx", 9)
+        )
+        .is_ok());
+        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("native", 9))
+            .is_err());
     }
 
     #[test]
     fn a_fatal_expectation_needs_reason_and_host_report() {
-        let expect = Expect::Fatal { reason: vec!["unsupported exit reason".into(), "65535".into()] };
+        let expect =
+            Expect::Fatal { reason: vec!["unsupported exit reason".into(), "65535".into()] };
         let mut report = SerialReport {
             fatal: vec!["FATAL #VE: unsupported exit reason 65535".into()],
             host_fatal: Some("softtdx: host: TD reported ReportFatalError".into()),
@@ -553,7 +681,11 @@ mod tests {
     fn a_fail_expectation_names_the_check() {
         let expect = Expect::Fail { check: "serial.scratch".into() };
         let report = SerialReport {
-            checks: vec![Check { name: "serial.scratch".into(), result: CheckResult::Fail, detail: String::new() }],
+            checks: vec![Check {
+                name: "serial.scratch".into(),
+                result: CheckResult::Fail,
+                detail: String::new(),
+            }],
             ..Default::default()
         };
         assert!(judge(&spec(expect.clone(), "native"), Verdict::Fail, &report).is_ok());
@@ -565,7 +697,12 @@ mod tests {
     fn a_timeout_must_come_after_the_kernel_started() {
         let started = SerialReport { kernel_started: true, ..Default::default() };
         assert!(judge(&spec(Expect::Timeout, "native"), Verdict::Timeout, &started).is_ok());
-        assert!(judge(&spec(Expect::Timeout, "native"), Verdict::Timeout, &SerialReport::default()).is_err());
+        assert!(judge(
+            &spec(Expect::Timeout, "native"),
+            Verdict::Timeout,
+            &SerialReport::default()
+        )
+        .is_err());
         assert!(judge(&spec(Expect::Timeout, "native"), Verdict::Pass, &started).is_err());
     }
 
@@ -573,74 +710,9 @@ mod tests {
     fn default_runs_cover_every_fatal_scenario_and_the_harness() {
         let runs = default_runs(Duration::from_secs(120), None);
         assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 7);
-        assert!(runs.iter().any(|r| r.expect == Expect::Timeout && r.timeout <= Duration::from_secs(12)));
+        assert!(runs
+            .iter()
+            .any(|r| r.expect == Expect::Timeout && r.timeout <= Duration::from_secs(12)));
         assert_eq!(default_runs(Duration::from_secs(1), Some("x")).len(), 2);
     }
-}
-
-/// `cargo xtask test --tdx`: the self-test in a real TD, judged like the softtdx run (pass, with
-/// I/O #VEs). The host has passed `doctor`'s preflight before this runs.
-pub fn run_td(
-    mut launch: crate::td::qemu::TdLaunch,
-    timeout: Duration,
-    json: Option<PathBuf>,
-    skip_host_tests: bool,
-) -> Result<bool> {
-    let host_ok = if skip_host_tests { true } else { host_tests()? };
-    println!("==> building kernel (default)");
-    launch.image = build::build(&KernelVariant::default(), true)?.image;
-    let args = crate::td::qemu::td_qemu_args(&launch)?;
-    println!("==> booting in a TD: {}", qemu::command_line(&launch.qemu, &args));
-    std::fs::create_dir_all(logs_dir())?;
-    let finished = qemu::run(&launch.qemu, &args, timeout, false)?;
-    let log = logs_dir().join("td.log");
-    std::fs::write(&log, &finished.output)?;
-    let parsed = report::parse(&finished.output);
-    let (verdict, why) = verdict(finished.status, finished.timed_out, &parsed);
-    let spec = RunSpec {
-        id: "td".into(),
-        mode: "td",
-        mode_flag: None,
-        variant: KernelVariant::default(),
-        expect: Expect::Pass,
-        timeout,
-    };
-    let judged = judge(&spec, verdict, &parsed);
-    let (mut passed, mut failed) = (0u32, 0u32);
-    for check in &parsed.checks {
-        match check.result {
-            CheckResult::Pass => passed += 1,
-            CheckResult::Fail => failed += 1,
-            CheckResult::Skip => {}
-        }
-        println!("    {:<4}  {:<40} {}", format!("{:?}", check.result).to_lowercase(), check.name, check.detail);
-    }
-    if let Err(e) = &judged {
-        failed += 1;
-        println!("run td: WRONG: {e} ({why}); log: {}", log.display());
-    }
-    if !host_ok {
-        failed += 1;
-    }
-    if let Some(path) = json {
-        let run = RunReport {
-            id: "td".into(),
-            mode: "td".into(),
-            loader: "upstream".into(),
-            expect: "pass".into(),
-            verdict,
-            judged: if judged.is_ok() { "ok".into() } else { "wrong".into() },
-            reason: why,
-            qemu_status: finished.status,
-            wall_ms: finished.wall.as_millis(),
-            tests: parsed.checks,
-            counters: parsed.counters,
-            log: log.display().to_string(),
-        };
-        let report = Report { passed, failed, runs: vec![run] };
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-    }
-    println!();
-    println!("{passed} passed, {failed} failed");
-    Ok(failed == 0)
 }

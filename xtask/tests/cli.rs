@@ -48,7 +48,10 @@ fn corrupt_kernel_elf_is_a_one_line_error() {
     let dir = std::env::temp_dir();
     let corrupt = dir.join("xtask-cli-corrupt.elf");
     std::fs::write(&corrupt, b"\x7fELF\x02\x01\x01garbage that is far too short").unwrap();
-    let output = xtask(&["image", corrupt.to_str().unwrap(), "--out", dir.join("x.img").to_str().unwrap()], &[]);
+    let output = xtask(
+        &["image", corrupt.to_str().unwrap(), "--out", dir.join("x.img").to_str().unwrap()],
+        &[],
+    );
     assert_one_line_error(&output, "is not a usable kernel");
 }
 
@@ -64,7 +67,11 @@ fn logging_qemu(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBu
     let log = dir.join("qemu-invocations.log");
     let wrapper = dir.join("qemu-system-x86_64");
     let real = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
-    std::fs::write(&wrapper, format!("#!/bin/sh\necho \"$@\" >> '{}'\nexec {real} \"$@\"\n", log.display())).unwrap();
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\nexec {real} \"$@\"\n", log.display()),
+    )
+    .unwrap();
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     (wrapper, log)
 }
@@ -80,7 +87,8 @@ fn doctor_exits_zero_and_run_tdx_fails_fast_with_the_same_reasons() {
     let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
     assert_eq!(doctor.status.code(), Some(0), "{report}");
     let verdict = report.lines().find(|l| l.starts_with("verdict: ")).expect("a verdict line");
-    let Some(reasons) = verdict.strip_prefix("verdict: a TD cannot be launched on this host: ") else {
+    let Some(reasons) = verdict.strip_prefix("verdict: a TD cannot be launched on this host: ")
+    else {
         // A TDX host: nothing to compare, run --tdx would really launch.
         assert_eq!(verdict, "verdict: this host can launch a TD");
         return;

@@ -50,7 +50,7 @@ const _: () = assert!(core::mem::offset_of!(TrapFrame, rip) == 17 * 8);
 const _: () = assert!(core::mem::offset_of!(TrapFrame, ss) == 21 * 8);
 // The CPU aligns RSP to 16 before it pushes its frame; the whole TrapFrame is a multiple of 16
 // bytes, so RSP is 16-byte aligned again at the `call`, as the System V ABI requires.
-const _: () = assert!(core::mem::size_of::<TrapFrame>() % 16 == 0);
+const _: () = assert!(core::mem::size_of::<TrapFrame>().is_multiple_of(16));
 
 impl tdx_ve::regs::GuestRegisters for TrapFrame {
     fn gpr(&self, r: tdx_ve::regs::Gpr) -> u64 {
@@ -134,11 +134,8 @@ impl TrapFrame {
             "  R9 ={:#018x} R10={:#018x} R11={:#018x} R12={:#018x}",
             self.r9, self.r10, self.r11, self.r12
         );
-        let _ = writeln!(
-            out,
-            "  R13={:#018x} R14={:#018x} R15={:#018x}",
-            self.r13, self.r14, self.r15
-        );
+        let _ =
+            writeln!(out, "  R13={:#018x} R14={:#018x} R15={:#018x}", self.r13, self.r14, self.r15);
     }
 }
 

@@ -89,7 +89,12 @@ fn pic_mask_readback() -> Outcome {
         if read != (pattern, !pattern) {
             pics.master_data.write(saved.0);
             pics.slave_data.write(saved.1);
-            return fail!("wrote {pattern:#04x}/{:#04x}, read {:#04x}/{:#04x}", !pattern, read.0, read.1);
+            return fail!(
+                "wrote {pattern:#04x}/{:#04x}, read {:#04x}/{:#04x}",
+                !pattern,
+                read.0,
+                read.1
+            );
         }
     }
     pics.master_data.write(saved.0);
@@ -120,7 +125,11 @@ fn pic_reinit() -> Outcome {
     pics.master_data.write(saved.0);
     pics.slave_data.write(saved.1);
     if masks != (0xFF, 0xFF) {
-        return fail!("after ICW1-ICW4 masks read {:#04x}/{:#04x}, want 0xff/0xff", masks.0, masks.1);
+        return fail!(
+            "after ICW1-ICW4 masks read {:#04x}/{:#04x}, want 0xff/0xff",
+            masks.0,
+            masks.1
+        );
     }
     match ve_path_ok(before, 16) {
         Ok(ves) => pass!("remapped to 0x20/0x28, all masked, {ves} I/O #VEs"),

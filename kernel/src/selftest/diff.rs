@@ -330,7 +330,11 @@ fn initial_state(form: &Form, df: bool, rcx: u64) -> DiffState {
     gprs[Gpr::Rdi as usize] = middle;
     gprs[Gpr::Rsp as usize] = 0;
     let df_bit = if df { crate::arch::rflags::DF } else { 0 };
-    DiffState { gprs, rflags: RFLAGS_FIXED | RFLAGS_CF | RFLAGS_ZF | df_bit, snippet: form.snippet as usize as u64 }
+    DiffState {
+        gprs,
+        rflags: RFLAGS_FIXED | RFLAGS_CF | RFLAGS_ZF | df_bit,
+        snippet: form.snippet as usize as u64,
+    }
 }
 
 /// Everything one side of a differential check ends with.
@@ -342,7 +346,12 @@ struct Observation {
     buffer: [u8; BUFFER_LEN],
 }
 
-fn run_side(form: &Form, start: &DiffState, outs_width: Option<usize>, through_model: bool) -> Observation {
+fn run_side(
+    form: &Form,
+    start: &DiffState,
+    outs_width: Option<usize>,
+    through_model: bool,
+) -> Observation {
     natively(|| {
         form.device.reset();
         fill_buffer(outs_width);
@@ -388,7 +397,10 @@ fn describe_difference(native: &Observation, model: &Observation) -> FixedString
 }
 
 fn print_state(side: &str, o: &Observation) {
-    println!("# {side}: RFLAGS={:#x} RIP-after={:#x} device={:#x}", o.state.rflags, o.rip_after, o.device);
+    println!(
+        "# {side}: RFLAGS={:#x} RIP-after={:#x} device={:#x}",
+        o.state.rflags, o.rip_after, o.device
+    );
     for r in Gpr::ALL {
         if r != Gpr::Rsp {
             crate::print!("# {side}:   {r:?}={:#018x}", o.state.gprs[r as usize]);
@@ -403,7 +415,13 @@ fn print_state(side: &str, o: &Observation) {
 }
 
 /// Runs one form on both sides; `fault` is armed just before the model side.
-fn compare(form: &Form, df: bool, rcx: u64, outs_width: Option<usize>, fault: Option<crate::softtdx::HostFault>) -> Outcome {
+fn compare(
+    form: &Form,
+    df: bool,
+    rcx: u64,
+    outs_width: Option<usize>,
+    fault: Option<crate::softtdx::HostFault>,
+) -> Outcome {
     let start = initial_state(form, df, rcx);
     let native = run_side(form, &start, outs_width, false);
     if let Some(fault) = fault {
@@ -429,7 +447,10 @@ fn compare(form: &Form, df: bool, rcx: u64, outs_width: Option<usize>, fault: Op
 pub fn run(_ctx: &Context, tally: &mut Tally) {
     if !crate::softtdx::is_active() {
         tally.record("diff.*", skip!("softtdx is not active: differential checks need the model"));
-        tally.record("fault.*", skip!("softtdx is not active: host faults are injected by the model"));
+        tally.record(
+            "fault.*",
+            skip!("softtdx is not active: host faults are injected by the model"),
+        );
         return;
     }
     for form in port_forms() {

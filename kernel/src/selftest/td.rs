@@ -32,7 +32,13 @@ fn vp_info() -> Outcome {
             info.max_vcpus
         );
     }
-    pass!("GPAW {} attributes {:#x} vcpus {}/{}", info.gpaw, info.attributes.0, info.num_vcpus, info.max_vcpus)
+    pass!(
+        "GPAW {} attributes {:#x} vcpus {}/{}",
+        info.gpaw,
+        info.attributes.0,
+        info.num_vcpus,
+        info.max_vcpus
+    )
 }
 
 fn cc_attributes() -> Outcome {
@@ -101,7 +107,9 @@ fn wrmsr_ve() -> Outcome {
         return skip!("{NOT_A_TD}");
     }
     if !softtdx_active() {
-        return skip!("a real VMM refuses EFER writes (KVM treats EFER as read-only); softtdx only");
+        return skip!(
+            "a real VMM refuses EFER writes (KVM treats EFER as read-only); softtdx only"
+        );
     }
     let efer = natively(|| rdmsr(IA32_EFER));
     let before = counters::VE_MSR.get();

@@ -104,8 +104,7 @@ pub fn enable(scenario: Option<FatalScenario>) -> Result<(), &'static str> {
     }
     // SAFETY: written once, before the model is active, on the only CPU.
     unsafe {
-        SOFTTDX_VE_ENTRY =
-            crate::arch::idt::gate_handler(crate::arch::idt::vector::VIRTUALIZATION)
+        SOFTTDX_VE_ENTRY = crate::arch::idt::gate_handler(crate::arch::idt::vector::VIRTUALIZATION)
     };
     MODEL.lock().scenario = scenario;
     ACTIVE.store(true, Ordering::SeqCst);
@@ -146,8 +145,7 @@ pub fn handle_debug(_frame: &mut TrapFrame) -> bool {
 
 /// #UD: if the faulting instruction is TDCALL, answers it as the TDX module would.
 pub fn handle_invalid_opcode(frame: &mut TrapFrame) -> bool {
-    if !is_active() || read_instruction::<4>(frame.rip, 4) != Some(TDCALL_BYTES)
-    {
+    if !is_active() || read_instruction::<4>(frame.rip, 4) != Some(TDCALL_BYTES) {
         return false;
     }
     tdx_module(frame);

@@ -77,7 +77,11 @@ fn host_out(port: u16, width: PortWidth, value: u64) {
 /// Stops the machine as QEMU does when a TD cannot continue: message, then the failure exit.
 pub fn host_stop(message: &str) -> ! {
     let _ = writeln!(HostConsole, "\n{message}");
-    host_out(crate::exit::ISA_DEBUG_EXIT_PORT, PortWidth::Dword, crate::exit::ExitCode::Failure as u64);
+    host_out(
+        crate::exit::ISA_DEBUG_EXIT_PORT,
+        PortWidth::Dword,
+        crate::exit::ExitCode::Failure as u64,
+    );
     loop {
         core::hint::spin_loop();
     }
@@ -125,7 +129,10 @@ fn serve(
             set_status(view, TdVmCallStatus::Success)
         }
         TdVmCallSubFunction::Cpuid => {
-            let r = core::arch::x86_64::__cpuid_count(view.gpr(Gpr::R12) as u32, view.gpr(Gpr::R13) as u32);
+            let r = core::arch::x86_64::__cpuid_count(
+                view.gpr(Gpr::R12) as u32,
+                view.gpr(Gpr::R13) as u32,
+            );
             view.set_gpr(Gpr::R12, r.eax as u64);
             view.set_gpr(Gpr::R13, r.ebx as u64);
             view.set_gpr(Gpr::R14, r.ecx as u64);
@@ -151,7 +158,8 @@ fn serve(
         }
         TdVmCallSubFunction::ReportFatalError => {
             let mut message = [0u8; 64];
-            let words = [Gpr::R14, Gpr::R15, Gpr::Rbx, Gpr::Rdi, Gpr::Rsi, Gpr::R8, Gpr::R9, Gpr::Rdx];
+            let words =
+                [Gpr::R14, Gpr::R15, Gpr::Rbx, Gpr::Rdi, Gpr::Rsi, Gpr::R8, Gpr::R9, Gpr::Rdx];
             for (i, r) in words.into_iter().enumerate() {
                 message[i * 8..i * 8 + 8].copy_from_slice(&view.gpr(r).to_le_bytes());
             }

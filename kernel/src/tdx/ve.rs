@@ -38,7 +38,12 @@ pub enum VeError {
     BadQualification(QualificationError),
     Hypercall(VmcallError),
     /// An Instruction.IO hypercall failed for this access.
-    Io { direction: IoDirection, port: u16, width: PortWidth, error: VmcallError },
+    Io {
+        direction: IoDirection,
+        port: u16,
+        width: PortWidth,
+        error: VmcallError,
+    },
     /// The bytes at RIP are not the string instruction the qualification describes.
     InstructionMismatch,
     UnsupportedSegmentOverride(SegmentRegister),
@@ -173,9 +178,7 @@ fn emulate_string_io(
     memory::check_access(frame.rip, length as u64, false).map_err(VeError::Memory)?;
     let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH as usize];
     // SAFETY: the range was just checked to be mapped; code is not modified concurrently.
-    unsafe {
-        core::ptr::copy_nonoverlapping(frame.rip as *const u8, bytes.as_mut_ptr(), length)
-    };
+    unsafe { core::ptr::copy_nonoverlapping(frame.rip as *const u8, bytes.as_mut_ptr(), length) };
     let instruction = match decode::decode(&bytes[..length]) {
         Ok(Instruction::Io(io)) if io.string => io,
         _ => return Err(VeError::InstructionMismatch),
@@ -211,13 +214,21 @@ impl StringIoEnv for HypercallStringIo {
     type Error = VeError;
 
     fn port_in(&mut self, port: u16, width: PortWidth) -> Result<u64, VeError> {
-        vmcall::io_read(port, width)
-            .map_err(|error| VeError::Io { direction: IoDirection::In, port, width, error })
+        vmcall::io_read(port, width).map_err(|error| VeError::Io {
+            direction: IoDirection::In,
+            port,
+            width,
+            error,
+        })
     }
 
     fn port_out(&mut self, port: u16, width: PortWidth, value: u64) -> Result<(), VeError> {
-        vmcall::io_write(port, width, value)
-            .map_err(|error| VeError::Io { direction: IoDirection::Out, port, width, error })
+        vmcall::io_write(port, width, value).map_err(|error| VeError::Io {
+            direction: IoDirection::Out,
+            port,
+            width,
+            error,
+        })
     }
 
     fn read_memory(&mut self, linear_address: u64, buf: &mut [u8]) -> Result<(), VeError> {
@@ -225,11 +236,7 @@ impl StringIoEnv for HypercallStringIo {
         // SAFETY: the range is mapped and readable (checked above); the interrupted context
         // owns it and is suspended while the handler runs.
         unsafe {
-            core::ptr::copy_nonoverlapping(
-                linear_address as *const u8,
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
+            core::ptr::copy_nonoverlapping(linear_address as *const u8, buf.as_mut_ptr(), buf.len())
         };
         Ok(())
     }

@@ -10,51 +10,6 @@ use super::tdcall::{self, TdcallError, TdcallRegs};
 use crate::counters;
 use tdx_ve::abi::{TdVmCallStatus, TdVmCallSubFunction, TdcallLeaf};
 use tdx_ve::io::PortWidth;
-use tdx_ve::regs::Gpr;
-
-const fn expose(registers: &[Gpr]) -> u64 {
-    let mut bitmap = 0;
-    let mut i = 0;
-    while i < registers.len() {
-        bitmap |= 1 << registers[i] as u64;
-        i += 1;
-    }
-    bitmap
-}
-
-/// Instruction.IO: R10 status, R11 sub-function/result, R12 size, R13 direction, R14 port,
-/// R15 value.
-const EXPOSE_IO: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15]);
-/// Instruction.HLT: R12 = interrupts-blocked flag.
-const EXPOSE_HLT: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12]);
-/// Instruction.CPUID: R12 = EAX, R13 = ECX in; R12..R15 = EAX, EBX, ECX, EDX out.
-const EXPOSE_CPUID: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15]);
-/// Instruction.RDMSR: R12 = MSR index; R11 = value out.
-const EXPOSE_RDMSR: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12]);
-/// Instruction.WRMSR: R12 = MSR index, R13 = value.
-const EXPOSE_WRMSR: u64 = expose(&[Gpr::R10, Gpr::R11, Gpr::R12, Gpr::R13]);
-/// ReportFatalError: R12 error code, R13 shared GPA (unused), message in R14, R15, RBX, RDI,
-/// RSI, R8, R9, RDX (8 bytes each, in this order).
-const EXPOSE_REPORT_FATAL_ERROR: u64 = expose(&[
-    Gpr::R10,
-    Gpr::R11,
-    Gpr::R12,
-    Gpr::R13,
-    Gpr::R14,
-    Gpr::R15,
-    Gpr::Rbx,
-    Gpr::Rdi,
-    Gpr::Rsi,
-    Gpr::R8,
-    Gpr::R9,
-    Gpr::Rdx,
-]);
-
-const _: () = {
-    let never = (1 << Gpr::Rsp as u64) | (1 << Gpr::Rbp as u64);
-    assert!(EXPOSE_IO & never == 0);
-    assert!(EXPOSE_REPORT_FATAL_ERROR & never == 0);
-};
 
 /// Why a hypercall did not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,14 +31,12 @@ impl core::fmt::Display for VmcallError {
     }
 }
 
-/// Sends one GHCI standard hypercall and checks both statuses.
-fn vmcall(
-    sub_function: TdVmCallSubFunction,
-    exposed: u64,
-    regs: &mut TdcallRegs,
-) -> Result<(), VmcallError> {
+/// Sends one GHCI standard hypercall and checks both statuses. The registers exposed are the
+/// sub-function's minimal bitmap from tdx-ve (`TdVmCallSubFunction::register_bitmap`), where a
+/// compile-time check keeps RSP, RBP, RAX and RCX out of every one of them.
+fn vmcall(sub_function: TdVmCallSubFunction, regs: &mut TdcallRegs) -> Result<(), VmcallError> {
     counters::TDCALL_VMCALL.increment();
-    regs.rcx = exposed;
+    regs.rcx = sub_function.register_bitmap();
     regs.r10 = 0;
     regs.r11 = sub_function.code();
     let result = tdcall::call(TdcallLeaf::VpVmcall, regs).map_err(VmcallError::Tdcall);
@@ -100,13 +53,9 @@ fn vmcall(
 /// TDG.VP.VMCALL<Instruction.IO>, read (GHCI 1.5, 3.9): the value of `port`, masked to `width`.
 pub fn io_read(port: u16, width: PortWidth) -> Result<u64, VmcallError> {
     counters::TDVMCALL_IO.increment();
-    let mut regs = TdcallRegs {
-        r12: width as u64,
-        r13: 0,
-        r14: port as u64,
-        ..TdcallRegs::default()
-    };
-    vmcall(TdVmCallSubFunction::Io, EXPOSE_IO, &mut regs)?;
+    let mut regs =
+        TdcallRegs { r12: width as u64, r13: 0, r14: port as u64, ..TdcallRegs::default() };
+    vmcall(TdVmCallSubFunction::Io, &mut regs)?;
     Ok(regs.r11 & width.mask())
 }
 
@@ -121,7 +70,7 @@ pub fn io_write(port: u16, width: PortWidth, value: u64) -> Result<(), VmcallErr
         r15: value & width.mask(),
         ..TdcallRegs::default()
     };
-    vmcall(TdVmCallSubFunction::Io, EXPOSE_IO, &mut regs)
+    vmcall(TdVmCallSubFunction::Io, &mut regs)
 }
 
 /// TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5, 3.8): halt until the next interrupt, or for
@@ -129,7 +78,7 @@ pub fn io_write(port: u16, width: PortWidth, value: u64) -> Result<(), VmcallErr
 pub fn hlt(interrupts_blocked: bool) -> Result<(), VmcallError> {
     counters::TDVMCALL_HLT.increment();
     let mut regs = TdcallRegs { r12: interrupts_blocked as u64, ..TdcallRegs::default() };
-    vmcall(TdVmCallSubFunction::Hlt, EXPOSE_HLT, &mut regs)
+    vmcall(TdVmCallSubFunction::Hlt, &mut regs)
 }
 
 /// TDG.VP.VMCALL<Instruction.CPUID> (GHCI 1.5, 3.7): the host's EAX, EBX, ECX, EDX for `leaf`
@@ -137,7 +86,7 @@ pub fn hlt(interrupts_blocked: bool) -> Result<(), VmcallError> {
 pub fn cpuid(leaf: u32, subleaf: u32) -> Result<[u32; 4], VmcallError> {
     counters::TDVMCALL_CPUID.increment();
     let mut regs = TdcallRegs { r12: leaf as u64, r13: subleaf as u64, ..TdcallRegs::default() };
-    vmcall(TdVmCallSubFunction::Cpuid, EXPOSE_CPUID, &mut regs)?;
+    vmcall(TdVmCallSubFunction::Cpuid, &mut regs)?;
     Ok([regs.r12 as u32, regs.r13 as u32, regs.r14 as u32, regs.r15 as u32])
 }
 
@@ -145,7 +94,7 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> Result<[u32; 4], VmcallError> {
 pub fn rdmsr(msr: u32) -> Result<u64, VmcallError> {
     counters::TDVMCALL_MSR.increment();
     let mut regs = TdcallRegs { r12: msr as u64, ..TdcallRegs::default() };
-    vmcall(TdVmCallSubFunction::Rdmsr, EXPOSE_RDMSR, &mut regs)?;
+    vmcall(TdVmCallSubFunction::Rdmsr, &mut regs)?;
     Ok(regs.r11)
 }
 
@@ -153,7 +102,7 @@ pub fn rdmsr(msr: u32) -> Result<u64, VmcallError> {
 pub fn wrmsr(msr: u32, value: u64) -> Result<(), VmcallError> {
     counters::TDVMCALL_MSR.increment();
     let mut regs = TdcallRegs { r12: msr as u64, r13: value, ..TdcallRegs::default() };
-    vmcall(TdVmCallSubFunction::Wrmsr, EXPOSE_WRMSR, &mut regs)
+    vmcall(TdVmCallSubFunction::Wrmsr, &mut regs)
 }
 
 /// Longest message ReportFatalError carries: eight registers of eight bytes.
@@ -182,5 +131,5 @@ pub fn report_fatal_error(message: &str) -> Result<(), VmcallError> {
         rdx: word(7),
         ..TdcallRegs::default()
     };
-    vmcall(TdVmCallSubFunction::ReportFatalError, EXPOSE_REPORT_FATAL_ERROR, &mut regs)
+    vmcall(TdVmCallSubFunction::ReportFatalError, &mut regs)
 }

@@ -111,13 +111,9 @@ impl SyntheticImage {
         image[footer_guid..footer_guid + 16].copy_from_slice(OVMF_TABLE_FOOTER_GUID.as_bytes());
         let table_length = footer_guid - 2;
 
-        let offset_value = self
-            .offset_value
-            .unwrap_or((size - self.descriptor_offset) as u32);
-        let tdx_data = self
-            .offset_entry_data
-            .clone()
-            .unwrap_or_else(|| offset_value.to_le_bytes().to_vec());
+        let offset_value = self.offset_value.unwrap_or((size - self.descriptor_offset) as u32);
+        let tdx_data =
+            self.offset_entry_data.clone().unwrap_or_else(|| offset_value.to_le_bytes().to_vec());
         // Walk order (nearest the footer first), as in EDK2: SEV-ES reset block, the TDX entry,
         // then another entry the walk never needs to reach.
         let entries: [(Guid, Vec<u8>); 3] = [
@@ -158,10 +154,7 @@ impl SyntheticImage {
             metadata.extend_from_slice(&section.section_type.raw().to_le_bytes());
             metadata.extend_from_slice(&section.attributes.bits().to_le_bytes());
         }
-        assert!(
-            descriptor + length <= cursor,
-            "metadata overlaps the GUIDed table"
-        );
+        assert!(descriptor + length <= cursor, "metadata overlaps the GUIDed table");
         image[descriptor..descriptor + length].copy_from_slice(&metadata);
 
         let layout = Layout {
@@ -183,12 +176,7 @@ fn valid_image() -> (Vec<u8>, Layout) {
 }
 
 fn with_sections(sections: Vec<TdvfSection>) -> Vec<u8> {
-    SyntheticImage {
-        sections,
-        ..SyntheticImage::valid()
-    }
-    .build()
-    .0
+    SyntheticImage { sections, ..SyntheticImage::valid() }.build().0
 }
 
 fn put_u32(image: &mut [u8], at: usize, value: u32) {
@@ -220,18 +208,9 @@ fn guid_constants_match_edk2_byte_order() {
             0xf6, 0xae
         ]
     );
-    assert_eq!(
-        OVMF_TABLE_FOOTER_GUID.to_string(),
-        "96b582de-1fb2-45f7-baea-a366c55a082d"
-    );
-    assert_eq!(
-        TDX_METADATA_OFFSET_GUID.to_string(),
-        "e47a6535-984a-4798-865e-4685a7bf8ec2"
-    );
-    assert_eq!(
-        TDX_METADATA_GUID.to_string(),
-        "e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae"
-    );
+    assert_eq!(OVMF_TABLE_FOOTER_GUID.to_string(), "96b582de-1fb2-45f7-baea-a366c55a082d");
+    assert_eq!(TDX_METADATA_OFFSET_GUID.to_string(), "e47a6535-984a-4798-865e-4685a7bf8ec2");
+    assert_eq!(TDX_METADATA_GUID.to_string(), "e9eaf9f3-168e-44d5-a8eb-7f4d8738f6ae");
 }
 
 #[test]
@@ -250,10 +229,7 @@ fn parses_synthetic_image() {
     assert!(bfv.attributes.mr_extend());
     assert!(!bfv.attributes.page_aug());
     assert_eq!(bfv.data(&image), Some(&image[0x1000..0x4000]));
-    let temp = metadata
-        .sections_of_type(SectionType::TempMem)
-        .next()
-        .unwrap();
+    let temp = metadata.sections_of_type(SectionType::TempMem).next().unwrap();
     assert!(temp.attributes.page_aug());
     assert_eq!(temp.data(&image), None);
 }
@@ -261,19 +237,9 @@ fn parses_synthetic_image() {
 #[test]
 fn table_walk_visits_entries_backwards_from_the_footer() {
     let (image, layout) = valid_image();
-    let entries: Vec<_> = ovmf_table(&image)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let entries: Vec<_> = ovmf_table(&image).unwrap().collect::<Result<_, _>>().unwrap();
     let guids: Vec<Guid> = entries.iter().map(|entry| entry.guid).collect();
-    assert_eq!(
-        guids,
-        [
-            SEV_ES_RESET_BLOCK_GUID,
-            TDX_METADATA_OFFSET_GUID,
-            SEV_SECRET_BLOCK_GUID
-        ]
-    );
+    assert_eq!(guids, [SEV_ES_RESET_BLOCK_GUID, TDX_METADATA_OFFSET_GUID, SEV_SECRET_BLOCK_GUID]);
     assert_eq!(entries[1].data_offset, layout.tdx_offset_value);
     assert_eq!(entries[2].data_offset, layout.table_start);
     assert_eq!(entries[1].data, &0x1000u32.to_le_bytes());
@@ -300,10 +266,7 @@ fn unknown_types_and_attribute_bits_are_kept() {
             SectionType::PayloadParam
         ]
     );
-    assert_eq!(
-        metadata.sections[1].attributes.to_string(),
-        "MR.EXTEND|PAGE.AUG|0x80000000"
-    );
+    assert_eq!(metadata.sections[1].attributes.to_string(), "MR.EXTEND|PAGE.AUG|0x80000000");
     assert_eq!(
         metadata.check_qemu_loadable(),
         Err(TdvfError::QemuUnsupportedSectionType {
@@ -320,10 +283,7 @@ fn unknown_types_and_attribute_bits_are_kept() {
 fn qemu_rules() {
     let bfv = section(SectionType::Bfv, 0x1000, 0x3000, 0xffff_d000, 0x3000, 1);
     let one = parse(&with_sections(vec![bfv])).unwrap();
-    assert_eq!(
-        one.check_qemu_loadable(),
-        Err(TdvfError::QemuTooFewSections { count: 1 })
-    );
+    assert_eq!(one.check_qemu_loadable(), Err(TdvfError::QemuTooFewSections { count: 1 }));
     let empty_cfv = section(SectionType::Cfv, 0, 0, 0xffff_c000, 0x1000, 0);
     let metadata = parse(&with_sections(vec![bfv, empty_cfv])).unwrap();
     assert!(matches!(
@@ -370,10 +330,7 @@ fn error_after(corrupt: impl FnOnce(&mut Vec<u8>, &Layout)) -> TdvfError {
     let (mut image, layout) = valid_image();
     corrupt(&mut image, &layout);
     let error = parse(&image).expect_err("corrupted image must not parse");
-    assert!(
-        !error.to_string().contains('\n'),
-        "multi-line message: {error}"
-    );
+    assert!(!error.to_string().contains('\n'), "multi-line message: {error}");
     assert!(!is_tdvf(&image));
     error
 }
@@ -384,10 +341,7 @@ fn structural_corruptions_give_specific_errors() {
         error_after(|image, l| image[l.footer_guid] ^= 1),
         TdvfError::NoTableFooter { .. }
     ));
-    assert!(matches!(
-        parse(&[]),
-        Err(TdvfError::NoTableFooter { image_len: 0 })
-    ));
+    assert!(matches!(parse(&[]), Err(TdvfError::NoTableFooter { image_len: 0 })));
     assert_eq!(
         error_after(|image, l| image[l.table_length..l.table_length + 2]
             .copy_from_slice(&17u16.to_le_bytes())),
@@ -417,18 +371,11 @@ fn structural_corruptions_give_specific_errors() {
     ));
     assert!(matches!(
         error_after(|image, l| put_u32(image, l.tdx_offset_value, 8)),
-        TdvfError::TruncatedDescriptor {
-            needed: 16,
-            available: 8,
-            ..
-        }
+        TdvfError::TruncatedDescriptor { needed: 16, available: 8, .. }
     ));
     assert!(matches!(
         error_after(|image, l| image[l.descriptor + 3] = b'X'),
-        TdvfError::BadSignature {
-            found: [b'T', b'D', b'V', b'X'],
-            ..
-        }
+        TdvfError::BadSignature { found: [b'T', b'D', b'V', b'X'], .. }
     ));
     assert!(matches!(
         error_after(|image, l| image[l.metadata_guid + 15] ^= 1),
@@ -440,11 +387,7 @@ fn structural_corruptions_give_specific_errors() {
     );
     assert!(matches!(
         error_after(|image, l| put_u32(image, l.descriptor + 4, 16 + 32 * 5)),
-        TdvfError::LengthMismatch {
-            count: 4,
-            expected: 144,
-            ..
-        }
+        TdvfError::LengthMismatch { count: 4, expected: 144, .. }
     ));
     assert!(matches!(
         error_after(|image, l| put_u32(image, l.descriptor + 12, 3)),
@@ -472,18 +415,11 @@ fn structural_corruptions_give_specific_errors() {
             put_u32(image, l.descriptor + 4, u32::MAX - 15);
             put_u32(image, l.descriptor + 12, u32::MAX / 32);
         }),
-        TdvfError::TruncatedDescriptor {
-            needed: 0xffff_fff0,
-            ..
-        }
+        TdvfError::TruncatedDescriptor { needed: 0xffff_fff0, .. }
     ));
     assert!(matches!(
         error_after(|image, l| put_u32(image, l.descriptor + 12, u32::MAX)),
-        TdvfError::LengthMismatch {
-            count: u32::MAX,
-            expected: 0x1f_ffff_fff0,
-            ..
-        }
+        TdvfError::LengthMismatch { count: u32::MAX, expected: 0x1f_ffff_fff0, .. }
     ));
 }
 
@@ -495,19 +431,14 @@ fn metadata_guid_must_have_room_before_the_descriptor() {
     put_u32(&mut image, layout.tdx_offset_value, 0x4000);
     assert!(matches!(
         parse(&image),
-        Err(TdvfError::MetadataGuidMismatch {
-            descriptor_offset: 0,
-            found: None
-        })
+        Err(TdvfError::MetadataGuidMismatch { descriptor_offset: 0, found: None })
     ));
 }
 
 #[test]
 fn short_tdx_offset_entry_is_an_error() {
-    let recipe = SyntheticImage {
-        offset_entry_data: Some(vec![0x00, 0x30]),
-        ..SyntheticImage::valid()
-    };
+    let recipe =
+        SyntheticImage { offset_entry_data: Some(vec![0x00, 0x30]), ..SyntheticImage::valid() };
     assert_eq!(
         parse(&recipe.build().0),
         Err(TdvfError::TdxMetadataOffsetEntryTooShort { data_len: 2 })
@@ -516,44 +447,20 @@ fn short_tdx_offset_entry_is_an_error() {
 
 #[test]
 fn unsupported_version_from_the_builder() {
-    let recipe = SyntheticImage {
-        version: 0,
-        ..SyntheticImage::valid()
-    };
-    assert_eq!(
-        parse(&recipe.build().0),
-        Err(TdvfError::UnsupportedVersion { version: 0 })
-    );
+    let recipe = SyntheticImage { version: 0, ..SyntheticImage::valid() };
+    assert_eq!(parse(&recipe.build().0), Err(TdvfError::UnsupportedVersion { version: 0 }));
 }
 
 #[test]
 fn section_checks() {
     let bfv = section(SectionType::Bfv, 0x1000, 0x3000, 0xffff_d000, 0x3000, 1);
     let cases = [
-        (
-            section(SectionType::Cfv, 0x3001, 0x1000, 0xffff_c000, 0x1000, 0),
-            "out of bounds",
-        ),
-        (
-            section(SectionType::Cfv, u32::MAX, u32::MAX, 0xffff_c000, 0x1000, 0),
-            "out of bounds",
-        ),
-        (
-            section(SectionType::Cfv, 0, 0x1000, 0xffff_c000, 0x800, 0),
-            "exceeds memory",
-        ),
-        (
-            section(SectionType::TempMem, 0, 0, 0x80_0800, 0x1000, 0),
-            "not aligned",
-        ),
-        (
-            section(SectionType::TempMem, 0, 0, 0x80_0000, 0x1800, 0),
-            "not aligned",
-        ),
-        (
-            section(SectionType::TempMem, 0, 0, 0xffff_ffff_ffff_f000, 0x2000, 0),
-            "overflow",
-        ),
+        (section(SectionType::Cfv, 0x3001, 0x1000, 0xffff_c000, 0x1000, 0), "out of bounds"),
+        (section(SectionType::Cfv, u32::MAX, u32::MAX, 0xffff_c000, 0x1000, 0), "out of bounds"),
+        (section(SectionType::Cfv, 0, 0x1000, 0xffff_c000, 0x800, 0), "exceeds memory"),
+        (section(SectionType::TempMem, 0, 0, 0x80_0800, 0x1000, 0), "not aligned"),
+        (section(SectionType::TempMem, 0, 0, 0x80_0000, 0x1800, 0), "not aligned"),
+        (section(SectionType::TempMem, 0, 0, 0xffff_ffff_ffff_f000, 0x2000, 0), "overflow"),
     ];
     for (bad, what) in cases {
         let error = parse(&with_sections(vec![bfv, bad])).expect_err(what);
@@ -707,12 +614,7 @@ fn debian_ovmf_has_tdvf_metadata() {
     };
     let metadata = parse(&image).unwrap_or_else(|error| panic!("{DEBIAN_OVMF}: {error}"));
     println!("{DEBIAN_OVMF}:\n{}", render_table(&metadata));
-    for wanted in [
-        SectionType::Bfv,
-        SectionType::Cfv,
-        SectionType::TdHob,
-        SectionType::TempMem,
-    ] {
+    for wanted in [SectionType::Bfv, SectionType::Cfv, SectionType::TdHob, SectionType::TempMem] {
         assert!(
             metadata.sections_of_type(wanted).next().is_some(),
             "{DEBIAN_OVMF} has no {wanted} section"

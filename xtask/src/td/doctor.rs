@@ -87,10 +87,7 @@ impl TdvfSummary {
             .map(|s| s.memory_address.saturating_add(s.memory_data_size))
             .max()
             .unwrap_or(0);
-        TdvfSummary {
-            sections: metadata.sections.len(),
-            private_ram_end,
-        }
+        TdvfSummary { sections: metadata.sections.len(), private_ram_end }
     }
 }
 
@@ -191,12 +188,7 @@ struct Builder {
 
 impl Builder {
     fn ok(&mut self, name: &str, detail: String) {
-        self.lines.push(Item {
-            name: name.to_string(),
-            status: Status::Ok,
-            detail,
-            fix: None,
-        });
+        self.lines.push(Item { name: name.to_string(), status: Status::Ok, detail, fix: None });
     }
 
     fn warn(&mut self, name: &str, detail: String, fix: &str) {
@@ -225,30 +217,19 @@ fn version_string((major, minor, micro): (u32, u32, u32)) -> String {
 
 /// Guest RAM below 4 GiB for `memory_mib` on q35.
 fn q35_low_ram_bytes(memory_mib: u64) -> u64 {
-    let low_mib = if memory_mib >= Q35_LOWMEM_SPLIT_MIB {
-        Q35_LOWMEM_MIB
-    } else {
-        memory_mib
-    };
+    let low_mib = if memory_mib >= Q35_LOWMEM_SPLIT_MIB { Q35_LOWMEM_MIB } else { memory_mib };
     low_mib.saturating_mul(1 << 20)
 }
 
 /// Judges `facts` for a TD with `wanted_memory_mib` of memory. Pure: reads nothing.
 pub fn assess(facts: &HostFacts, wanted_memory_mib: u64) -> DoctorReport {
-    let mut b = Builder {
-        lines: Vec::new(),
-        reasons: Vec::new(),
-    };
+    let mut b = Builder { lines: Vec::new(), reasons: Vec::new() };
     let vendor = facts.cpu_vendor.as_deref().unwrap_or("unknown vendor");
 
     // CPU and BIOS.
     if facts.cpu_has_tdx_flag {
         b.ok("cpu", format!("{vendor}, flag tdx_host_platform"));
-    } else if facts
-        .cpu_vendor
-        .as_deref()
-        .is_some_and(|v| v != "GenuineIntel")
-    {
+    } else if facts.cpu_vendor.as_deref().is_some_and(|v| v != "GenuineIntel") {
         b.missing(
             "cpu",
             format!("{vendor} CPU: TDX is an Intel technology"),
@@ -330,10 +311,7 @@ pub fn assess(facts: &HostFacts, wanted_memory_mib: u64) -> DoctorReport {
                         "install QEMU >= {wanted} (build it from source if your distribution's \
                          is older) and set QEMU=/path/to/qemu-system-x86_64"
                     ),
-                    format!(
-                        "QEMU {} is older than {wanted}",
-                        version_string(qemu.version)
-                    ),
+                    format!("QEMU {} is older than {wanted}", version_string(qemu.version)),
                 );
             }
             if qemu.has_tdx_guest_object {
@@ -408,17 +386,12 @@ pub fn assess(facts: &HostFacts, wanted_memory_mib: u64) -> DoctorReport {
             &format!("lower --memory (default {DEFAULT_MEMORY_MIB}) or use a bigger host"),
             format!("the host has {total} MiB, less than {needed} MiB"),
         ),
-        Some(total) => b.ok(
-            "memory",
-            format!("{wanted_memory_mib} MiB for the TD, host has {total} MiB"),
-        ),
+        Some(total) => {
+            b.ok("memory", format!("{wanted_memory_mib} MiB for the TD, host has {total} MiB"))
+        }
     }
 
-    DoctorReport {
-        can_launch_td: b.reasons.is_empty(),
-        lines: b.lines,
-        reasons: b.reasons,
-    }
+    DoctorReport { can_launch_td: b.reasons.is_empty(), lines: b.lines, reasons: b.reasons }
 }
 
 /// Fails with one line naming every missing requirement, so that `run --tdx` stops before it
@@ -481,9 +454,7 @@ fn resolve_program(program: &Path) -> Option<PathBuf> {
         return program.is_file().then(|| program.to_path_buf());
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }
 
 /// Reads a child's pipe to the end on a thread.
@@ -521,10 +492,7 @@ fn run_with_timeout(
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "`{shown}` did not finish within {}s",
-                    timeout.as_secs()
-                ));
+                return Err(format!("`{shown}` did not finish within {}s", timeout.as_secs()));
             }
             Ok(None) => thread::sleep(Duration::from_millis(20)),
             Err(error) => {
@@ -558,41 +526,24 @@ pub fn probe_qemu(qemu: &Path) -> std::result::Result<QemuFacts, String> {
     // only make sure that nothing else could be started even if it did not.
     let help = run_with_timeout(
         &path,
-        &[
-            "-machine", "none", "-object", "help", "-nic", "none", "-display", "none",
-        ],
+        &["-machine", "none", "-object", "help", "-nic", "none", "-display", "none"],
         QEMU_PROBE_TIMEOUT,
     )?;
-    Ok(QemuFacts {
-        path,
-        version,
-        has_tdx_guest_object: object_help_lists_tdx_guest(&help),
-    })
+    Ok(QemuFacts { path, version, has_tdx_guest_object: object_help_lists_tdx_guest(&help) })
 }
 
 /// Reads and summarizes a firmware file.
 pub fn probe_firmware(path: &Path) -> FirmwareFacts {
-    let tdvf = fs::read(path)
-        .map_err(|error| format!("cannot read: {error}"))
-        .and_then(|bytes| {
-            let metadata = ovmf::tdvf::parse(&bytes).map_err(|error| error.to_string())?;
-            metadata
-                .check_qemu_loadable()
-                .map_err(|error| error.to_string())?;
-            Ok(TdvfSummary::of(&metadata))
-        });
-    FirmwareFacts {
-        path: path.to_path_buf(),
-        tdvf,
-    }
+    let tdvf = fs::read(path).map_err(|error| format!("cannot read: {error}")).and_then(|bytes| {
+        let metadata = ovmf::tdvf::parse(&bytes).map_err(|error| error.to_string())?;
+        metadata.check_qemu_loadable().map_err(|error| error.to_string())?;
+        Ok(TdvfSummary::of(&metadata))
+    });
+    FirmwareFacts { path: path.to_path_buf(), tdvf }
 }
 
 fn probe_dev_kvm() -> KvmAccess {
-    match fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    match fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(_) => KvmAccess::Ok,
         Err(error) if error.kind() == io::ErrorKind::PermissionDenied => KvmAccess::NoPermission,
         Err(_) => KvmAccess::Missing,
@@ -653,10 +604,7 @@ mod tests {
             }),
             firmware: Ok(FirmwareFacts {
                 path: PathBuf::from("/usr/share/ovmf/OVMF.fd"),
-                tdvf: Ok(TdvfSummary {
-                    sections: 5,
-                    private_ram_end: 0x90_0000,
-                }),
+                tdvf: Ok(TdvfSummary { sections: 5, private_ram_end: 0x90_0000 }),
             }),
             mem_total_mib: Some(24_105),
         }
@@ -709,13 +657,8 @@ mod tests {
             )),
             "{text}"
         );
-        let error = preflight(facts, DEFAULT_MEMORY_MIB)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains(&report.reasons[0]) && !error.contains('\n'),
-            "{error}"
-        );
+        let error = preflight(facts, DEFAULT_MEMORY_MIB).unwrap_err().to_string();
+        assert!(error.contains(&report.reasons[0]) && !error.contains('\n'), "{error}");
     }
 
     #[test]
@@ -723,19 +666,10 @@ mod tests {
         let report = assess(&capable(), DEFAULT_MEMORY_MIB);
         assert!(report.can_launch_td, "{report}");
         assert!(report.reasons.is_empty());
-        assert!(report
-            .lines
-            .iter()
-            .all(|i| i.status == Status::Ok && i.fix.is_none()));
+        assert!(report.lines.iter().all(|i| i.status == Status::Ok && i.fix.is_none()));
         let text = report.to_string();
-        assert!(
-            text.contains("[ ok ] qemu: /usr/bin/qemu-system-x86_64 10.1.0\n"),
-            "{text}"
-        );
-        assert!(
-            text.ends_with("verdict: this host can launch a TD\n"),
-            "{text}"
-        );
+        assert!(text.contains("[ ok ] qemu: /usr/bin/qemu-system-x86_64 10.1.0\n"), "{text}");
+        assert!(text.ends_with("verdict: this host can launch a TD\n"), "{text}");
         preflight(&capable(), DEFAULT_MEMORY_MIB).unwrap();
     }
 
@@ -744,10 +678,7 @@ mod tests {
         let report = assess(&this_machine(), DEFAULT_MEMORY_MIB);
         assert!(!report.can_launch_td);
         let reasons = report.reasons.join("; ");
-        assert!(
-            reasons.contains("QEMU 7.2.22 is older than 10.1.0"),
-            "{reasons}"
-        );
+        assert!(reasons.contains("QEMU 7.2.22 is older than 10.1.0"), "{reasons}");
         assert!(reasons.contains("kvm_intel"), "{reasons}");
         assert!(reasons.contains("AuthenticAMD"), "{reasons}");
         let text = report.to_string();
@@ -755,82 +686,46 @@ mod tests {
             text.contains("[FAIL] qemu: /usr/bin/qemu-system-x86_64 7.2.22 is older than 10.1.0"),
             "{text}"
         );
-        assert!(
-            text.contains("[FAIL] kvm_intel tdx: kvm_intel is not loaded -> fix: "),
-            "{text}"
-        );
-        assert!(
-            text.contains("[ ok ] firmware: /usr/share/ovmf/OVMF.fd"),
-            "{text}"
-        );
-        let error = preflight(&this_machine(), DEFAULT_MEMORY_MIB)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("QEMU 7.2.22") && error.contains("kvm_intel"),
-            "{error}"
-        );
+        assert!(text.contains("[FAIL] kvm_intel tdx: kvm_intel is not loaded -> fix: "), "{text}");
+        assert!(text.contains("[ ok ] firmware: /usr/share/ovmf/OVMF.fd"), "{text}");
+        let error = preflight(&this_machine(), DEFAULT_MEMORY_MIB).unwrap_err().to_string();
+        assert!(error.contains("QEMU 7.2.22") && error.contains("kvm_intel"), "{error}");
     }
 
     #[test]
     fn missing_cpu_flag_on_intel() {
-        let facts = HostFacts {
-            cpu_has_tdx_flag: false,
-            ..capable()
-        };
+        let facts = HostFacts { cpu_has_tdx_flag: false, ..capable() };
         only_missing(&facts, "cpu", "tdx_host_platform");
     }
 
     #[test]
     fn kvm_intel_tdx_off() {
-        let facts = HostFacts {
-            kvm_intel_tdx_param: Some("N".to_string()),
-            ..capable()
-        };
+        let facts = HostFacts { kvm_intel_tdx_param: Some("N".to_string()), ..capable() };
         only_missing(&facts, "kvm_intel tdx", "kvm_intel tdx is not enabled");
     }
 
     #[test]
     fn kvm_intel_without_tdx_parameter() {
-        let facts = HostFacts {
-            kvm_intel_tdx_param: None,
-            ..capable()
-        };
+        let facts = HostFacts { kvm_intel_tdx_param: None, ..capable() };
         only_missing(&facts, "kvm_intel tdx", "no TDX support");
         let report = assess(&facts, DEFAULT_MEMORY_MIB);
-        assert!(item(&report, "kvm_intel tdx")
-            .fix
-            .as_deref()
-            .unwrap()
-            .contains("6.16"));
+        assert!(item(&report, "kvm_intel tdx").fix.as_deref().unwrap().contains("6.16"));
     }
 
     #[test]
     fn dev_kvm_missing_or_forbidden() {
-        let facts = HostFacts {
-            dev_kvm: KvmAccess::Missing,
-            ..capable()
-        };
+        let facts = HostFacts { dev_kvm: KvmAccess::Missing, ..capable() };
         only_missing(&facts, "/dev/kvm", "does not exist");
-        let facts = HostFacts {
-            dev_kvm: KvmAccess::NoPermission,
-            ..capable()
-        };
+        let facts = HostFacts { dev_kvm: KvmAccess::NoPermission, ..capable() };
         only_missing(&facts, "/dev/kvm", "permission");
         let report = assess(&facts, DEFAULT_MEMORY_MIB);
-        assert!(item(&report, "/dev/kvm")
-            .fix
-            .as_deref()
-            .unwrap()
-            .contains("kvm group"));
+        assert!(item(&report, "/dev/kvm").fix.as_deref().unwrap().contains("kvm group"));
     }
 
     #[test]
     fn qemu_not_found() {
-        let facts = HostFacts {
-            qemu: Err("qemu-system-x86_64 not found".to_string()),
-            ..capable()
-        };
+        let facts =
+            HostFacts { qemu: Err("qemu-system-x86_64 not found".to_string()), ..capable() };
         only_missing(&facts, "qemu", "not found");
     }
 
@@ -862,10 +757,7 @@ mod tests {
 
     #[test]
     fn firmware_missing_or_not_tdvf() {
-        let facts = HostFacts {
-            firmware: Err("no UEFI firmware found".to_string()),
-            ..capable()
-        };
+        let facts = HostFacts { firmware: Err("no UEFI firmware found".to_string()), ..capable() };
         only_missing(&facts, "firmware", "no firmware");
         let facts = HostFacts {
             firmware: Ok(FirmwareFacts {
@@ -882,10 +774,7 @@ mod tests {
         let facts = HostFacts {
             firmware: Ok(FirmwareFacts {
                 path: PathBuf::from("/fw.fd"),
-                tdvf: Ok(TdvfSummary {
-                    sections: 4,
-                    private_ram_end: 300 << 20,
-                }),
+                tdvf: Ok(TdvfSummary { sections: 4, private_ram_end: 300 << 20 }),
             }),
             ..capable()
         };
@@ -896,10 +785,7 @@ mod tests {
         let facts = HostFacts {
             firmware: Ok(FirmwareFacts {
                 path: PathBuf::from("/fw.fd"),
-                tdvf: Ok(TdvfSummary {
-                    sections: 4,
-                    private_ram_end: 0x9000_0000,
-                }),
+                tdvf: Ok(TdvfSummary { sections: 4, private_ram_end: 0x9000_0000 }),
             }),
             ..capable()
         };
@@ -909,19 +795,13 @@ mod tests {
 
     #[test]
     fn not_enough_host_memory() {
-        let facts = HostFacts {
-            mem_total_mib: Some(2000),
-            ..capable()
-        };
+        let facts = HostFacts { mem_total_mib: Some(2000), ..capable() };
         only_missing(&facts, "memory", "less than 2560 MiB");
     }
 
     #[test]
     fn unknown_host_memory_is_only_a_warning() {
-        let facts = HostFacts {
-            mem_total_mib: None,
-            ..capable()
-        };
+        let facts = HostFacts { mem_total_mib: None, ..capable() };
         let report = assess(&facts, DEFAULT_MEMORY_MIB);
         assert!(report.can_launch_td, "{report}");
         assert_eq!(item(&report, "memory").status, Status::Warn);
@@ -944,18 +824,12 @@ mod tests {
             ),
             Some((7, 2, 22))
         );
-        assert_eq!(
-            parse_qemu_version("QEMU emulator version 10.1.0\n"),
-            Some((10, 1, 0))
-        );
+        assert_eq!(parse_qemu_version("QEMU emulator version 10.1.0\n"), Some((10, 1, 0)));
         assert_eq!(
             parse_qemu_version("QEMU emulator version 10.1.50 (v10.1.0-123-gabc)"),
             Some((10, 1, 50))
         );
-        assert_eq!(
-            parse_qemu_version("QEMU emulator version 9.2"),
-            Some((9, 2, 0))
-        );
+        assert_eq!(parse_qemu_version("QEMU emulator version 9.2"), Some((9, 2, 0)));
         assert_eq!(parse_qemu_version("garbage"), None);
         assert_eq!(parse_qemu_version(""), None);
     }
@@ -973,15 +847,9 @@ mod tests {
     fn parses_cpuinfo_and_meminfo() {
         let cpuinfo =
             "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme tdx_host_platform sse\n";
-        assert_eq!(
-            parse_cpuinfo(cpuinfo),
-            (Some("GenuineIntel".to_string()), true)
-        );
+        assert_eq!(parse_cpuinfo(cpuinfo), (Some("GenuineIntel".to_string()), true));
         let amd = "vendor_id\t: AuthenticAMD\nflags\t\t: fpu svm sev\n";
-        assert_eq!(
-            parse_cpuinfo(amd),
-            (Some("AuthenticAMD".to_string()), false)
-        );
+        assert_eq!(parse_cpuinfo(amd), (Some("AuthenticAMD".to_string()), false));
         assert_eq!(parse_cpuinfo(""), (None, false));
         assert_eq!(
             parse_mem_total_mib("MemTotal:       24684096 kB\nMemFree: 1 kB\n"),
@@ -1012,9 +880,6 @@ mod tests {
         let facts = probe_host(Path::new("qemu-system-x86_64"), None);
         let report = assess(&facts, DEFAULT_MEMORY_MIB);
         println!("{report}");
-        assert_eq!(
-            report.can_launch_td,
-            preflight(&facts, DEFAULT_MEMORY_MIB).is_ok()
-        );
+        assert_eq!(report.can_launch_td, preflight(&facts, DEFAULT_MEMORY_MIB).is_ok());
     }
 }

@@ -70,9 +70,7 @@ fn run_script(args: &[&str], env: &[(&str, &str)]) -> Output {
         command.env_remove(var);
     }
     command.envs(env.iter().copied());
-    command
-        .output()
-        .expect("bash must be installed to run scripts/run-td.sh")
+    command.output().expect("bash must be installed to run scripts/run-td.sh")
 }
 
 fn stdout_of(output: &Output) -> String {
@@ -87,15 +85,9 @@ fn stdout_of(output: &Output) -> String {
 
 #[test]
 fn golden_td_qemu_default() {
-    let launch = TdLaunch::new(
-        "qemu-system-x86_64",
-        "/usr/share/ovmf/OVMF.fd",
-        "/images/unikernel.img",
-    );
-    check_golden(
-        "td-qemu-default.txt",
-        &lines(&td_qemu_args(&launch).unwrap()),
-    );
+    let launch =
+        TdLaunch::new("qemu-system-x86_64", "/usr/share/ovmf/OVMF.fd", "/images/unikernel.img");
+    check_golden("td-qemu-default.txt", &lines(&td_qemu_args(&launch).unwrap()));
 }
 
 #[test]
@@ -108,23 +100,15 @@ fn golden_td_qemu_options() {
     launch.vcpus = 4;
     launch.memory_mib = 8192;
     launch.sept_ve_disable = false;
-    launch.extra_args = vec![
-        "-fw_cfg".to_string(),
-        "name=opt/tdx-unikernel/mode,string=native".to_string(),
-    ];
-    check_golden(
-        "td-qemu-options.txt",
-        &lines(&td_qemu_args(&launch).unwrap()),
-    );
+    launch.extra_args =
+        vec!["-fw_cfg".to_string(), "name=opt/tdx-unikernel/mode,string=native".to_string()];
+    check_golden("td-qemu-options.txt", &lines(&td_qemu_args(&launch).unwrap()));
 }
 
 #[test]
 fn golden_td_qemu_debug() {
-    let mut launch = TdLaunch::new(
-        "qemu-system-x86_64",
-        "/usr/share/ovmf/OVMF.fd",
-        "/images/unikernel.img",
-    );
+    let mut launch =
+        TdLaunch::new("qemu-system-x86_64", "/usr/share/ovmf/OVMF.fd", "/images/unikernel.img");
     launch.debug = true;
     check_golden("td-qemu-debug.txt", &lines(&td_qemu_args(&launch).unwrap()));
 }
@@ -150,17 +134,9 @@ fn script_dry_run_matches_golden_and_rust() {
     ensure_file("/tmp/fw.fd");
     let printed = stdout_of(&run_script(&["--dry-run", "/tmp/x.img", "/tmp/fw.fd"], &[]));
     check_golden("run-td-dry-run.txt", &printed);
-    let rust = td_command_line(&TdLaunch::new(
-        "qemu-system-x86_64",
-        "/tmp/fw.fd",
-        "/tmp/x.img",
-    ))
-    .unwrap();
-    assert_eq!(
-        printed,
-        format!("{rust}\n"),
-        "scripts/run-td.sh and xtask disagree"
-    );
+    let rust =
+        td_command_line(&TdLaunch::new("qemu-system-x86_64", "/tmp/fw.fd", "/tmp/x.img")).unwrap();
+    assert_eq!(printed, format!("{rust}\n"), "scripts/run-td.sh and xtask disagree");
 }
 
 #[test]
@@ -169,34 +145,15 @@ fn script_dry_run_with_overrides_extra_args_and_awkward_path_matches_rust() {
     ensure_file(image);
     ensure_file("/tmp/fw.fd");
     let printed = stdout_of(&run_script(
-        &[
-            "--dry-run",
-            image,
-            "/tmp/fw.fd",
-            "--",
-            "-d",
-            "guest_errors",
-            "-D",
-            "/tmp/qemu log",
-        ],
-        &[
-            ("QEMU", "/opt/qemu 10.1/qemu-system-x86_64"),
-            ("VCPUS", "4"),
-            ("MEMORY_MIB", "4096"),
-        ],
+        &["--dry-run", image, "/tmp/fw.fd", "--", "-d", "guest_errors", "-D", "/tmp/qemu log"],
+        &[("QEMU", "/opt/qemu 10.1/qemu-system-x86_64"), ("VCPUS", "4"), ("MEMORY_MIB", "4096")],
     ));
     let mut launch = TdLaunch::new("/opt/qemu 10.1/qemu-system-x86_64", "/tmp/fw.fd", image);
     launch.vcpus = 4;
     launch.memory_mib = 4096;
-    launch.extra_args = ["-d", "guest_errors", "-D", "/tmp/qemu log"]
-        .map(String::from)
-        .to_vec();
+    launch.extra_args = ["-d", "guest_errors", "-D", "/tmp/qemu log"].map(String::from).to_vec();
     let rust = td_command_line(&launch).unwrap();
-    assert_eq!(
-        printed,
-        format!("{rust}\n"),
-        "scripts/run-td.sh and xtask disagree"
-    );
+    assert_eq!(printed, format!("{rust}\n"), "scripts/run-td.sh and xtask disagree");
 }
 
 #[test]
@@ -207,11 +164,9 @@ fn script_enforces_the_same_bounds_as_rust() {
     let max_vcpus = MAX_VCPUS.to_string();
     let min_memory = MIN_MEMORY_MIB.to_string();
     let max_memory = MAX_MEMORY_MIB.to_string();
-    for (var, value) in [
-        ("VCPUS", max_vcpus.as_str()),
-        ("MEMORY_MIB", &min_memory),
-        ("MEMORY_MIB", &max_memory),
-    ] {
+    for (var, value) in
+        [("VCPUS", max_vcpus.as_str()), ("MEMORY_MIB", &min_memory), ("MEMORY_MIB", &max_memory)]
+    {
         stdout_of(&run_script(&dry, &[(var, value)]));
     }
     let too_many_vcpus = (MAX_VCPUS + 1).to_string();
@@ -236,14 +191,8 @@ fn script_enforces_the_same_bounds_as_rust() {
 fn script_reports_missing_files_in_one_line() {
     ensure_file("/tmp/x.img");
     for (args, needle) in [
-        (
-            ["/nonexistent/disk.img", "/tmp/x.img"],
-            "image /nonexistent/disk.img does not exist",
-        ),
-        (
-            ["/tmp/x.img", "/nonexistent/OVMF.fd"],
-            "firmware /nonexistent/OVMF.fd does not exist",
-        ),
+        (["/nonexistent/disk.img", "/tmp/x.img"], "image /nonexistent/disk.img does not exist"),
+        (["/tmp/x.img", "/nonexistent/OVMF.fd"], "firmware /nonexistent/OVMF.fd does not exist"),
     ] {
         let output = run_script(&args, &[]);
         assert_eq!(output.status.code(), Some(2));
@@ -260,10 +209,7 @@ fn script_reports_missing_files_in_one_line() {
 fn firmware_report_on_installed_ovmf() {
     let path = Path::new("/usr/share/ovmf/OVMF.fd");
     if !path.is_file() {
-        println!(
-            "skipped: {} is not installed (apt-get install ovmf)",
-            path.display()
-        );
+        println!("skipped: {} is not installed (apt-get install ovmf)", path.display());
         return;
     }
     let report = firmware_report(path).unwrap();
@@ -281,10 +227,7 @@ fn firmware_report_errors_are_one_line() {
 
     let missing = dir.join("missing.fd");
     let error = firmware_report(&missing).unwrap_err().to_string();
-    assert!(
-        error.starts_with("cannot read firmware ") && !error.contains('\n'),
-        "{error}"
-    );
+    assert!(error.starts_with("cannot read firmware ") && !error.contains('\n'), "{error}");
 
     // Not firmware at all.
     let garbage = dir.join("garbage.fd");
@@ -305,10 +248,7 @@ fn firmware_report_errors_are_one_line() {
         assert!(error.contains("bad TDVF signature"), "{error}");
         assert!(!error.contains('\n'), "{error}");
     } else {
-        println!(
-            "skipped the corrupt-OVMF case: {} is not installed",
-            ovmf.display()
-        );
+        println!("skipped the corrupt-OVMF case: {} is not installed", ovmf.display());
     }
     fs::remove_dir_all(&dir).unwrap();
 }

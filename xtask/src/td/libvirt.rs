@@ -50,10 +50,7 @@ pub fn xml_escape(text: &str) -> String {
 
 /// XML 1.0 cannot carry most control characters at all, escaped or not.
 fn check_xml_text(what: &str, text: &str) -> Result<()> {
-    if let Some(c) = text
-        .chars()
-        .find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-    {
+    if let Some(c) = text.chars().find(|&c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
         bail!("{what} {text:?} contains the control character {c:?}, which XML cannot carry");
     }
     Ok(())

@@ -31,10 +31,7 @@ pub fn firmware_report(path: &Path) -> Result<String> {
     let image = std::fs::read(path)
         .map_err(|error| anyhow!("cannot read firmware {}: {error}", path.display()))?;
     let metadata = ovmf::tdvf::parse(&image).map_err(|error| {
-        anyhow!(
-            "firmware {} has no usable TDVF metadata: {error}",
-            path.display()
-        )
+        anyhow!("firmware {} has no usable TDVF metadata: {error}", path.display())
     })?;
     let mut report = format!("{}: {} bytes\n", path.display(), image.len());
     report.push_str(&ovmf::tdvf::render_table(&metadata));

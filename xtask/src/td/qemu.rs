@@ -165,8 +165,7 @@ pub fn validate_memory(memory_mib: u64) -> Result<()> {
 
 /// A path as UTF-8, for a command line that is also printed and compared with a golden file.
 pub(crate) fn utf8_path<'a>(what: &str, path: &'a Path) -> Result<&'a str> {
-    path.to_str()
-        .with_context(|| format!("{what} path {} is not valid UTF-8", path.display()))
+    path.to_str().with_context(|| format!("{what} path {} is not valid UTF-8", path.display()))
 }
 
 /// Escapes a value for a QEMU `key=value,...` option string, where a literal comma is written
@@ -187,10 +186,7 @@ pub fn td_qemu_args(l: &TdLaunch) -> Result<Vec<String>> {
     }
 
     let tdx_object = if l.debug {
-        format!(
-            "tdx-guest,id={TDX_OBJECT_ID},attributes={:#x}",
-            l.attributes()
-        )
+        format!("tdx-guest,id={TDX_OBJECT_ID},attributes={:#x}", l.attributes())
     } else {
         let on_off = if l.sept_ve_disable { "on" } else { "off" };
         format!("tdx-guest,id={TDX_OBJECT_ID},sept-ve-disable={on_off}")
@@ -224,10 +220,7 @@ pub fn td_qemu_args(l: &TdLaunch) -> Result<Vec<String>> {
         "-m",
         &format!("{}M", l.memory_mib),
         "-drive",
-        &format!(
-            "if=none,id=disk0,format=raw,file={}",
-            qemu_opt_escape(image)
-        ),
+        &format!("if=none,id=disk0,format=raw,file={}", qemu_opt_escape(image)),
         "-device",
         "virtio-blk-pci,drive=disk0",
     ]
@@ -243,9 +236,7 @@ pub fn td_qemu_args(l: &TdLaunch) -> Result<Vec<String>> {
 pub fn td_command_line(l: &TdLaunch) -> Result<String> {
     let qemu = utf8_path("QEMU", &l.qemu)?;
     let args = td_qemu_args(l)?;
-    Ok(shell_quote(
-        std::iter::once(qemu).chain(args.iter().map(String::as_str)),
-    ))
+    Ok(shell_quote(std::iter::once(qemu).chain(args.iter().map(String::as_str))))
 }
 
 /// Things worth telling the user before this launch; empty for the defaults.
@@ -277,10 +268,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    args.into_iter()
-        .map(|arg| quote_one(arg.as_ref()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    args.into_iter().map(|arg| quote_one(arg.as_ref())).collect::<Vec<_>>().join(" ")
 }
 
 fn is_shell_safe(c: char) -> bool {
@@ -304,19 +292,13 @@ mod tests {
     }
 
     fn value_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
-        args.windows(2)
-            .filter(|pair| pair[0] == flag)
-            .map(|pair| pair[1].as_str())
-            .collect()
+        args.windows(2).filter(|pair| pair[0] == flag).map(|pair| pair[1].as_str()).collect()
     }
 
     #[test]
     fn default_object_spells_out_sept_ve_disable() {
         let args = td_qemu_args(&launch()).unwrap();
-        assert_eq!(
-            value_after(&args, "-object"),
-            ["tdx-guest,id=tdx0,sept-ve-disable=on"]
-        );
+        assert_eq!(value_after(&args, "-object"), ["tdx-guest,id=tdx0,sept-ve-disable=on"]);
     }
 
     #[test]
@@ -324,10 +306,7 @@ mod tests {
         let mut l = launch();
         l.sept_ve_disable = false;
         let args = td_qemu_args(&l).unwrap();
-        assert_eq!(
-            value_after(&args, "-object"),
-            ["tdx-guest,id=tdx0,sept-ve-disable=off"]
-        );
+        assert_eq!(value_after(&args, "-object"), ["tdx-guest,id=tdx0,sept-ve-disable=off"]);
     }
 
     #[test]
@@ -335,16 +314,10 @@ mod tests {
         let mut l = launch();
         l.debug = true;
         let args = td_qemu_args(&l).unwrap();
-        assert_eq!(
-            value_after(&args, "-object"),
-            ["tdx-guest,id=tdx0,attributes=0x10000001"]
-        );
+        assert_eq!(value_after(&args, "-object"), ["tdx-guest,id=tdx0,attributes=0x10000001"]);
         l.sept_ve_disable = false;
         let args = td_qemu_args(&l).unwrap();
-        assert_eq!(
-            value_after(&args, "-object"),
-            ["tdx-guest,id=tdx0,attributes=0x1"]
-        );
+        assert_eq!(value_after(&args, "-object"), ["tdx-guest,id=tdx0,attributes=0x1"]);
         assert!(!launch_warnings(&l).is_empty());
     }
 
@@ -364,10 +337,7 @@ mod tests {
         assert_eq!(value_after(&args, "-serial"), ["stdio"]);
         assert_eq!(
             value_after(&args, "-device"),
-            [
-                "isa-debug-exit,iobase=0xf4,iosize=0x04",
-                "virtio-blk-pci,drive=disk0"
-            ]
+            ["isa-debug-exit,iobase=0xf4,iosize=0x04", "virtio-blk-pci,drive=disk0"]
         );
         assert!(!args.iter().any(|a| a.contains("pflash")));
     }
@@ -437,10 +407,7 @@ mod tests {
     #[test]
     fn command_line_starts_with_the_binary() {
         let line = td_command_line(&launch()).unwrap();
-        assert!(
-            line.starts_with("qemu-system-x86_64 -accel kvm -cpu host "),
-            "{line}"
-        );
+        assert!(line.starts_with("qemu-system-x86_64 -accel kvm -cpu host "), "{line}");
         assert!(!line.contains('\n'));
     }
 }

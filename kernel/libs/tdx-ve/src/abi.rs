@@ -631,17 +631,9 @@ mod tests {
             assert_eq!(bitmap & rsp, 0, "{sub_function:?} exposes RSP");
             assert_eq!(bitmap & rbp, 0, "{sub_function:?} exposes RBP");
             assert_eq!(bitmap & 0b11, 0, "{sub_function:?} exposes RAX or RCX");
-            assert_eq!(
-                bitmap >> 16,
-                0,
-                "{sub_function:?} sets XMM or reserved bits"
-            );
+            assert_eq!(bitmap >> 16, 0, "{sub_function:?} sets XMM or reserved bits");
             // R10 (status) and R11 (sub-function) are part of every GHCI call.
-            assert_eq!(
-                bitmap & (3 << 10),
-                3 << 10,
-                "{sub_function:?} misses R10/R11"
-            );
+            assert_eq!(bitmap & (3 << 10), 3 << 10, "{sub_function:?} misses R10/R11");
             assert!(vmcall_bitmap_is_allowed(bitmap));
         }
     }
@@ -657,30 +649,19 @@ mod tests {
         // R8..R15 = 0xff00, RDX = 0x4, RBX = 0x8, RSI = 0x40, RDI = 0x80.
         assert_eq!(VMCALL_BITMAP_REPORT_FATAL_ERROR, 0xffcc);
         assert_eq!(VMCALL_FORBIDDEN_GPRS, 0b11_0011);
-        assert!(!vmcall_bitmap_is_allowed(vmcall_register_bitmap(&[
-            Gpr::R10,
-            Gpr::Rsp
-        ])));
-        assert!(!vmcall_bitmap_is_allowed(vmcall_register_bitmap(&[
-            Gpr::Rbp
-        ])));
+        assert!(!vmcall_bitmap_is_allowed(vmcall_register_bitmap(&[Gpr::R10, Gpr::Rsp])));
+        assert!(!vmcall_bitmap_is_allowed(vmcall_register_bitmap(&[Gpr::Rbp])));
         assert!(!vmcall_bitmap_is_allowed(1 << 16));
     }
 
     #[test]
     fn sub_function_codes_round_trip() {
         for sub_function in ALL_SUB_FUNCTIONS {
-            assert_eq!(
-                TdVmCallSubFunction::try_from(sub_function.code()),
-                Ok(sub_function)
-            );
+            assert_eq!(TdVmCallSubFunction::try_from(sub_function.code()), Ok(sub_function));
         }
         assert_eq!(TdVmCallSubFunction::Io.code(), 0x1e);
         assert_eq!(TdVmCallSubFunction::ReportFatalError.code(), 0x10003);
-        assert_eq!(
-            TdVmCallSubFunction::try_from(0x10005),
-            Err(UnknownSubFunction(0x10005))
-        );
+        assert_eq!(TdVmCallSubFunction::try_from(0x10005), Err(UnknownSubFunction(0x10005)));
     }
 
     #[test]
@@ -692,10 +673,7 @@ mod tests {
         }
         assert_eq!(TdcallLeaf::try_from(11), Err(UnknownTdcallLeaf(11)));
         assert_eq!(TdcallLeaf::VpVeinfoGet.code(), 3);
-        assert_eq!(
-            TdcallLeaf::from_rax(0x1_0003),
-            Ok((TdcallLeaf::VpVeinfoGet, 1))
-        );
+        assert_eq!(TdcallLeaf::from_rax(0x1_0003), Ok((TdcallLeaf::VpVeinfoGet, 1)));
         // A version in RAX[23:16] is not a different leaf for TryFrom, which wants version 0.
         assert!(TdcallLeaf::try_from(0x1_0003).is_err());
         assert!(TdcallLeaf::from_rax(1 << 24 | 3).is_err());
@@ -732,16 +710,10 @@ mod tests {
             assert_eq!(reason.code(), code);
         }
         // Flag bits above the basic exit reason are not masked away.
-        assert_eq!(
-            ExitReason::try_from(30 | 1 << 31),
-            Err(UnknownExitReason(30 | 1 << 31))
-        );
+        assert_eq!(ExitReason::try_from(30 | 1 << 31), Err(UnknownExitReason(30 | 1 << 31)));
         // The GHCI sub-function numbers for instructions are the exit reasons.
         assert_eq!(TdVmCallSubFunction::Io.code(), ExitReason::Io.code() as u64);
-        assert_eq!(
-            TdVmCallSubFunction::RequestMmio.code(),
-            ExitReason::EptViolation.code() as u64
-        );
+        assert_eq!(TdVmCallSubFunction::RequestMmio.code(), ExitReason::EptViolation.code() as u64);
     }
 
     #[test]

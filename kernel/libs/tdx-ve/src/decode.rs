@@ -232,50 +232,25 @@ pub fn decode(bytes: &[u8]) -> Result<Instruction, DecodeError> {
 
     // In all three I/O opcode groups (E4..E7, EC..EF, 6C..6F) bit 0 selects byte or
     // word/doubleword and bit 1 selects IN or OUT.
-    let io_direction = if opcode & 0x02 == 0 {
-        IoDirection::In
-    } else {
-        IoDirection::Out
-    };
-    let io_width = if opcode & 0x01 == 0 {
-        PortWidth::Byte
-    } else {
-        prefixes.io_width()
-    };
+    let io_direction = if opcode & 0x02 == 0 { IoDirection::In } else { IoDirection::Out };
+    let io_width = if opcode & 0x01 == 0 { PortWidth::Byte } else { prefixes.io_width() };
 
     let instruction = match opcode {
         0xe4..=0xe7 => {
             let port = byte_at(index + 1)?;
-            io(
-                io_direction,
-                io_width,
-                false,
-                PortEncoding::Immediate,
-                Some(port),
-                index + 1,
-            )
+            io(io_direction, io_width, false, PortEncoding::Immediate, Some(port), index + 1)
         }
         0xec..=0xef => io(io_direction, io_width, false, PortEncoding::Dx, None, index),
         0x6c..=0x6f => io(io_direction, io_width, true, PortEncoding::Dx, None, index),
-        0xf4 => Instruction::Hlt {
-            length: length(index),
-        },
+        0xf4 => Instruction::Hlt { length: length(index) },
         0x0f => match byte_at(index + 1)? {
-            0xa2 => Instruction::Cpuid {
-                length: length(index + 1),
-            },
-            0x32 => Instruction::Rdmsr {
-                length: length(index + 1),
-            },
-            0x30 => Instruction::Wrmsr {
-                length: length(index + 1),
-            },
+            0xa2 => Instruction::Cpuid { length: length(index + 1) },
+            0x32 => Instruction::Rdmsr { length: length(index + 1) },
+            0x30 => Instruction::Wrmsr { length: length(index + 1) },
             0x01 => {
                 let modrm = byte_at(index + 2)?;
                 if modrm == 0xcc && prefixes.operand_size && prefixes.rep.is_none() {
-                    Instruction::Tdcall {
-                        length: length(index + 2),
-                    }
+                    Instruction::Tdcall { length: length(index + 2) }
                 } else {
                     Instruction::Other { length: None }
                 }
@@ -287,9 +262,7 @@ pub fn decode(bytes: &[u8]) -> Result<Instruction, DecodeError> {
 
     if prefixes.lock && !matches!(instruction, Instruction::Other { .. }) {
         // #UD, not #VE: the model must let the processor deliver it.
-        return Ok(Instruction::Other {
-            length: instruction.length(),
-        });
+        return Ok(Instruction::Other { length: instruction.length() });
     }
     Ok(instruction)
 }
@@ -340,10 +313,7 @@ impl IoInstruction {
                 None => Some(SegmentRegister::Ds),
             },
         };
-        Some(StringIoInformation {
-            address_size: self.address_size,
-            segment,
-        })
+        Some(StringIoInformation { address_size: self.address_size, segment })
     }
 }
 
@@ -399,138 +369,54 @@ mod tests {
         let table: &[(&[u8], Instruction)] = &[
             (&[0xec], io(In, Byte, false, false, None, A64, None, 1)),
             (&[0xed], io(In, Dword, false, false, None, A64, None, 1)),
-            (
-                &[0x66, 0xed],
-                io(In, Word, false, false, None, A64, None, 2),
-            ),
-            (
-                &[0xe4, 0x21],
-                io(In, Byte, false, false, Some(0x21), A64, None, 2),
-            ),
-            (
-                &[0xe5, 0x71],
-                io(In, Dword, false, false, Some(0x71), A64, None, 2),
-            ),
-            (
-                &[0x66, 0xe5, 0x71],
-                io(In, Word, false, false, Some(0x71), A64, None, 3),
-            ),
+            (&[0x66, 0xed], io(In, Word, false, false, None, A64, None, 2)),
+            (&[0xe4, 0x21], io(In, Byte, false, false, Some(0x21), A64, None, 2)),
+            (&[0xe5, 0x71], io(In, Dword, false, false, Some(0x71), A64, None, 2)),
+            (&[0x66, 0xe5, 0x71], io(In, Word, false, false, Some(0x71), A64, None, 3)),
             (&[0xee], io(Out, Byte, false, false, None, A64, None, 1)),
             (&[0xef], io(Out, Dword, false, false, None, A64, None, 1)),
-            (
-                &[0x66, 0xef],
-                io(Out, Word, false, false, None, A64, None, 2),
-            ),
-            (
-                &[0xe6, 0x80],
-                io(Out, Byte, false, false, Some(0x80), A64, None, 2),
-            ),
-            (
-                &[0xe7, 0x80],
-                io(Out, Dword, false, false, Some(0x80), A64, None, 2),
-            ),
-            (
-                &[0x66, 0xe7, 0xff],
-                io(Out, Word, false, false, Some(0xff), A64, None, 3),
-            ),
+            (&[0x66, 0xef], io(Out, Word, false, false, None, A64, None, 2)),
+            (&[0xe6, 0x80], io(Out, Byte, false, false, Some(0x80), A64, None, 2)),
+            (&[0xe7, 0x80], io(Out, Dword, false, false, Some(0x80), A64, None, 2)),
+            (&[0x66, 0xe7, 0xff], io(Out, Word, false, false, Some(0xff), A64, None, 3)),
             (&[0x6c], io(In, Byte, true, false, None, A64, None, 1)),
             (&[0x6d], io(In, Dword, true, false, None, A64, None, 1)),
             (&[0x66, 0x6d], io(In, Word, true, false, None, A64, None, 2)),
-            (
-                &[0xf3, 0x66, 0x6d],
-                io(In, Word, true, true, None, A64, None, 3),
-            ),
-            (
-                &[0x66, 0xf3, 0x6d],
-                io(In, Word, true, true, None, A64, None, 3),
-            ),
-            (
-                &[0x67, 0xf3, 0x6c],
-                io(In, Byte, true, true, None, A32, None, 3),
-            ),
+            (&[0xf3, 0x66, 0x6d], io(In, Word, true, true, None, A64, None, 3)),
+            (&[0x66, 0xf3, 0x6d], io(In, Word, true, true, None, A64, None, 3)),
+            (&[0x67, 0xf3, 0x6c], io(In, Byte, true, true, None, A32, None, 3)),
             (&[0x6e], io(Out, Byte, true, false, None, A64, None, 1)),
             (&[0x6f], io(Out, Dword, true, false, None, A64, None, 1)),
-            (
-                &[0xf3, 0x6f],
-                io(Out, Dword, true, true, None, A64, None, 2),
-            ),
+            (&[0xf3, 0x6f], io(Out, Dword, true, true, None, A64, None, 2)),
             (&[0xf2, 0x6e], io(Out, Byte, true, true, None, A64, None, 2)),
-            (
-                &[0x64, 0x6e],
-                io(
-                    Out,
-                    Byte,
-                    true,
-                    false,
-                    None,
-                    A64,
-                    Some(SegmentRegister::Fs),
-                    2,
-                ),
-            ),
+            (&[0x64, 0x6e], io(Out, Byte, true, false, None, A64, Some(SegmentRegister::Fs), 2)),
             (
                 &[0x2e, 0x65, 0x6e],
-                io(
-                    Out,
-                    Byte,
-                    true,
-                    false,
-                    None,
-                    A64,
-                    Some(SegmentRegister::Gs),
-                    3,
-                ),
+                io(Out, Byte, true, false, None, A64, Some(SegmentRegister::Gs), 3),
             ),
             // REP on IN/OUT has no effect and is not reported.
-            (
-                &[0xf3, 0xec],
-                io(In, Byte, false, false, None, A64, None, 2),
-            ),
+            (&[0xf3, 0xec], io(In, Byte, false, false, None, A64, None, 2)),
             // REX.W does not make an I/O instruction 64-bit, and wins over 0x66.
-            (
-                &[0x48, 0xed],
-                io(In, Dword, false, false, None, A64, None, 2),
-            ),
-            (
-                &[0x66, 0x48, 0xed],
-                io(In, Dword, false, false, None, A64, None, 3),
-            ),
+            (&[0x48, 0xed], io(In, Dword, false, false, None, A64, None, 2)),
+            (&[0x66, 0x48, 0xed], io(In, Dword, false, false, None, A64, None, 3)),
             // A REX followed by a legacy prefix is ignored, so 0x66 decides.
-            (
-                &[0x48, 0x66, 0xed],
-                io(In, Word, false, false, None, A64, None, 3),
-            ),
-            (
-                &[0x41, 0x6d],
-                io(In, Dword, true, false, None, A64, None, 2),
-            ),
+            (&[0x48, 0x66, 0xed], io(In, Word, false, false, None, A64, None, 3)),
+            (&[0x41, 0x6d], io(In, Dword, true, false, None, A64, None, 2)),
             (&[0xf4], Instruction::Hlt { length: 1 }),
             (&[0x0f, 0xa2], Instruction::Cpuid { length: 2 }),
             (&[0x0f, 0x32], Instruction::Rdmsr { length: 2 }),
             (&[0x0f, 0x30], Instruction::Wrmsr { length: 2 }),
             (&[0x48, 0x0f, 0x30], Instruction::Wrmsr { length: 3 }),
             (&[0x66, 0x0f, 0x01, 0xcc], Instruction::Tdcall { length: 4 }),
-            (
-                &[0x66, 0x48, 0x0f, 0x01, 0xcc],
-                Instruction::Tdcall { length: 5 },
-            ),
+            (&[0x66, 0x48, 0x0f, 0x01, 0xcc], Instruction::Tdcall { length: 5 }),
             // Not TDCALL: no mandatory 0x66, or F3 overriding it, or another ModRM.
             (&[0x0f, 0x01, 0xcc], Instruction::Other { length: None }),
-            (
-                &[0x66, 0xf3, 0x0f, 0x01, 0xcc],
-                Instruction::Other { length: None },
-            ),
-            (
-                &[0x66, 0x0f, 0x01, 0xc1],
-                Instruction::Other { length: None },
-            ),
+            (&[0x66, 0xf3, 0x0f, 0x01, 0xcc], Instruction::Other { length: None }),
+            (&[0x66, 0x0f, 0x01, 0xc1], Instruction::Other { length: None }),
             // LOCK makes every recognised form #UD.
             (&[0xf0, 0xec], Instruction::Other { length: Some(2) }),
             (&[0xf0, 0x0f, 0xa2], Instruction::Other { length: Some(3) }),
-            (
-                &[0xf0, 0x66, 0x0f, 0x01, 0xcc],
-                Instruction::Other { length: Some(5) },
-            ),
+            (&[0xf0, 0x66, 0x0f, 0x01, 0xcc], Instruction::Other { length: Some(5) }),
             (&[0x90], Instruction::Other { length: None }),
             (&[0x0f, 0x0b], Instruction::Other { length: None }),
             (&[0x48, 0x89, 0xc8], Instruction::Other { length: None }),
@@ -556,11 +442,7 @@ mod tests {
             &[0x66, 0x0f, 0x01],
             &[0x48],
         ] {
-            assert_eq!(
-                decode(truncated),
-                Err(DecodeError::Truncated),
-                "bytes {truncated:02x?}"
-            );
+            assert_eq!(decode(truncated), Err(DecodeError::Truncated), "bytes {truncated:02x?}");
         }
         // Fourteen prefixes and a one-byte opcode make exactly 15 bytes: legal.
         let mut fifteen = vec![0x66; 14];
@@ -580,18 +462,12 @@ mod tests {
 
     #[test]
     fn qualifications_for_the_model() {
-        let Ok(Instruction::Io(in_al_imm)) = decode(&[0xe4, 0x71]) else {
-            panic!()
-        };
+        let Ok(Instruction::Io(in_al_imm)) = decode(&[0xe4, 0x71]) else { panic!() };
         // The immediate wins over whatever DX holds.
         assert_eq!(io_qualification(&in_al_imm, 0xbeef).encode(), 0x0071_0048);
-        let Ok(Instruction::Io(out_dx_eax)) = decode(&[0xef]) else {
-            panic!()
-        };
+        let Ok(Instruction::Io(out_dx_eax)) = decode(&[0xef]) else { panic!() };
         assert_eq!(io_qualification(&out_dx_eax, 0x3f8).encode(), 0x03f8_0003);
-        let Ok(Instruction::Io(rep_insw)) = decode(&[0xf3, 0x66, 0x6d]) else {
-            panic!()
-        };
+        let Ok(Instruction::Io(rep_insw)) = decode(&[0xf3, 0x66, 0x6d]) else { panic!() };
         assert_eq!(io_qualification(&rep_insw, 0x1f0).encode(), 0x01f0_0039);
         assert_eq!(
             rep_insw.string_io(0x1f0),
@@ -605,14 +481,9 @@ mod tests {
         );
         assert_eq!(
             rep_insw.string_io_information(),
-            Some(StringIoInformation {
-                address_size: AddressSize::Bits64,
-                segment: None
-            })
+            Some(StringIoInformation { address_size: AddressSize::Bits64, segment: None })
         );
-        let Ok(Instruction::Io(outs)) = decode(&[0x67, 0x6e]) else {
-            panic!()
-        };
+        let Ok(Instruction::Io(outs)) = decode(&[0x67, 0x6e]) else { panic!() };
         assert_eq!(
             outs.string_io_information(),
             Some(StringIoInformation {

@@ -158,23 +158,13 @@ impl IoExitQualification {
             0 => PortWidth::Byte,
             1 => PortWidth::Word,
             3 => PortWidth::Dword,
-            other => {
-                return Err(QualificationError::InvalidSize {
-                    size_field: other as u8,
-                })
-            }
+            other => return Err(QualificationError::InvalidSize { size_field: other as u8 }),
         };
-        let direction = if raw & Self::DIRECTION_IN != 0 {
-            IoDirection::In
-        } else {
-            IoDirection::Out
-        };
+        let direction =
+            if raw & Self::DIRECTION_IN != 0 { IoDirection::In } else { IoDirection::Out };
         let string = raw & Self::STRING != 0;
-        let encoding = if raw & Self::IMMEDIATE != 0 {
-            PortEncoding::Immediate
-        } else {
-            PortEncoding::Dx
-        };
+        let encoding =
+            if raw & Self::IMMEDIATE != 0 { PortEncoding::Immediate } else { PortEncoding::Dx };
         if string && matches!(encoding, PortEncoding::Immediate) {
             return Err(QualificationError::ImmediateStringOperand);
         }
@@ -245,10 +235,7 @@ impl fmt::Display for QualificationError {
                 write!(f, "I/O exit qualification {raw:#x} has reserved bits set")
             }
             QualificationError::InvalidSize { size_field } => {
-                write!(
-                    f,
-                    "I/O exit qualification size field {size_field} is not 0, 1 or 3"
-                )
+                write!(f, "I/O exit qualification size field {size_field} is not 0, 1 or 3")
             }
             QualificationError::ImmediateStringOperand => {
                 write!(
@@ -370,9 +357,7 @@ mod tests {
                 } else if matches!(low & 7, 2 | 4..=7) {
                     assert_eq!(
                         result,
-                        Err(QualificationError::InvalidSize {
-                            size_field: (low & 7) as u8
-                        })
+                        Err(QualificationError::InvalidSize { size_field: (low & 7) as u8 })
                     );
                 } else if low & 0x50 == 0x50 {
                     assert_eq!(result, Err(QualificationError::ImmediateStringOperand));
@@ -422,20 +407,11 @@ mod tests {
     fn merge_in_hand_computed() {
         let rax = 0x1122_3344_5566_7788;
         let garbage = 0xdead_beef_cafe_f00d;
-        assert_eq!(
-            merge_in(rax, PortWidth::Byte, garbage),
-            0x1122_3344_5566_770d
-        );
-        assert_eq!(
-            merge_in(rax, PortWidth::Word, garbage),
-            0x1122_3344_5566_f00d
-        );
+        assert_eq!(merge_in(rax, PortWidth::Byte, garbage), 0x1122_3344_5566_770d);
+        assert_eq!(merge_in(rax, PortWidth::Word, garbage), 0x1122_3344_5566_f00d);
         // The 4-byte IN zero-extends: RAX[63:32] must not survive.
         let merged = merge_in(rax, PortWidth::Dword, garbage);
-        assert_eq!(
-            merged, 0x0000_0000_cafe_f00d,
-            "4-byte IN gave {merged:#018x}"
-        );
+        assert_eq!(merged, 0x0000_0000_cafe_f00d, "4-byte IN gave {merged:#018x}");
         assert_eq!(out_value(rax, PortWidth::Byte), 0x88);
         assert_eq!(out_value(rax, PortWidth::Word), 0x7788);
         assert_eq!(out_value(rax, PortWidth::Dword), 0x5566_7788);

@@ -187,11 +187,7 @@ pub fn emulate_at_most<R: GuestRegisters, E: StringIoEnv>(
         }
 
         // The element is complete: commit it to the registers before anything else can fail.
-        let next = if downwards {
-            address.wrapping_sub(step)
-        } else {
-            address.wrapping_add(step)
-        };
+        let next = if downwards { address.wrapping_sub(step) } else { address.wrapping_add(step) };
         regs.set_gpr(index_register, next & mask);
         remaining -= 1;
         if op.rep {
@@ -253,10 +249,7 @@ impl StringIoInformation {
                 }
             }
         };
-        Ok(StringIoInformation {
-            address_size,
-            segment,
-        })
+        Ok(StringIoInformation { address_size, segment })
     }
 
     /// Encodes the field (undefined bits 0; ES in the segment field for INS).
@@ -278,10 +271,7 @@ impl fmt::Display for InstructionInformationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InstructionInformationError::UnsupportedAddressSize { field } => {
-                write!(
-                    f,
-                    "INS/OUTS address-size field {field} is not 32- or 64-bit"
-                )
+                write!(f, "INS/OUTS address-size field {field} is not 32- or 64-bit")
             }
             InstructionInformationError::InvalidSegment { field } => {
                 write!(f, "OUTS segment field {field} names no segment register")
@@ -300,24 +290,10 @@ mod tests {
     /// One interaction of the emulation with its environment.
     #[derive(Clone, PartialEq, Eq, Debug)]
     enum Event {
-        PortIn {
-            port: u16,
-            width: PortWidth,
-            value: u64,
-        },
-        PortOut {
-            port: u16,
-            width: PortWidth,
-            value: u64,
-        },
-        MemoryRead {
-            address: u64,
-            data: Vec<u8>,
-        },
-        MemoryWrite {
-            address: u64,
-            data: Vec<u8>,
-        },
+        PortIn { port: u16, width: PortWidth, value: u64 },
+        PortOut { port: u16, width: PortWidth, value: u64 },
+        MemoryRead { address: u64, data: Vec<u8> },
+        MemoryWrite { address: u64, data: Vec<u8> },
     }
 
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -413,16 +389,9 @@ mod tests {
             self.next_memory_op(Failure::MemoryRead)?;
             for (i, byte) in buf.iter_mut().enumerate() {
                 let a = address.wrapping_add(i as u64);
-                *byte = self
-                    .memory
-                    .get(&a)
-                    .copied()
-                    .unwrap_or_else(|| background_byte(a));
+                *byte = self.memory.get(&a).copied().unwrap_or_else(|| background_byte(a));
             }
-            self.trace.push(Event::MemoryRead {
-                address,
-                data: buf.to_vec(),
-            });
+            self.trace.push(Event::MemoryRead { address, data: buf.to_vec() });
             Ok(())
         }
 
@@ -431,10 +400,7 @@ mod tests {
             for (i, byte) in data.iter().enumerate() {
                 self.memory.insert(address.wrapping_add(i as u64), *byte);
             }
-            self.trace.push(Event::MemoryWrite {
-                address,
-                data: data.to_vec(),
-            });
+            self.trace.push(Event::MemoryWrite { address, data: data.to_vec() });
             Ok(())
         }
     }
@@ -461,25 +427,14 @@ mod tests {
             AddressSize::Bits32 => u32::MAX as u64,
             AddressSize::Bits64 => u64::MAX,
         };
-        let index_number = if op.direction == IoDirection::In {
-            7
-        } else {
-            6
-        };
+        let index_number = if op.direction == IoDirection::In { 7 } else { 6 };
         let start = initial.gprs[index_number] & modulus_mask;
-        let count = if op.rep {
-            initial.gprs[1] & modulus_mask
-        } else {
-            1
-        };
+        let count = if op.rep { initial.gprs[1] & modulus_mask } else { 1 };
         let down = initial.rflags >> 10 & 1 == 1;
         let address_of = |k: u64| -> u64 {
             let offset = k.wrapping_mul(size as u64);
-            let address = if down {
-                start.wrapping_sub(offset)
-            } else {
-                start.wrapping_add(offset)
-            };
+            let address =
+                if down { start.wrapping_sub(offset) } else { start.wrapping_add(offset) };
             address & modulus_mask
         };
 
@@ -514,11 +469,7 @@ mod tests {
                         port_fifo[fifo_position % port_fifo.len()]
                     };
                     fifo_position += 1;
-                    trace.push(Event::PortIn {
-                        port: op.port,
-                        width: op.width,
-                        value,
-                    });
+                    trace.push(Event::PortIn { port: op.port, width: op.width, value });
                     let data: Vec<u8> = value.to_le_bytes()[..size].to_vec();
                     let r = check(memory_ops, port_ops, plan.memory_op, Failure::MemoryWrite);
                     memory_ops += 1;
@@ -535,10 +486,7 @@ mod tests {
                     let data: Vec<u8> = (0..size as u64)
                         .map(|i| background_byte(address.wrapping_add(i)))
                         .collect();
-                    trace.push(Event::MemoryRead {
-                        address,
-                        data: data.clone(),
-                    });
+                    trace.push(Event::MemoryRead { address, data: data.clone() });
                     let r = check(port_ops, memory_ops, plan.port_op, Failure::PortOut);
                     port_ops += 1;
                     r?;
@@ -546,11 +494,7 @@ mod tests {
                     for (i, byte) in data.iter().enumerate() {
                         value |= (*byte as u64) << (8 * i);
                     }
-                    trace.push(Event::PortOut {
-                        port: op.port,
-                        width: op.width,
-                        value,
-                    });
+                    trace.push(Event::PortOut { port: op.port, width: op.width, value });
                 }
                 Ok(())
             })();
@@ -570,12 +514,7 @@ mod tests {
                 regs.gprs[1] = (count - completed) & modulus_mask;
             }
         }
-        Expected {
-            regs,
-            trace,
-            memory,
-            result,
-        }
+        Expected { regs, trace, memory, result }
     }
 
     fn any_width() -> impl Strategy<Value = PortWidth> {
@@ -637,11 +576,7 @@ mod tests {
             count_value(),
         )
             .prop_map(|(gprs, rip, rflags, df, rsi, rdi, rcx)| {
-                let mut regs = RegisterState {
-                    gprs,
-                    rip,
-                    rflags: rflags & !RFLAGS_DF,
-                };
+                let mut regs = RegisterState { gprs, rip, rflags: rflags & !RFLAGS_DF };
                 if df {
                     regs.rflags |= RFLAGS_DF;
                 }
@@ -729,11 +664,7 @@ mod tests {
         assert_eq!(regs.gprs[6], 0x5555, "INS must not touch RSI");
         let bytes: Vec<u8> = (0x1000..0x1006).map(|a| env.memory[&a]).collect();
         assert_eq!(bytes, [0x34, 0x12, 0xcd, 0xab, 0x78, 0x56]);
-        assert_eq!(
-            env.memory.len(),
-            6,
-            "only width bytes per element may be written"
-        );
+        assert_eq!(env.memory.len(), 6, "only width bytes per element may be written");
     }
 
     #[test]
@@ -747,11 +678,7 @@ mod tests {
                 address_size,
             };
             // ECX = 0 with garbage above: with 32-bit addressing the count is 0 and RCX stays.
-            let rcx = if address_size == AddressSize::Bits32 {
-                0xdead_beef_0000_0000
-            } else {
-                0
-            };
+            let rcx = if address_size == AddressSize::Bits32 { 0xdead_beef_0000_0000 } else { 0 };
             let initial = regs_with(rcx, 0xffff_ffff_ffff_fff0, 0x1234, true);
             let mut regs = initial;
             let mut env = FakeEnv::new(vec![1], FailurePlan::default());
@@ -787,12 +714,8 @@ mod tests {
             rep: true,
             address_size: AddressSize::Bits32,
         };
-        let mut regs = regs_with(
-            0xffff_ffff_0000_0002,
-            0x7777_7777_7777_7777,
-            0xaaaa_aaaa_ffff_fffc,
-            false,
-        );
+        let mut regs =
+            regs_with(0xffff_ffff_0000_0002, 0x7777_7777_7777_7777, 0xaaaa_aaaa_ffff_fffc, false);
         let mut env = FakeEnv::new(vec![0x1122_3344], FailurePlan::default());
         emulate(&mut regs, &op, &mut env).unwrap();
         // EDI: 0xffff_fffc -> 0 -> 4, upper half cleared by the first 32-bit write.
@@ -822,13 +745,7 @@ mod tests {
         };
         let mut regs = regs_with(10, 0, 0x500, false);
         // The fourth port read fails: three elements are complete.
-        let mut env = FakeEnv::new(
-            vec![0xaa],
-            FailurePlan {
-                port_op: Some(3),
-                memory_op: None,
-            },
-        );
+        let mut env = FakeEnv::new(vec![0xaa], FailurePlan { port_op: Some(3), memory_op: None });
         assert_eq!(emulate(&mut regs, &op, &mut env), Err(Failure::PortIn));
         assert_eq!(regs.gprs[1], 7);
         assert_eq!(regs.gprs[7], 0x503);
@@ -837,23 +754,12 @@ mod tests {
     #[test]
     fn instruction_information_round_trips() {
         for address_size in [AddressSize::Bits32, AddressSize::Bits64] {
-            let ins = StringIoInformation {
-                address_size,
-                segment: None,
-            };
-            assert_eq!(
-                StringIoInformation::decode(ins.encode(), IoDirection::In),
-                Ok(ins)
-            );
+            let ins = StringIoInformation { address_size, segment: None };
+            assert_eq!(StringIoInformation::decode(ins.encode(), IoDirection::In), Ok(ins));
             for n in 0..6 {
-                let outs = StringIoInformation {
-                    address_size,
-                    segment: SegmentRegister::from_number(n),
-                };
-                assert_eq!(
-                    StringIoInformation::decode(outs.encode(), IoDirection::Out),
-                    Ok(outs)
-                );
+                let outs =
+                    StringIoInformation { address_size, segment: SegmentRegister::from_number(n) };
+                assert_eq!(StringIoInformation::decode(outs.encode(), IoDirection::Out), Ok(outs));
             }
         }
         // 32-bit address size (1 << 7), DS (3 << 15), undefined bits set everywhere else.
