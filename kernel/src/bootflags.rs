@@ -59,6 +59,8 @@ pub enum Mode {
     Softtdx(Option<FatalScenario>),
     /// Spin forever after boot: lets the harness prove that it reports a hang as a timeout.
     Hang,
+    /// softtdx on, and the benchmarks (`cargo xtask bench`) instead of the self-test.
+    Bench,
 }
 
 impl Mode {
@@ -68,6 +70,7 @@ impl Mode {
             Mode::Softtdx(None) => "softtdx",
             Mode::Softtdx(Some(s)) => s.name(),
             Mode::Hang => "hang",
+            Mode::Bench => "bench",
         }
     }
 
@@ -77,6 +80,7 @@ impl Mode {
             "native" => return Some(Mode::Native),
             "softtdx" => return Some(Mode::Softtdx(None)),
             "hang" => return Some(Mode::Hang),
+            "bench" => return Some(Mode::Bench),
             _ => {}
         }
         let fault = text.strip_prefix("softtdx fault=")?;

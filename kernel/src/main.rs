@@ -23,6 +23,8 @@
 extern crate alloc;
 
 mod arch;
+#[cfg(feature = "softtdx")]
+mod bench;
 mod bootflags;
 mod cc;
 mod console;
@@ -68,14 +70,18 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let flags = bootflags::read();
 
     #[cfg(feature = "softtdx")]
-    if let bootflags::Mode::Softtdx(fault) = flags.mode {
+    if let bootflags::Mode::Softtdx(_) | bootflags::Mode::Bench = flags.mode {
+        let fault = match flags.mode {
+            bootflags::Mode::Softtdx(fault) => fault,
+            _ => None,
+        };
         if let Err(reason) = softtdx::enable(fault) {
             println!("tdx-unikernel: softtdx refused: {reason}");
             exit::exit(exit::ExitCode::Failure);
         }
     }
     #[cfg(not(feature = "softtdx"))]
-    if let bootflags::Mode::Softtdx(_) = flags.mode {
+    if let bootflags::Mode::Softtdx(_) | bootflags::Mode::Bench = flags.mode {
         println!("tdx-unikernel: softtdx requested but this kernel was built without it");
         exit::exit(exit::ExitCode::Failure);
     }
@@ -93,6 +99,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         loop {
             core::hint::spin_loop();
         }
+    }
+
+    #[cfg(feature = "softtdx")]
+    if let bootflags::Mode::Bench = flags.mode {
+        exit::exit(bench::run());
     }
 
     let verdict = selftest::run(boot_info, &flags);

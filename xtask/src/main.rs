@@ -2,6 +2,7 @@
 //!
 //! Errors end the process with one line on stderr and a non-zero status, never a backtrace.
 
+mod bench;
 mod build;
 mod qemu;
 mod report;
@@ -109,6 +110,17 @@ enum Command {
         skip_host_tests: bool,
         #[command(flatten)]
         td: TdArgs,
+    },
+    /// Measure the #VE path in instructions per operation (QEMU -icount, deterministic).
+    Bench {
+        #[command(flatten)]
+        firmware: FirmwareArgs,
+        /// Stop QEMU after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Write the figures as JSON here.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// Check whether this host can launch a TD: one line per requirement and a verdict.
     Doctor {
@@ -304,6 +316,10 @@ fn run_command(cli: Cli) -> Result<bool> {
                 runs,
                 skip_host_tests,
             })
+        }
+        Command::Bench { firmware, timeout, json } => {
+            let firmware = find_firmware(&firmware)?;
+            bench::run(&firmware, Duration::from_secs(timeout), json)
         }
         Command::Doctor { firmware, memory } => {
             let qemu = qemu::qemu_binary().unwrap_or_else(|_| PathBuf::from("qemu-system-x86_64"));

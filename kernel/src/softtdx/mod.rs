@@ -51,6 +51,52 @@ const UNKNOWN_EXIT_REASON: u32 = 0xFFFF;
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// Bench accounting (`cargo xtask bench`), in RDTSC units (instructions under QEMU's
+/// `-icount shift=0`): when the #VE in flight was delivered, how much of its handling was the
+/// model answering TDCALLs, and totals over all #VEs handled.
+mod timing {
+    use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    static DELIVERED_AT: AtomicU64 = AtomicU64::new(0);
+    static MODEL_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+    static HANDLED: AtomicU64 = AtomicU64::new(0);
+    static GUEST_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+    pub fn now() -> u64 {
+        // SAFETY: RDTSC has no side effects.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+
+    pub fn delivered() {
+        MODEL_IN_FLIGHT.store(0, Relaxed);
+        DELIVERED_AT.store(now(), Relaxed);
+    }
+
+    pub fn model_answered(since: u64) {
+        MODEL_IN_FLIGHT.fetch_add(now() - since, Relaxed);
+    }
+
+    /// The #VE handler returned: count its time, less the model's.
+    pub fn handled() {
+        let delivered_at = DELIVERED_AT.swap(0, Relaxed);
+        if delivered_at != 0 {
+            let total = now() - delivered_at;
+            GUEST_TOTAL.fetch_add(total.saturating_sub(MODEL_IN_FLIGHT.load(Relaxed)), Relaxed);
+            HANDLED.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn totals() -> (u64, u64) {
+        (HANDLED.load(Relaxed), GUEST_TOTAL.load(Relaxed))
+    }
+}
+
+/// How many #VEs the guest handled under the model, and the instructions it spent on them from
+/// delivery to the handler's return, less the model's answers to its TDCALLs (bench only).
+pub fn guest_ve_totals() -> (u64, u64) {
+    timing::totals()
+}
+
 struct Model {
     /// VE info recorded at #VE delivery and not yet read by TDG.VP.VEINFO.GET.
     pending_ve: Option<VeInfo>,
@@ -145,11 +191,13 @@ pub fn handle_debug(_frame: &mut TrapFrame) -> bool {
 
 /// #UD: if the faulting instruction is TDCALL, answers it as the TDX module would.
 pub fn handle_invalid_opcode(frame: &mut TrapFrame) -> bool {
+    let started = timing::now();
     if !is_active() || read_instruction::<4>(frame.rip, 4) != Some(TDCALL_BYTES) {
         return false;
     }
     tdx_module(frame);
     frame.rip += TDCALL_BYTES.len() as u64;
+    timing::model_answered(started);
     true
 }
 
@@ -163,24 +211,37 @@ fn read_instruction<const N: usize>(rip: u64, len: usize) -> Option<[u8; N]> {
     Some(bytes)
 }
 
-/// Reads up to 15 bytes at `rip`, stopping at an unmapped page.
+/// Reads up to 15 bytes at `rip`, stopping at an unmapped page: one page-table walk for the
+/// page of `rip`, and one more only when the 15 bytes reach into the next page.
 fn fetch(rip: u64) -> ([u8; MAX_INSTRUCTION_LENGTH], usize) {
+    const PAGE_SIZE: u64 = 4096;
     let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
+    let in_first_page = (PAGE_SIZE - rip % PAGE_SIZE).min(MAX_INSTRUCTION_LENGTH as u64);
     let mut len = 0;
-    while len < MAX_INSTRUCTION_LENGTH {
-        match read_instruction::<1>(rip + len as u64, 1) {
-            Some([b]) => bytes[len] = b,
-            None => break,
+    if memory::check_access(rip, in_first_page, false).is_ok() {
+        len = in_first_page as usize;
+        if len < MAX_INSTRUCTION_LENGTH
+            && memory::check_access(rip + in_first_page, 1, false).is_ok()
+        {
+            len = MAX_INSTRUCTION_LENGTH;
         }
-        len += 1;
     }
+    // SAFETY: `len` bytes from `rip` are mapped (checked above) and code is not modified while
+    // it runs.
+    unsafe { core::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), len) };
     (bytes, len)
 }
 
 /// The model's CPU: looks at the instruction about to run and either lets it run natively,
 /// answers it as the TDX module would (CPUID 0 and 0x21), or delivers #VE for it.
 pub fn before_resume(frame: &mut TrapFrame) {
-    if !is_active() || frame.rflags & rflags::TF == 0 {
+    if !is_active() {
+        return;
+    }
+    if frame.vector == crate::arch::idt::vector::VIRTUALIZATION {
+        timing::handled();
+    }
+    if frame.rflags & rflags::TF == 0 {
         return;
     }
     loop {
@@ -296,6 +357,7 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
         SOFTTDX_VE_FRAME = [frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss];
     }
     frame.rip = softtdx_deliver_ve as *const () as u64;
+    timing::delivered();
     frame.rflags &= !(rflags::TF | rflags::IF | rflags::RF);
 }
 
