@@ -128,3 +128,20 @@ fn firmware_command_reads_tdvf_and_rejects_other_files() {
         assert!(table.contains(section), "{section} missing from {table}");
     }
 }
+
+/// `cargo xtask run` (the quick start's second command) boots, shows the self-test, and exits 0.
+#[test]
+fn run_boots_shows_the_self_test_and_exits_zero() {
+    // Needs QEMU and OVMF (scripts/setup.sh): without them this fails, as `run` would.
+    let output = xtask(&["run", "--timeout", "120"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("SELFTEST BEGIN mode=native"), "{stdout}");
+    assert!(stdout.contains("CHECK pass serial.scratch"), "{stdout}");
+    assert!(stdout.contains("verdict: Pass"), "{stdout}");
+}
