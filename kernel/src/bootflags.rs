@@ -27,10 +27,13 @@ pub enum FatalScenario {
     UnknownExitReason,
     TdcallFailure,
     VeinfoGetFailure,
+    /// Not a model fault: the kernel itself runs `rep insb` into an unmapped buffer, and the
+    /// #VE handler must refuse it cleanly instead of faulting.
+    StringIoUnmapped,
 }
 
 impl FatalScenario {
-    pub const ALL: [FatalScenario; 7] = [
+    pub const ALL: [FatalScenario; 8] = [
         Self::IoInInvalidOperand,
         Self::IoOutInvalidOperand,
         Self::IoInRetry,
@@ -38,6 +41,7 @@ impl FatalScenario {
         Self::UnknownExitReason,
         Self::TdcallFailure,
         Self::VeinfoGetFailure,
+        Self::StringIoUnmapped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,8 +53,17 @@ impl FatalScenario {
             Self::UnknownExitReason => "unknown-exit-reason",
             Self::TdcallFailure => "tdcall-failure",
             Self::VeinfoGetFailure => "veinfo-get-failure",
+            Self::StringIoUnmapped => "string-io-unmapped",
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// Read an unmapped address: the unexpected-exception path.
+    PageFault,
+    /// `panic!`: the panic handler.
+    Panic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +74,8 @@ pub enum Mode {
     Hang,
     /// softtdx on, and the benchmarks (`cargo xtask bench`) instead of the self-test.
     Bench,
+    /// Crash on purpose, so that the harness can prove the crash paths report and fail.
+    Crash(Crash),
 }
 
 impl Mode {
@@ -71,6 +86,8 @@ impl Mode {
             Mode::Softtdx(Some(s)) => s.name(),
             Mode::Hang => "hang",
             Mode::Bench => "bench",
+            Mode::Crash(Crash::PageFault) => "crash page-fault",
+            Mode::Crash(Crash::Panic) => "crash panic",
         }
     }
 
@@ -81,6 +98,8 @@ impl Mode {
             "softtdx" => return Some(Mode::Softtdx(None)),
             "hang" => return Some(Mode::Hang),
             "bench" => return Some(Mode::Bench),
+            "crash page-fault" => return Some(Mode::Crash(Crash::PageFault)),
+            "crash panic" => return Some(Mode::Crash(Crash::Panic)),
             _ => {}
         }
         let fault = text.strip_prefix("softtdx fault=")?;

@@ -94,6 +94,13 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     }
     println!("tdx-unikernel: boot mode: {}", flags.mode.name());
 
+    match flags.mode {
+        bootflags::Mode::Crash(crash) => provoke(crash),
+        bootflags::Mode::Softtdx(Some(bootflags::FatalScenario::StringIoUnmapped)) => {
+            provoke_unmapped_string_io()
+        }
+        _ => {}
+    }
     if let bootflags::Mode::Hang = flags.mode {
         println!("tdx-unikernel: hang requested by the boot flags; spinning forever");
         loop {
@@ -110,15 +117,54 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     exit::exit(verdict)
 }
 
+/// An address in the canonical lower half that the loader leaves unmapped.
+const UNMAPPED: u64 = 0x0000_7FFF_DEAD_0000;
+
+fn provoke(crash: bootflags::Crash) -> ! {
+    match crash {
+        bootflags::Crash::PageFault => {
+            println!("tdx-unikernel: reading unmapped address {UNMAPPED:#x} on request");
+            // SAFETY: not safe at all, on purpose: the read faults and the unexpected-exception
+            // path must report it and stop the kernel.
+            let value = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+            panic!("read of an unmapped address returned {value:#x}")
+        }
+        bootflags::Crash::Panic => panic!("deliberate panic requested by the boot flags"),
+    }
+}
+
+/// `rep insb` into an unmapped buffer. Natively that is a page fault; in a TD (softtdx here)
+/// the #VE handler must find the bad operand before touching it and stop cleanly.
+fn provoke_unmapped_string_io() -> ! {
+    println!("tdx-unikernel: rep insb into unmapped address {UNMAPPED:#x} on request");
+    // SAFETY: not safe, on purpose (see above); the handler refuses the access.
+    unsafe {
+        core::arch::asm!("rep insb", in("dx") 0x511u16, inout("rdi") UNMAPPED => _,
+                         inout("rcx") 4usize => _, options(nostack, preserves_flags));
+    }
+    panic!("rep insb into an unmapped buffer completed")
+}
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     // The console lock may be held by the code that panicked: use the lock-free writer.
     use core::fmt::Write;
     let mut out = console::EmergencyWriter;
-    let _ = writeln!(out, "\nPANIC: {}", info.message());
-    if let Some(location) = info.location() {
-        let _ =
-            writeln!(out, "PANIC at {}:{}:{}", location.file(), location.line(), location.column());
+    match info.location() {
+        Some(at) => {
+            let _ = writeln!(
+                out,
+                "\nPANIC at {}:{}:{}: {}",
+                at.file(),
+                at.line(),
+                at.column(),
+                info.message()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "\nPANIC: {}", info.message());
+        }
     }
+    tdx::report_fatal_error("kernel panic");
     exit::exit(exit::ExitCode::Failure)
 }

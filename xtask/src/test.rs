@@ -6,6 +6,8 @@
 //! - `softtdx`: the self-test with the software TDX module; expect pass, with I/O #VEs.
 //! - `fatal:<scenario>`: softtdx injects a fault that must stop the kernel; expect the fatal
 //!   report, ReportFatalError at the host and the failure exit, for the scenario's reason.
+//! - `harness:page-fault`, `harness:panic`: the native kernel crashes on purpose; expect the
+//!   unexpected-exception report or the panic message with its location, and the failure exit.
 //! - `harness:hang`: the kernel spins forever; expect `timeout`.
 //! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
 //! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
@@ -64,7 +66,7 @@ pub struct RunSpec {
 
 /// The softtdx fatal scenarios (kernel/src/bootflags.rs) and the words the kernel's FATAL line
 /// must contain for each.
-pub const FATAL_SCENARIOS: [(&str, &[&str]); 7] = [
+pub const FATAL_SCENARIOS: [(&str, &[&str]); 8] = [
     ("io-in-invalid-operand", &["IN from port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
     ("io-out-invalid-operand", &["OUT to port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
     ("io-in-retry", &["IN from port", "TDG.VP.VMCALL<Io> returned Retry"]),
@@ -72,6 +74,13 @@ pub const FATAL_SCENARIOS: [(&str, &[&str]); 7] = [
     ("unknown-exit-reason", &["unsupported exit reason 65535"]),
     ("tdcall-failure", &["TDCALL VpVmcall failed with completion status 0xc000010000000000"]),
     ("veinfo-get-failure", &["TDG.VP.VEINFO.GET failed", "0xc000070000000000"]),
+    ("string-io-unmapped", &["string I/O memory operand", "address 0x7fffdead0000 is not mapped"]),
+];
+
+/// Deliberate crashes of the native kernel (`crash <kind>` boot mode) and what each must print.
+pub const CRASHES: [(&str, &[&str]); 2] = [
+    ("page-fault", &["unexpected exception vector=14 (#PF)", "CR2=0x7fffdead0000"]),
+    ("panic", &["PANIC at ", "deliberate panic requested by the boot flags"]),
 ];
 
 pub struct Options {
@@ -115,6 +124,16 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             id: format!("fatal:{scenario}"),
             mode: "softtdx",
             mode_flag: Some(format!("softtdx fault={scenario}")),
+            variant: KernelVariant::default(),
+            expect: Expect::Fatal { reason: reason.iter().map(|r| r.to_string()).collect() },
+            timeout,
+        });
+    }
+    for (crash, reason) in CRASHES {
+        runs.push(RunSpec {
+            id: format!("harness:{crash}"),
+            mode: "native",
+            mode_flag: Some(format!("crash {crash}")),
             variant: KernelVariant::default(),
             expect: Expect::Fatal { reason: reason.iter().map(|r| r.to_string()).collect() },
             timeout,
@@ -247,7 +266,8 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
                     report.fatal
                 ));
             }
-            if report.host_fatal.is_none() {
+            // Only a TD (or the model) has a host to tell.
+            if spec.mode != "native" && report.host_fatal.is_none() {
                 return Err("the host never received ReportFatalError".into());
             }
             Ok(())
@@ -709,7 +729,7 @@ mod tests {
     #[test]
     fn default_runs_cover_every_fatal_scenario_and_the_harness() {
         let runs = default_runs(Duration::from_secs(120), None);
-        assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 7);
+        assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 8);
         assert!(runs
             .iter()
             .any(|r| r.expect == Expect::Timeout && r.timeout <= Duration::from_secs(12)));

@@ -151,6 +151,9 @@ snippets! {
     diff_rep_outs_b => "rep outsb",
     diff_rep_outs_w => "rep outsw",
     diff_rep_outs_l => "rep outsd",
+    // REP with the 0x67 address-size prefix: ECX/ESI/EDI instead of RCX/RSI/RDI.
+    diff_rep_ins_b_addr32 => ".byte 0xf3, 0x67, 0x6c",
+    diff_rep_outs_b_addr32 => ".byte 0xf3, 0x67, 0x6e",
 }
 
 /// A device with deterministic behaviour, reset before and observed after each side.
@@ -475,6 +478,20 @@ pub fn run(_ctx: &Context, tally: &mut Tally) {
                 );
                 tally.run(name.as_str(), || compare(&form, df, rcx, outs_width, None));
             }
+        }
+    }
+    // With 32-bit addressing the count is ECX: RCX = 2^32 means zero elements, where a 64-bit
+    // count would run four billion. (Non-zero ECX would need a buffer below 4 GiB, which the
+    // loader does not map.)
+    for (name, snippet, device) in [
+        ("ins.b", diff_rep_ins_b_addr32 as unsafe extern "C" fn(), Device::FwCfgData),
+        ("outs.b", diff_rep_outs_b_addr32, Device::Scratch),
+    ] {
+        let form = Form { name, snippet, device, rax: PRIOR_RAX };
+        let outs_width = name.starts_with("outs").then_some(1);
+        for df in [false, true] {
+            let check = crate::fixed_format!(64, "diff.{name}.rep.addr32.df{}.ecx0", df as u8);
+            tally.run(check.as_str(), || compare(&form, df, 1 << 32, outs_width, None));
         }
     }
     faults(tally);
