@@ -81,11 +81,13 @@ pub struct EmergencyWriter;
 
 impl EmergencyWriter {
     fn read_register(offset: u16) -> u8 {
-        crate::port::raw_in(COM1 + offset, PortWidth::Byte) as u8
+        // SAFETY: COM1's registers have no memory side effects.
+        unsafe { crate::port::raw_in(COM1 + offset, PortWidth::Byte) as u8 }
     }
 
     fn write_register(offset: u16, value: u8) {
-        crate::port::raw_out(COM1 + offset, PortWidth::Byte, value as u32);
+        // SAFETY: COM1's registers have no memory side effects.
+        unsafe { crate::port::raw_out(COM1 + offset, PortWidth::Byte, value as u32) };
     }
 
     fn write_byte(byte: u8) {

@@ -17,7 +17,8 @@ pub enum ExitCode {
 /// Stops the machine with `code`. Never returns; if the exit device is missing it says so and
 /// spins with interrupts off.
 pub fn exit(code: ExitCode) -> ! {
-    crate::port::raw_out(ISA_DEBUG_EXIT_PORT, PortWidth::Dword, code as u32);
+    // SAFETY: the exit device stops the machine, which is the point; it touches no memory.
+    unsafe { crate::port::raw_out(ISA_DEBUG_EXIT_PORT, PortWidth::Dword, code as u32) };
     use core::fmt::Write;
     let _ = writeln!(
         crate::console::EmergencyWriter,

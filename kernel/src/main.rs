@@ -60,6 +60,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // The firmware's IDT is still loaded but no longer mapped: any exception before this line
     // would triple-fault. Nothing above touches I/O, CPUID or MSRs.
     arch::init();
+    // In a TD, every port access from here on raises #VE; the fatal paths must know that
+    // before the first one.
+    tdx::early_detect();
     console::init();
     memory::init(boot_info);
     heap::init(boot_info);

@@ -16,6 +16,8 @@ const WRITABLE: u64 = 1 << 1;
 const HUGE_PAGE: u64 = 1 << 7;
 const ADDRESS_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 const PAGE_SIZE: u64 = 4096;
+/// CR4.LA57: 5-level paging, which this walk does not implement.
+const CR4_LA57: u64 = 1 << 12;
 
 pub fn init(boot_info: &BootInfo) {
     if let Some(offset) = boot_info.physical_memory_offset.into_option() {
@@ -36,6 +38,7 @@ pub enum AccessError {
     NotMapped(u64),
     ReadOnly(u64),
     NoPhysicalMapping,
+    FiveLevelPaging,
 }
 
 impl core::fmt::Display for AccessError {
@@ -45,6 +48,9 @@ impl core::fmt::Display for AccessError {
             Self::NotMapped(a) => write!(f, "address {a:#x} is not mapped"),
             Self::ReadOnly(a) => write!(f, "address {a:#x} is mapped read-only"),
             Self::NoPhysicalMapping => write!(f, "no physical-memory mapping to walk page tables"),
+            Self::FiveLevelPaging => {
+                write!(f, "5-level paging is on; the page walk knows 4 levels")
+            }
         }
     }
 }
@@ -60,6 +66,9 @@ fn check_page(address: u64, write: bool) -> Result<(), AccessError> {
         return Err(AccessError::NonCanonical(address));
     }
     let offset = physical_memory_offset().ok_or(AccessError::NoPhysicalMapping)?;
+    if x86_64::registers::control::Cr4::read_raw() & CR4_LA57 != 0 {
+        return Err(AccessError::FiveLevelPaging);
+    }
     let (level4, _) = x86_64::registers::control::Cr3::read_raw();
     let mut table = level4.start_address().as_u64();
     let mut writable = true;

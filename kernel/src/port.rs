@@ -163,11 +163,14 @@ port_string!(insw, outsw, u16, "insw", "outsw", inw, outw);
 port_string!(insl, outsl, u32, "insd", "outsd", inl, outl);
 
 /// Reads a port without raising #VE in a TD. For the emergency writer only.
-pub fn raw_in(port: u16, width: PortWidth) -> u32 {
+///
+/// # Safety
+/// Reading `port` must have no memory-safety side effects.
+pub unsafe fn raw_in(port: u16, width: PortWidth) -> u32 {
     if crate::tdx::is_td() {
         return crate::tdx::vmcall::io_read(port, width).unwrap_or(0xFFFF_FFFF) as u32;
     }
-    // SAFETY: only called for COM1's registers, which have no memory side effects.
+    // SAFETY: delegated to the caller.
     unsafe {
         match width {
             PortWidth::Byte => inb(port) as u32,
@@ -178,13 +181,15 @@ pub fn raw_in(port: u16, width: PortWidth) -> u32 {
 }
 
 /// Writes a port without raising #VE in a TD. For the emergency writer and the exit path.
-pub fn raw_out(port: u16, width: PortWidth, value: u32) {
+///
+/// # Safety
+/// Writing `port` must have no memory-safety side effects.
+pub unsafe fn raw_out(port: u16, width: PortWidth, value: u32) {
     if crate::tdx::is_td() {
         let _ = crate::tdx::vmcall::io_write(port, width, value as u64);
         return;
     }
-    // SAFETY: only called for COM1 and the isa-debug-exit port, which have no memory side
-    // effects (the latter stops the machine, which is the point).
+    // SAFETY: delegated to the caller.
     unsafe {
         match width {
             PortWidth::Byte => outb(port, value as u8),

@@ -22,6 +22,8 @@ pub struct KernelVariant {
     pub fail_check: Option<String>,
     /// Build with the deliberately wrong IN merge (tdx-ve feature `broken-in-merge`).
     pub broken_in_merge: bool,
+    /// Build with a port access before TDG.VP.VEINFO.GET (kernel feature `broken-ve-ordering`).
+    pub broken_ve_ordering: bool,
 }
 
 impl KernelVariant {
@@ -33,6 +35,9 @@ impl KernelVariant {
         }
         if self.broken_in_merge {
             name.push_str("-broken-in-merge");
+        }
+        if self.broken_ve_ordering {
+            name.push_str("-broken-ve-ordering");
         }
         name
     }
@@ -70,6 +75,9 @@ pub fn build(variant: &KernelVariant, quiet: bool) -> Result<Artifacts> {
     }
     if variant.broken_in_merge {
         cargo.args(["--features", "broken-in-merge"]);
+    }
+    if variant.broken_ve_ordering {
+        cargo.args(["--features", "broken-ve-ordering"]);
     }
     match &variant.fail_check {
         Some(check) => cargo.env("TDX_UNIKERNEL_FAIL_CHECK", check),

@@ -12,6 +12,8 @@
 //! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
 //! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
 //!   differential checks to fail.
+//! - `harness:broken-ve-ordering`: a kernel whose #VE handler does port I/O before
+//!   TDG.VP.VEINFO.GET; expect softtdx to stop it (a #DF on real hardware).
 //!
 //! Counting: every check of an expect-pass run counts as passed or failed; a run whose verdict
 //! is not what it expects adds one failure. A run that expects something else (fatal, fail,
@@ -35,8 +37,11 @@ pub enum Expect {
         check: String,
     },
     /// The kernel stops through its fatal path; one FATAL line contains every one of `reason`.
+    /// In a TD or under softtdx the host must also have received ReportFatalError, unless the
+    /// model itself stopped the machine (`host_report: false`).
     Fatal {
         reason: Vec<String>,
+        host_report: bool,
     },
     Timeout,
 }
@@ -73,7 +78,7 @@ pub const FATAL_SCENARIOS: [(&str, &[&str]); 8] = [
     ("io-out-retry", &["OUT to port", "TDG.VP.VMCALL<Io> returned Retry"]),
     ("unknown-exit-reason", &["unsupported exit reason 65535"]),
     ("tdcall-failure", &["TDCALL VpVmcall failed with completion status 0xc000010000000000"]),
-    ("veinfo-get-failure", &["TDG.VP.VEINFO.GET failed", "0xc000070000000000"]),
+    ("veinfo-get-failure", &["TDG.VP.VEINFO.GET failed", "0xc000070400000000"]),
     ("string-io-unmapped", &["string I/O memory operand", "address 0x7fffdead0000 is not mapped"]),
 ];
 
@@ -96,7 +101,7 @@ pub struct Options {
 
 pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec> {
     let variant =
-        KernelVariant { fail_check: fail_check.map(str::to_owned), broken_in_merge: false };
+        KernelVariant { fail_check: fail_check.map(str::to_owned), ..KernelVariant::default() };
     let mut runs = vec![
         RunSpec {
             id: "native".into(),
@@ -125,7 +130,10 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             mode: "softtdx",
             mode_flag: Some(format!("softtdx fault={scenario}")),
             variant: KernelVariant::default(),
-            expect: Expect::Fatal { reason: reason.iter().map(|r| r.to_string()).collect() },
+            expect: Expect::Fatal {
+                reason: reason.iter().map(|r| r.to_string()).collect(),
+                host_report: true,
+            },
             timeout,
         });
     }
@@ -135,7 +143,10 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             mode: "native",
             mode_flag: Some(format!("crash {crash}")),
             variant: KernelVariant::default(),
-            expect: Expect::Fatal { reason: reason.iter().map(|r| r.to_string()).collect() },
+            expect: Expect::Fatal {
+                reason: reason.iter().map(|r| r.to_string()).collect(),
+                host_report: true,
+            },
             timeout,
         });
     }
@@ -153,16 +164,27 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode_flag: None,
         variant: KernelVariant {
             fail_check: Some("serial.scratch".into()),
-            broken_in_merge: false,
+            ..KernelVariant::default()
         },
         expect: Expect::Fail { check: "serial.scratch".into() },
+        timeout,
+    });
+    runs.push(RunSpec {
+        id: "harness:broken-ve-ordering".into(),
+        mode: "softtdx",
+        mode_flag: Some("softtdx".into()),
+        variant: KernelVariant { broken_ve_ordering: true, ..KernelVariant::default() },
+        expect: Expect::Fatal {
+            reason: vec!["VE info was unread (a #DF on real hardware)".into()],
+            host_report: false,
+        },
         timeout,
     });
     runs.push(RunSpec {
         id: "harness:broken-in-merge".into(),
         mode: "softtdx",
         mode_flag: Some("softtdx".into()),
-        variant: KernelVariant { fail_check: None, broken_in_merge: true },
+        variant: KernelVariant { broken_in_merge: true, ..KernelVariant::default() },
         expect: Expect::Fail { check: "diff.in.dx.l".into() },
         timeout,
     });
@@ -251,7 +273,7 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
             }
             Ok(())
         }
-        Expect::Fatal { reason } => {
+        Expect::Fatal { reason, host_report } => {
             if verdict != Verdict::Fail {
                 return Err(format!(
                     "expected the fatal stop with the failure exit, got {verdict:?}"
@@ -267,7 +289,7 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
                 ));
             }
             // Only a TD (or the model) has a host to tell.
-            if spec.mode != "native" && report.host_fatal.is_none() {
+            if *host_report && spec.mode != "native" && report.host_fatal.is_none() {
                 return Err("the host never received ReportFatalError".into());
             }
             Ok(())
@@ -538,11 +560,20 @@ pub fn run(options: Options) -> Result<bool> {
 }
 
 fn describe_variant(variant: &KernelVariant) -> String {
-    match (&variant.fail_check, variant.broken_in_merge) {
-        (None, false) => "(default)".into(),
-        (Some(check), false) => format!("with check {check} inverted"),
-        (None, true) => "with the deliberately broken IN merge".into(),
-        (Some(check), true) => format!("with check {check} inverted and the broken IN merge"),
+    let mut parts = Vec::new();
+    if let Some(check) = &variant.fail_check {
+        parts.push(format!("check {check} inverted"));
+    }
+    if variant.broken_in_merge {
+        parts.push("the deliberately broken IN merge".to_owned());
+    }
+    if variant.broken_ve_ordering {
+        parts.push("port I/O before TDG.VP.VEINFO.GET".to_owned());
+    }
+    if parts.is_empty() {
+        "(default)".to_owned()
+    } else {
+        format!("with {}", parts.join(" and "))
     }
 }
 
@@ -680,8 +711,10 @@ mod tests {
 
     #[test]
     fn a_fatal_expectation_needs_reason_and_host_report() {
-        let expect =
-            Expect::Fatal { reason: vec!["unsupported exit reason".into(), "65535".into()] };
+        let expect = Expect::Fatal {
+            reason: vec!["unsupported exit reason".into(), "65535".into()],
+            host_report: true,
+        };
         let mut report = SerialReport {
             fatal: vec!["FATAL #VE: unsupported exit reason 65535".into()],
             host_fatal: Some("softtdx: host: TD reported ReportFatalError".into()),

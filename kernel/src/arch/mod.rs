@@ -21,3 +21,36 @@ pub fn init() {
     gdt::init();
     idt::init();
 }
+
+/// Runs `f` with RFLAGS.TF clear and restores the caller's TF afterwards. softtdx single-steps
+/// the kernel; code that must not be intercepted, or that takes the model's lock from outside an
+/// exception handler, runs inside this.
+pub fn without_single_step<R>(f: impl FnOnce() -> R) -> R {
+    let saved: u64;
+    // SAFETY: only RFLAGS.TF changes; the stack slot is pushed and popped in the block.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "mov {saved}, [rsp]",
+            "and qword ptr [rsp], {not_tf}",
+            "popfq",
+            saved = out(reg) saved,
+            not_tf = const !rflags::TF,
+        )
+    };
+    let result = f();
+    if saved & rflags::TF != 0 {
+        // SAFETY: restores the trap flag the caller had. The instruction after a POPF that
+        // sets TF runs before the first trap, hence the NOP.
+        unsafe {
+            core::arch::asm!(
+                "pushfq",
+                "or qword ptr [rsp], {tf}",
+                "popfq",
+                "nop",
+                tf = const rflags::TF,
+            )
+        };
+    }
+    result
+}

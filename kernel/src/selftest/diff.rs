@@ -1,12 +1,14 @@
 //! Differential checks (`diff.*`) and host-fault checks (`fault.*`) under softtdx.
 //!
 //! Each check runs one instruction form twice from the same register and memory state, with
-//! the device reset before each side: once natively (single-stepping off, so the CPU executes
-//! it) and once under the model (single-stepping on, so it raises #VE and the production
+//! the device reset before each side: once natively (single-stepped, but the model lets every
+//! instruction execute on the CPU) and once under the model (it raises #VE and the production
 //! handler emulates it through TDG.VP.VMCALL). It then compares every GPR but RSP, RFLAGS (less
-//! TF and RF), the address execution reached after the instruction, the memory buffer the
-//! string forms touch, and the device's state. Any difference fails the check and prints both
-//! states on `#` lines.
+//! TF and RF), the RIP at which execution resumed after the instruction (reported by the
+//! single-step trap natively, and by the #VE handler's return under the model), the memory
+//! buffer the string forms touch, and the device's state. Any difference fails the check and
+//! prints both states on `#` lines. The native side must raise no #VE, the model side at least
+//! one.
 //!
 //! The devices are chosen because their behaviour is deterministic: the PIC master mask (0x21),
 //! CMOS NVRAM through 0x70/0x71 (index 0x60, an NVRAM byte nothing uses after boot), the COM1
@@ -32,15 +34,11 @@ struct DiffState {
 
 const _: () = assert!(core::mem::size_of::<DiffState>() == 18 * 8);
 
-/// Where a snippet records the address it reached after its instruction.
-#[no_mangle]
-static mut DIFF_RIP_AFTER: u64 = 0;
-
 // Runs the snippet at `state.snippet` with every GPR but RSP and with RFLAGS loaded from
 // `state`, and stores them back afterwards. The caller's callee-saved registers and RFLAGS are
 // restored. Between the `popfq` that installs the snippet's RFLAGS and the snippet's instruction
-// there is one more instruction (`call`), so when TF is set the model sees the snippet's
-// instruction before it runs.
+// there is one more instruction (`call`): the instruction after a POPF that sets TF runs before
+// the first single-step trap, so the model sees the snippet's instruction before it runs.
 core::arch::global_asm!(
     ".global diff_run",
     "diff_run:",
@@ -107,7 +105,7 @@ extern "sysv64" {
     fn diff_run(state: *mut DiffState);
 }
 
-/// One snippet per instruction form: the instruction, then a record of where execution went on.
+/// One snippet per instruction form: the instruction at the snippet's address, then `ret`.
 macro_rules! snippets {
     ($($name:ident => $instruction:literal,)*) => {
         core::arch::global_asm!(
@@ -115,8 +113,6 @@ macro_rules! snippets {
                 concat!(".global ", stringify!($name)),
                 concat!(stringify!($name), ":"),
                 concat!("    ", $instruction),
-                "    call 1f",
-                "1:  pop qword ptr [rip + DIFF_RIP_AFTER]",
                 "    ret",
             )*
         );
@@ -344,7 +340,10 @@ fn initial_state(form: &Form, df: bool, rcx: u64) -> DiffState {
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Observation {
     state: DiffState,
-    rip_after: u64,
+    /// Where execution resumed after the instruction; None if it never completed.
+    rip_after: Option<u64>,
+    /// I/O #VEs taken while the snippet ran.
+    ves: u64,
     device: u64,
     buffer: [u8; BUFFER_LEN],
 }
@@ -360,19 +359,24 @@ fn run_side(
         fill_buffer(outs_width);
     });
     let mut state = *start;
-    if through_model {
-        state.rflags |= crate::arch::rflags::TF;
-    }
-    // SAFETY: no other code reads or writes the marker while a snippet runs.
-    unsafe { DIFF_RIP_AFTER = 0 };
+    // Both sides single-step; natively the model only watches.
+    state.rflags |= crate::arch::rflags::TF;
+    let instruction = form.snippet as usize as u64;
+    let ves_before = crate::counters::VE_IO.get();
     // SAFETY: the snippet runs one I/O instruction on a deterministic device; RSI/RDI point
     // into the static buffer with room for 5 elements of 4 bytes either way.
-    unsafe { diff_run(&mut state) };
+    let mut run = || unsafe { diff_run(&mut state) };
+    let rip_after = if through_model {
+        crate::softtdx::arm_watch(instruction);
+        run();
+        crate::softtdx::take_resumed_at()
+    } else {
+        crate::softtdx::run_passthrough(instruction, run).1
+    };
+    let ves = crate::counters::VE_IO.get() - ves_before;
     state.rflags &= !(crate::arch::rflags::TF | crate::arch::rflags::RF);
-    // SAFETY: as above.
-    let rip_after = unsafe { DIFF_RIP_AFTER };
     let device = natively(|| form.device.observe());
-    Observation { state, rip_after, device, buffer: *buffer() }
+    Observation { state, rip_after, ves, device, buffer: *buffer() }
 }
 
 fn describe_difference(native: &Observation, model: &Observation) -> FixedString<160> {
@@ -387,7 +391,7 @@ fn describe_difference(native: &Observation, model: &Observation) -> FixedString
         let _ = write!(out, "RFLAGS {:#x}/{:#x}; ", native.state.rflags, model.state.rflags);
     }
     if native.rip_after != model.rip_after {
-        let _ = write!(out, "RIP after {:#x}/{:#x}; ", native.rip_after, model.rip_after);
+        let _ = write!(out, "resumed at {:x?}/{:x?}; ", native.rip_after, model.rip_after);
     }
     if native.device != model.device {
         let _ = write!(out, "device {:#x}/{:#x}; ", native.device, model.device);
@@ -401,8 +405,8 @@ fn describe_difference(native: &Observation, model: &Observation) -> FixedString
 
 fn print_state(side: &str, o: &Observation) {
     println!(
-        "# {side}: RFLAGS={:#x} RIP-after={:#x} device={:#x}",
-        o.state.rflags, o.rip_after, o.device
+        "# {side}: RFLAGS={:#x} resumed-at={:x?} device={:#x} I/O #VEs={}",
+        o.state.rflags, o.rip_after, o.device, o.ves
     );
     for r in Gpr::ALL {
         if r != Gpr::Rsp {
@@ -430,16 +434,27 @@ fn compare(
     if let Some(fault) = fault {
         crate::softtdx::inject(fault);
     }
-    let ves_before = crate::counters::VE_IO.get();
     let model = run_side(form, &start, outs_width, true);
-    let ves = crate::counters::VE_IO.get() - ves_before;
+    let ves = model.ves;
     if fault.is_some() && !crate::softtdx::clear_injection() {
         return fail!("the injected host fault never fired ({ves} I/O #VEs)");
+    }
+    if native.ves != 0 {
+        return fail!("the native side raised {} I/O #VEs: it did not run natively", native.ves);
     }
     if ves == 0 {
         return fail!("the model side raised no I/O #VE");
     }
-    if native != model {
+    if native.rip_after.is_none() || model.rip_after.is_none() {
+        return fail!(
+            "the instruction never completed: resumed at {:x?}/{:x?}",
+            native.rip_after,
+            model.rip_after
+        );
+    }
+    // The #VE counts differ by design; everything architectural must not.
+    let comparable = |o: &Observation| Observation { ves: 0, ..*o };
+    if comparable(&native) != comparable(&model) {
         print_state("native", &native);
         print_state("model", &model);
         return Outcome::Fail(describe_difference(&native, &model));

@@ -129,31 +129,7 @@ pub fn run(boot_info: &BootInfo, flags: &BootFlags) -> ExitCode {
 /// Runs `f` with single-stepping off, so that softtdx does not intercept it: for resetting
 /// and observing devices around a differential check. Outside softtdx it just runs `f`.
 pub fn natively<R>(f: impl FnOnce() -> R) -> R {
-    let saved: u64;
-    // SAFETY: only RFLAGS.TF changes; the stack slot is pushed and popped in the block.
-    unsafe {
-        core::arch::asm!(
-            "pushfq",
-            "mov {saved}, [rsp]",
-            "and qword ptr [rsp], {not_tf}",
-            "popfq",
-            saved = out(reg) saved,
-            not_tf = const !crate::arch::rflags::TF,
-        )
-    };
-    let result = f();
-    if saved & crate::arch::rflags::TF != 0 {
-        // SAFETY: restores the trap flag the caller had.
-        unsafe {
-            core::arch::asm!(
-                "pushfq",
-                "or qword ptr [rsp], {tf}",
-                "popfq",
-                tf = const crate::arch::rflags::TF,
-            )
-        };
-    }
-    result
+    crate::arch::without_single_step(f)
 }
 
 /// Whether port accesses go through #VE right now (a TD, or softtdx).

@@ -153,9 +153,10 @@ fn veinfo_get_without_ve(tally: &mut Tally) {
         if !crate::tdx::is_td() {
             return skip!("not a TD");
         }
-        use crate::tdx::tdcall::{self, status};
+        use crate::tdx::tdcall;
+        use tdx_ve::abi::TdxStatus;
         match tdcall::vp_veinfo_get() {
-            Err(e) if e.status & status::CLASS_MASK == status::TDX_NO_VE_INFO => {
+            Err(e) if TdxStatus::from(e.status) == TdxStatus::NoValidVeInfo => {
                 pass!("second VEINFO.GET refused: {e}")
             }
             Err(e) => fail!("unexpected failure: {e}"),

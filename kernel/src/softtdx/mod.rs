@@ -29,15 +29,15 @@ use crate::memory;
 use core::arch::x86_64::__cpuid_count;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
-use tdx_ve::abi::{ExitReason, VeInfo};
+use tdx_ve::abi::{ExitReason, TdxStatus, VeInfo};
 use tdx_ve::decode::{self, Instruction};
 
 pub use vmm::HostFault;
 
-/// TDX module completion statuses the model returns (TDX Module ABI, "Completion Status").
-const TDX_SUCCESS: u64 = 0;
-const TDX_OPERAND_INVALID: u64 = 0xC000_0100_0000_0000;
-const TDX_NO_VE_INFO: u64 = 0xC000_0700_0000_0000;
+/// TDX module completion statuses the model returns.
+const TDX_SUCCESS: u64 = TdxStatus::SUCCESS;
+const TDX_OPERAND_INVALID: u64 = TdxStatus::OPERAND_INVALID;
+const TDX_NO_VALID_VE_INFO: u64 = TdxStatus::NO_VALID_VE_INFO;
 
 const TDCALL_BYTES: [u8; 4] = [0x66, 0x0F, 0x01, 0xCC];
 const MAX_INSTRUCTION_LENGTH: usize = 15;
@@ -104,10 +104,43 @@ struct Model {
     scenario: Option<FatalScenario>,
     /// A non-fatal host fault armed by a self-test check for the next hypercall.
     host_fault: Option<HostFault>,
+    /// Single-step the #VE handler until its TDG.VP.VEINFO.GET, so that anything it does
+    /// before that which would raise #VE (a #DF on real hardware) is caught. Off for benches.
+    check_ve_ordering: bool,
+    /// Let every instruction run natively while still single-stepping (differential checks).
+    passthrough: bool,
+    /// The last RIP the model looked at, and a RIP whose successor the caller wants to know.
+    last_inspected: u64,
+    watch: Option<u64>,
+    resumed_at: Option<u64>,
+    /// The RIP of the instruction whose #VE has been delivered and whose handler has not
+    /// returned yet.
+    ve_in_flight: Option<u64>,
 }
 
-static MODEL: Mutex<Model> =
-    Mutex::new(Model { pending_ve: None, scenario: None, host_fault: None });
+static MODEL: Mutex<Model> = Mutex::new(Model {
+    pending_ve: None,
+    scenario: None,
+    host_fault: None,
+    check_ve_ordering: true,
+    passthrough: false,
+    last_inspected: 0,
+    watch: None,
+    resumed_at: None,
+    ve_in_flight: None,
+});
+
+/// The model's state. The lock is only ever held inside the model's own handlers; finding it
+/// held means an exception hit the model itself, which cannot recover, so it stops the machine
+/// with a message instead of spinning silently.
+fn model() -> spin::MutexGuard<'static, Model> {
+    match MODEL.try_lock() {
+        Some(guard) => guard,
+        None => vmm::host_stop(
+            "FATAL softtdx: the model was re-entered (an exception inside the model)",
+        ),
+    }
+}
 
 /// The #VE frame the delivery trampoline pushes: RIP, CS, RFLAGS, RSP, SS.
 #[no_mangle]
@@ -152,24 +185,69 @@ pub fn enable(scenario: Option<FatalScenario>) -> Result<(), &'static str> {
     unsafe {
         SOFTTDX_VE_ENTRY = crate::arch::idt::gate_handler(crate::arch::idt::vector::VIRTUALIZATION)
     };
-    MODEL.lock().scenario = scenario;
+    model().scenario = scenario;
     ACTIVE.store(true, Ordering::SeqCst);
     // SAFETY: setting TF only makes the CPU raise #DB after each instruction, which
-    // `handle_debug` acknowledges; the stack slot is pushed and popped within the block.
+    // `handle_debug` acknowledges; the stack slot is pushed and popped within the block. The
+    // instruction right after a POPF that sets TF runs before the first trap, hence the NOP.
     unsafe {
-        core::arch::asm!("pushfq", "or qword ptr [rsp], {tf}", "popfq", tf = const rflags::TF)
+        core::arch::asm!(
+            "pushfq",
+            "or qword ptr [rsp], {tf}",
+            "popfq",
+            "nop",
+            tf = const rflags::TF
+        )
     };
     Ok(())
 }
 
+/// Runs `f` on the model's state from ordinary (single-stepped) code. Stepping is off while
+/// the lock is held: otherwise the next single-step trap would find the model locked.
+fn with_model<R>(f: impl FnOnce(&mut Model) -> R) -> R {
+    crate::arch::without_single_step(|| f(&mut model()))
+}
+
+/// Switches the #VE-ordering check (see `Model::check_ve_ordering`) on or off.
+pub fn set_ve_ordering_check(on: bool) {
+    with_model(|m| m.check_ve_ordering = on);
+}
+
+/// Runs `f` single-stepped but with every instruction executing natively, and returns the
+/// RIP execution resumed at after the instruction at `watch` (if it ran), as the single-step
+/// trap reported it.
+pub fn run_passthrough<R>(watch: u64, f: impl FnOnce() -> R) -> (R, Option<u64>) {
+    arm_watch(watch);
+    with_model(|m| m.passthrough = true);
+    let result = f();
+    with_model(|m| m.passthrough = false);
+    (result, take_resumed_at())
+}
+
+/// Asks the model to note where execution resumes after the instruction at `rip`.
+pub fn arm_watch(rip: u64) {
+    with_model(|m| {
+        m.watch = Some(rip);
+        m.resumed_at = None;
+    });
+}
+
+/// Where execution resumed after the watched instruction, once it has run.
+pub fn take_resumed_at() -> Option<u64> {
+    with_model(|m| {
+        m.watch = None;
+        m.resumed_at.take()
+    })
+}
+
 /// Arms a non-fatal host misbehaviour for the next hypercall of the kind it targets.
 pub fn inject(fault: HostFault) {
-    MODEL.lock().host_fault = Some(fault);
+    with_model(|m| m.host_fault = Some(fault));
 }
 
 /// Disarms an injected fault; true if it had fired.
 pub fn clear_injection() -> bool {
-    MODEL.lock().host_fault.take().is_none()
+    with_model(|m| m.host_fault.take().is_none())
 }
 
 /// #DB: acknowledges a single-step trap. The instruction at RIP is looked at by
@@ -239,12 +317,40 @@ pub fn before_resume(frame: &mut TrapFrame) {
         return;
     }
     if frame.vector == crate::arch::idt::vector::VIRTUALIZATION {
+        // The #VE handler is returning to the interrupted context.
         timing::handled();
+        let mut model = model();
+        if let Some(from) = model.ve_in_flight.take() {
+            if model.watch == Some(from) {
+                model.resumed_at = Some(frame.rip);
+                model.watch = None;
+            }
+        }
     }
     if frame.rflags & rflags::TF == 0 {
         return;
     }
     loop {
+        {
+            let mut model = model();
+            // While the handler of a delivered #VE runs single-stepped (up to its VEINFO.GET),
+            // its instructions are checked but are not the interrupted program's.
+            if model.ve_in_flight.is_none() {
+                // A REP string instruction traps after each iteration with RIP unchanged:
+                // execution has moved on only when RIP differs.
+                if model.watch.is_some()
+                    && model.watch == Some(model.last_inspected)
+                    && frame.rip != model.last_inspected
+                {
+                    model.resumed_at = Some(frame.rip);
+                    model.watch = None;
+                }
+                model.last_inspected = frame.rip;
+                if model.passthrough {
+                    return;
+                }
+            }
+        }
         let (bytes, len) = fetch(frame.rip);
         let Ok(instruction) = decode::decode(&bytes[..len]) else {
             return;
@@ -338,7 +444,7 @@ fn tdx_module_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
 
 /// Records `info` and redirects `frame` so that its `iretq` delivers #VE through gate 20.
 fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
-    let mut model = MODEL.lock();
+    let mut model = model();
     if model.scenario == Some(FatalScenario::UnknownExitReason) {
         model.scenario = None;
         info.exit_reason = UNKNOWN_EXIT_REASON;
@@ -347,9 +453,13 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
         // A #VE while VE info is still valid is a #DF on real hardware: the guest handler
         // touched something that raises #VE before it called TDG.VP.VEINFO.GET.
         drop(model);
-        vmm::host_stop("softtdx: #VE while the previous VE info was unread (would be #DF)");
+        vmm::host_stop(
+            "FATAL softtdx: #VE while the previous VE info was unread (a #DF on real hardware)",
+        );
     }
     model.pending_ve = Some(info);
+    model.ve_in_flight = Some(frame.rip);
+    let keep_stepping = model.check_ve_ordering;
     drop(model);
     // SAFETY: single CPU, inside an exception handler: nothing else reads the frame slots
     // until the trampoline, which runs right after this handler's iretq.
@@ -358,12 +468,18 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
     }
     frame.rip = softtdx_deliver_ve as *const () as u64;
     timing::delivered();
-    frame.rflags &= !(rflags::TF | rflags::IF | rflags::RF);
+    // The CPU clears IF and TF when it delivers an exception. The model keeps TF on until the
+    // handler's TDG.VP.VEINFO.GET (see `tdx_module`), so that it sees every instruction the
+    // handler runs before it: one that raises #VE there is a #DF on real hardware.
+    frame.rflags &= !(rflags::IF | rflags::RF);
+    if !keep_stepping {
+        frame.rflags &= !rflags::TF;
+    }
 }
 
 /// The model's answer to one TDCALL, by leaf in RAX.
 fn tdx_module(frame: &mut TrapFrame) {
-    let mut model = MODEL.lock();
+    let mut model = model();
     match frame.rax {
         // TDG.VP.INFO
         1 => {
@@ -380,12 +496,14 @@ fn tdx_module(frame: &mut TrapFrame) {
             if model.scenario == Some(FatalScenario::VeinfoGetFailure) && model.pending_ve.is_some()
             {
                 model.scenario = None;
-                frame.rax = TDX_NO_VE_INFO;
+                frame.rax = TDX_NO_VALID_VE_INFO;
                 return;
             }
             match model.pending_ve.take() {
                 Some(ve) => {
                     let out = ve.to_outputs();
+                    // The handler now runs as the CPU delivered it: without single-stepping.
+                    frame.rflags &= !rflags::TF;
                     frame.rax = TDX_SUCCESS;
                     frame.rcx = out.rcx;
                     frame.rdx = out.rdx;
@@ -393,7 +511,7 @@ fn tdx_module(frame: &mut TrapFrame) {
                     frame.r9 = out.r9;
                     frame.r10 = out.r10;
                 }
-                None => frame.rax = TDX_NO_VE_INFO,
+                None => frame.rax = TDX_NO_VALID_VE_INFO,
             }
         }
         // TDG.VP.VMCALL

@@ -141,6 +141,11 @@ fn serve(
         }
         TdVmCallSubFunction::Rdmsr => {
             let msr = view.gpr(Gpr::R12) as u32;
+            // The host serves only the MSRs the model routes through #VE; on hardware an
+            // arbitrary index could #GP inside the model.
+            if !super::msr_raises_ve(msr, false) {
+                return set_status(view, TdVmCallStatus::InvalidOperand);
+            }
             // SAFETY: only the MSRs the model routes through #VE reach here (IA32_APIC_BASE),
             // and reading them has no side effects.
             let value = unsafe { x86_64::registers::model_specific::Msr::new(msr).read() };
@@ -150,11 +155,19 @@ fn serve(
         TdVmCallSubFunction::Wrmsr => {
             let msr = view.gpr(Gpr::R12) as u32;
             let value = view.gpr(Gpr::R13);
+            if !super::msr_raises_ve(msr, true) {
+                return set_status(view, TdVmCallStatus::InvalidOperand);
+            }
             let mut register = x86_64::registers::model_specific::Msr::new(msr);
             // SAFETY: the self-test writes back the value it read (IA32_APIC_BASE, IA32_EFER),
             // so the write changes nothing.
             unsafe { register.write(value) };
             set_status(view, TdVmCallStatus::Success)
+        }
+        TdVmCallSubFunction::ReportFatalError if view.gpr(Gpr::R12) & 0xFFFF != 0 => {
+            // QEMU (target/i386/kvm/tdx.c, tdx_handle_report_fatal_error) refuses codes with
+            // any of bits 15:0 set; so does the model, so that such a guest is caught here.
+            set_status(view, TdVmCallStatus::InvalidOperand)
         }
         TdVmCallSubFunction::ReportFatalError => {
             let mut message = [0u8; 64];

@@ -34,18 +34,30 @@ pub fn detect() -> bool {
     &vendor == TDX_VENDOR
 }
 
+/// Sets the TD attributes as early as possible, silently: from then on the emergency writer
+/// and fatal paths use hypercalls instead of port I/O, which in a TD would raise #VE.
+pub fn early_detect() {
+    if detect() {
+        mark_td();
+    }
+}
+
+fn mark_td() {
+    cc::set(CcAttr::GuestTdx);
+    cc::set(CcAttr::GuestUnrollStringIo);
+}
+
 /// Detects a TD and, in one, reads and prints TDG.VP.INFO and sets the CC attributes.
 pub fn init() {
     if !detect() {
         println!("tdx: not a TD (CPUID leaf 0x21 has no \"IntelTDX    \" vendor string)");
         return;
     }
+    // Before anything prints: from here on, fatal paths must use hypercalls.
+    mark_td();
     match tdcall::vp_info() {
         Ok(info) => {
-            // Set before anything prints: from here on, fatal paths must use hypercalls.
             TD_INFO.call_once(|| info);
-            cc::set(CcAttr::GuestTdx);
-            cc::set(CcAttr::GuestUnrollStringIo);
             println!(
                 "tdx: TD detected: GPAW={} shared bit={} attributes={:#x} vcpus={}/{} vcpu_index={}",
                 info.gpaw,

@@ -10,7 +10,7 @@
 //! Under softtdx the same bytes raise #UD and the model answers: nothing here knows about it.
 
 use crate::counters;
-use tdx_ve::abi::{TdInfo, TdcallLeaf, VeInfo};
+use tdx_ve::abi::{TdInfo, TdcallLeaf, TdxStatus, VeInfo};
 
 /// Every GPR that TDCALL leaves may read or write, except RSP and RBP, which no leaf uses.
 #[derive(Clone, Copy, Debug, Default)]
@@ -114,14 +114,6 @@ pub unsafe fn tdcall(regs: &mut TdcallRegs) -> u64 {
     unsafe { tdx_tdcall(regs) }
 }
 
-/// TDCALL completion status codes (Intel TDX Module ABI, "Function Completion Status Codes").
-pub mod status {
-    pub const TDX_SUCCESS: u64 = 0;
-    pub const TDX_NO_VE_INFO: u64 = 0xC000_0700_0000_0000;
-    /// The class bits (63:32) identify the error; bits 31:0 carry operand details.
-    pub const CLASS_MASK: u64 = 0xFFFF_FFFF_0000_0000;
-}
-
 /// A TDCALL whose completion status was not success.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TdcallError {
@@ -136,12 +128,16 @@ impl core::fmt::Display for TdcallError {
 }
 
 /// Runs `leaf` with `regs`, checking the completion status.
-pub(super) fn call(leaf: TdcallLeaf, regs: &mut TdcallRegs) -> Result<(), TdcallError> {
+///
+/// # Safety
+/// `leaf` with `regs` must change no guest memory and no guest state other than the output
+/// registers: true of TDG.VP.INFO, TDG.VP.VEINFO.GET and TDG.VP.VMCALL, the leaves used here
+/// and in `vmcall.rs`.
+pub(super) unsafe fn call(leaf: TdcallLeaf, regs: &mut TdcallRegs) -> Result<(), TdcallError> {
     regs.rax = leaf as u64;
-    // SAFETY: every caller in this module builds `regs` for a leaf that reads guest registers
-    // only and changes no guest memory.
+    // SAFETY: the caller vouches for the leaf (see `# Safety`).
     let status = unsafe { tdcall(regs) };
-    if status != status::TDX_SUCCESS {
+    if TdxStatus::from(status) != TdxStatus::Success {
         return Err(TdcallError { leaf, status });
     }
     Ok(())
@@ -151,7 +147,8 @@ pub(super) fn call(leaf: TdcallLeaf, regs: &mut TdcallRegs) -> Result<(), Tdcall
 pub fn vp_info() -> Result<TdInfo, TdcallError> {
     counters::TDCALL_VP_INFO.increment();
     let mut regs = TdcallRegs::default();
-    call(TdcallLeaf::VpInfo, &mut regs)?;
+    // SAFETY: TDG.VP.INFO only returns values in registers.
+    unsafe { call(TdcallLeaf::VpInfo, &mut regs)? };
     Ok(TdInfo::from_vp_info_outputs(regs.rcx, regs.rdx, regs.r8, regs.r9))
 }
 
@@ -161,6 +158,7 @@ pub fn vp_info() -> Result<TdInfo, TdcallError> {
 pub fn vp_veinfo_get() -> Result<VeInfo, TdcallError> {
     counters::TDCALL_VEINFO_GET.increment();
     let mut regs = TdcallRegs::default();
-    call(TdcallLeaf::VpVeinfoGet, &mut regs)?;
+    // SAFETY: TDG.VP.VEINFO.GET only returns values in registers (and clears the VE info).
+    unsafe { call(TdcallLeaf::VpVeinfoGet, &mut regs)? };
     Ok(VeInfo::from_veinfo_get_outputs(regs.rcx, regs.rdx, regs.r8, regs.r9, regs.r10))
 }

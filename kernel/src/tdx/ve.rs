@@ -24,10 +24,13 @@ use tdx_ve::abi::{ExitReason, VeInfo};
 use tdx_ve::decode::{self, Instruction};
 use tdx_ve::io::{self, IoDirection, IoExitQualification, PortWidth, QualificationError};
 use tdx_ve::regs::SegmentRegister;
-use tdx_ve::string_io::{self, StringIo, StringIoEnv};
+use tdx_ve::string_io::{self, StringIo, StringIoEnv, StringIoInformation};
 
 /// The longest x86 instruction.
 const MAX_INSTRUCTION_LENGTH: u32 = 15;
+/// CPUID leaves reserved for hypervisor communication (Intel SDM Vol. 2A, CPUID).
+const HYPERVISOR_CPUID_FIRST: u32 = 0x4000_0000;
+const HYPERVISOR_CPUID_LAST: u32 = 0x4FFF_FFFF;
 
 /// Why a #VE could not be handled.
 #[derive(Debug)]
@@ -84,6 +87,13 @@ impl fmt::Display for VeError {
 
 /// Entry from the trap dispatcher for vector 20.
 pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
+    // Test-only (feature `broken-ve-ordering`): the mistake the softtdx ordering check exists
+    // to catch.
+    #[cfg(feature = "broken-ve-ordering")]
+    // SAFETY: port 0x80 is the POST diagnostic port; writing it has no effect.
+    unsafe {
+        crate::port::outb(0x80, 0)
+    };
     let ve = match tdcall::vp_veinfo_get() {
         Ok(ve) => ve,
         Err(error) => fatal(frame, None, &VeError::VeinfoGet(error)),
@@ -95,26 +105,46 @@ pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
 }
 
 fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), VeError> {
-    let reason = ExitReason::try_from(ve.exit_reason);
-    if !matches!(reason, Ok(ExitReason::EptViolation))
-        && !(1..=MAX_INSTRUCTION_LENGTH).contains(&ve.instruction_length)
-    {
+    let reason = match ExitReason::try_from(ve.exit_reason) {
+        Ok(
+            reason @ (ExitReason::Io
+            | ExitReason::Hlt
+            | ExitReason::Cpuid
+            | ExitReason::Rdmsr
+            | ExitReason::Wrmsr),
+        ) => reason,
+        _ => {
+            counters::VE_OTHER.increment();
+            return Err(VeError::UnsupportedExitReason(ve.exit_reason));
+        }
+    };
+    // Every reason handled here is an instruction exit, whose length the TDX module reports.
+    if !(1..=MAX_INSTRUCTION_LENGTH).contains(&ve.instruction_length) {
         counters::VE_OTHER.increment();
         return Err(VeError::BadInstructionLength(ve.instruction_length));
     }
     match reason {
-        Ok(ExitReason::Io) => {
+        ExitReason::Io => {
             counters::VE_IO.increment();
             emulate_io(frame, ve)
         }
-        Ok(ExitReason::Hlt) => {
+        ExitReason::Hlt => {
             counters::VE_HLT.increment();
             vmcall::hlt(frame.rflags & rflags::IF == 0)?;
             Ok(())
         }
-        Ok(ExitReason::Cpuid) => {
+        ExitReason::Cpuid => {
             counters::VE_CPUID.increment();
-            let [eax, ebx, ecx, edx] = vmcall::cpuid(frame.rax as u32, frame.rcx as u32)?;
+            let leaf = frame.rax as u32;
+            // As Linux does (arch/x86/coco/tdx/tdx.c, handle_cpuid): only the range reserved for
+            // hypervisor communication is the host's to answer. Any other leaf that reaches the
+            // handler reads as all zeros rather than as values an untrusted host chose.
+            let [eax, ebx, ecx, edx] =
+                if (HYPERVISOR_CPUID_FIRST..=HYPERVISOR_CPUID_LAST).contains(&leaf) {
+                    vmcall::cpuid(leaf, frame.rcx as u32)?
+                } else {
+                    [0; 4]
+                };
             // CPUID writes the 32-bit registers, which zero-extends into the 64-bit ones.
             frame.rax = eax as u64;
             frame.rbx = ebx as u64;
@@ -122,23 +152,21 @@ fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), VeError> {
             frame.rdx = edx as u64;
             Ok(())
         }
-        Ok(ExitReason::Rdmsr) => {
+        ExitReason::Rdmsr => {
             counters::VE_MSR.increment();
             let value = vmcall::rdmsr(frame.rcx as u32)?;
             frame.rax = value & 0xFFFF_FFFF;
             frame.rdx = value >> 32;
             Ok(())
         }
-        Ok(ExitReason::Wrmsr) => {
+        ExitReason::Wrmsr => {
             counters::VE_MSR.increment();
             let value = (frame.rdx << 32) | (frame.rax & 0xFFFF_FFFF);
             vmcall::wrmsr(frame.rcx as u32, value)?;
             Ok(())
         }
-        _ => {
-            counters::VE_OTHER.increment();
-            Err(VeError::UnsupportedExitReason(ve.exit_reason))
-        }
+        // Filtered out above; an error, not a panic, if that ever changes.
+        _ => Err(VeError::UnsupportedExitReason(ve.exit_reason)),
     }
 }
 
@@ -180,7 +208,7 @@ fn emulate_string_io(
     // SAFETY: the range was just checked to be mapped; code is not modified concurrently.
     unsafe { core::ptr::copy_nonoverlapping(frame.rip as *const u8, bytes.as_mut_ptr(), length) };
     let instruction = match decode::decode(&bytes[..length]) {
-        Ok(Instruction::Io(io)) if io.string => io,
+        Ok(Instruction::Io(io)) if io.string && io.length as usize == length => io,
         _ => return Err(VeError::InstructionMismatch),
     };
     if instruction.width != access.width
@@ -188,6 +216,14 @@ fn emulate_string_io(
         || instruction.rep != access.rep
     {
         return Err(VeError::InstructionMismatch);
+    }
+    // The VMX instruction-information field carries the address size too (bits 9:7). When it
+    // holds a 32- or 64-bit size it must agree with the prefix; a 16-bit value cannot occur in
+    // 64-bit code, so it is read as "not provided".
+    if let Ok(info) = StringIoInformation::decode(ve.instruction_info, access.direction) {
+        if info.address_size != instruction.address_size {
+            return Err(VeError::InstructionMismatch);
+        }
     }
     // In 64-bit mode only FS and GS overrides change the OUTS source address; INS always
     // writes ES:RDI. Supporting FS/GS would mean reading their bases; nothing here emits them.

@@ -39,7 +39,9 @@ fn vmcall(sub_function: TdVmCallSubFunction, regs: &mut TdcallRegs) -> Result<()
     regs.rcx = sub_function.register_bitmap();
     regs.r10 = 0;
     regs.r11 = sub_function.code();
-    let result = tdcall::call(TdcallLeaf::VpVmcall, regs).map_err(VmcallError::Tdcall);
+    // SAFETY: TDG.VP.VMCALL only passes the exposed registers to the host and back; the host
+    // cannot touch private guest memory.
+    let result = unsafe { tdcall::call(TdcallLeaf::VpVmcall, regs) }.map_err(VmcallError::Tdcall);
     let result = result.and_then(|()| match TdVmCallStatus::from(regs.r10) {
         TdVmCallStatus::Success => Ok(()),
         status => Err(VmcallError::Status { sub_function, status }),

@@ -102,6 +102,58 @@ impl TryFrom<u64> for TdcallLeaf {
     }
 }
 
+/// TDCALL completion status (RAX after TDCALL), as far as this kernel distinguishes it.
+///
+/// Values from the Intel TDX module source, `include/auto_gen_1_5/tdx_error_codes_defs.h`
+/// (also Linux `arch/x86/include/asm/shared/tdx_errno.h`). Bits 63:32 identify the status;
+/// bits 31:0 carry details such as the operand ID, so [`TdxStatus::from`] compares the class only.
+/// Note that 0xC000_0700_0000_0000 is TDX_VCPU_STATE_INCORRECT, not "no VE info".
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum TdxStatus {
+    /// TDX_SUCCESS.
+    Success,
+    /// TDX_OPERAND_INVALID: a bad leaf, operand or TDG.VP.VMCALL register bitmap.
+    OperandInvalid,
+    /// TDX_NO_VALID_VE_INFO: TDG.VP.VEINFO.GET with no #VE pending (e.g. a second call).
+    NoValidVeInfo,
+    /// Any other status, kept whole.
+    Other(u64),
+}
+
+impl TdxStatus {
+    /// TDX_SUCCESS.
+    pub const SUCCESS: u64 = 0;
+    /// TDX_OPERAND_INVALID, with operand details 0.
+    pub const OPERAND_INVALID: u64 = 0xC000_0100_0000_0000;
+    /// TDX_NO_VALID_VE_INFO.
+    pub const NO_VALID_VE_INFO: u64 = 0xC000_0704_0000_0000;
+    /// The bits that identify a status; the rest are details.
+    pub const CLASS_MASK: u64 = 0xFFFF_FFFF_0000_0000;
+
+    /// The status value in RAX.
+    pub const fn code(self) -> u64 {
+        match self {
+            TdxStatus::Success => Self::SUCCESS,
+            TdxStatus::OperandInvalid => Self::OPERAND_INVALID,
+            TdxStatus::NoValidVeInfo => Self::NO_VALID_VE_INFO,
+            TdxStatus::Other(code) => code,
+        }
+    }
+}
+
+impl From<u64> for TdxStatus {
+    fn from(rax: u64) -> Self {
+        if rax == Self::SUCCESS {
+            return TdxStatus::Success;
+        }
+        match rax & Self::CLASS_MASK {
+            Self::OPERAND_INVALID => TdxStatus::OperandInvalid,
+            Self::NO_VALID_VE_INFO => TdxStatus::NoValidVeInfo,
+            _ => TdxStatus::Other(rax),
+        }
+    }
+}
+
 /// The status of a TDG.VP.VMCALL sub-function, returned by the host in R10 (GHCI, "TDCALL
 /// [TDG.VP.VMCALL] Status Codes"). It comes from the untrusted host: a caller treats anything
 /// but [`TdVmCallStatus::Success`] as a failure.
@@ -798,5 +850,17 @@ mod tests {
             let out = info.to_outputs();
             prop_assert_eq!(TdInfo::from_vp_info_outputs(out.rcx, out.rdx, out.r8, out.r9), info);
         }
+    }
+
+    #[test]
+    fn tdx_status_values_match_the_module_headers() {
+        // tdx_error_codes_defs.h: TDX_OPERAND_INVALID 0xC000010000000000,
+        // TDX_NO_VALID_VE_INFO 0xC000070400000000, TDX_VCPU_STATE_INCORRECT 0xC000070000000000.
+        assert_eq!(TdxStatus::from(0), TdxStatus::Success);
+        assert_eq!(TdxStatus::from(0xC000_0100_0000_0000), TdxStatus::OperandInvalid);
+        assert_eq!(TdxStatus::from(0xC000_0100_0000_0003), TdxStatus::OperandInvalid);
+        assert_eq!(TdxStatus::from(0xC000_0704_0000_0000), TdxStatus::NoValidVeInfo);
+        assert_eq!(TdxStatus::from(0xC000_0700_0000_0000), TdxStatus::Other(0xC000_0700_0000_0000));
+        assert_eq!(TdxStatus::NoValidVeInfo.code(), 0xC000_0704_0000_0000);
     }
 }
