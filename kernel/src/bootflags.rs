@@ -64,6 +64,8 @@ pub enum Crash {
     PageFault,
     /// `panic!`: the panic handler.
     Panic,
+    /// An empty IDT and an exception: a triple fault, which QEMU (-no-reboot) turns into exit 0.
+    TripleFault,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +90,7 @@ impl Mode {
             Mode::Bench => "bench",
             Mode::Crash(Crash::PageFault) => "crash page-fault",
             Mode::Crash(Crash::Panic) => "crash panic",
+            Mode::Crash(Crash::TripleFault) => "crash triple-fault",
         }
     }
 
@@ -100,6 +103,7 @@ impl Mode {
             "bench" => return Some(Mode::Bench),
             "crash page-fault" => return Some(Mode::Crash(Crash::PageFault)),
             "crash panic" => return Some(Mode::Crash(Crash::Panic)),
+            "crash triple-fault" => return Some(Mode::Crash(Crash::TripleFault)),
             _ => {}
         }
         let fault = text.strip_prefix("softtdx fault=")?;

@@ -133,6 +133,20 @@ fn provoke(crash: bootflags::Crash) -> ! {
             panic!("read of an unmapped address returned {value:#x}")
         }
         bootflags::Crash::Panic => panic!("deliberate panic requested by the boot flags"),
+        bootflags::Crash::TripleFault => {
+            println!("tdx-unikernel: loading an empty IDT and raising #BP on request");
+            let empty = x86_64::structures::DescriptorTablePointer {
+                limit: 0,
+                base: x86_64::VirtAddr::new(0),
+            };
+            // SAFETY: not safe, on purpose: with no IDT the #BP cannot be delivered, nor the
+            // #DF after it, and the CPU shuts down (a triple fault).
+            unsafe {
+                x86_64::instructions::tables::lidt(&empty);
+                core::arch::asm!("int3");
+            }
+            panic!("an exception was delivered without an IDT")
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //!   report, ReportFatalError at the host and the failure exit, for the scenario's reason.
 //! - `harness:page-fault`, `harness:panic`: the native kernel crashes on purpose; expect the
 //!   unexpected-exception report or the panic message with its location, and the failure exit.
+//! - `harness:triple-fault`: the kernel triple-faults on purpose; expect `crash`.
 //! - `harness:hang`: the kernel spins forever; expect `timeout`.
 //! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
 //! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
@@ -44,6 +45,8 @@ pub enum Expect {
         host_report: bool,
     },
     Timeout,
+    /// QEMU reports a guest reset or triple fault (exit 0 under -no-reboot).
+    Crash,
 }
 
 impl Expect {
@@ -53,6 +56,7 @@ impl Expect {
             Expect::Fail { .. } => "fail",
             Expect::Fatal { .. } => "fatal",
             Expect::Timeout => "timeout",
+            Expect::Crash => "crash",
         }
     }
 }
@@ -150,6 +154,14 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             timeout,
         });
     }
+    runs.push(RunSpec {
+        id: "harness:triple-fault".into(),
+        mode: "native",
+        mode_flag: Some("crash triple-fault".into()),
+        variant: KernelVariant::default(),
+        expect: Expect::Crash,
+        timeout,
+    });
     runs.push(RunSpec {
         id: "harness:hang".into(),
         mode: "native",
@@ -291,6 +303,15 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
             // Only a TD (or the model) has a host to tell.
             if *host_report && spec.mode != "native" && report.host_fatal.is_none() {
                 return Err("the host never received ReportFatalError".into());
+            }
+            Ok(())
+        }
+        Expect::Crash => {
+            if verdict != Verdict::Crash {
+                return Err(format!("expected crash, got {verdict:?}"));
+            }
+            if !report.kernel_started {
+                return Err("crashed before the kernel started".into());
             }
             Ok(())
         }

@@ -145,3 +145,55 @@ fn run_boots_shows_the_self_test_and_exits_zero() {
     assert!(stdout.contains("CHECK pass serial.scratch"), "{stdout}");
     assert!(stdout.contains("verdict: Pass"), "{stdout}");
 }
+
+/// Killing xtask (as Ctrl-C does) takes QEMU with it: no orphans.
+#[test]
+fn qemu_dies_with_xtask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("xtask-cli-orphan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("qemu.pid");
+    let fake_qemu = dir.join("qemu-system-x86_64");
+    std::fs::write(
+        &fake_qemu,
+        format!("#!/bin/sh\necho $$ > '{}'\nexec sleep 60\n", pid_file.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake_qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let firmware = dir.join("OVMF.fd");
+    std::fs::write(&firmware, vec![0u8; 2 * 1024 * 1024]).unwrap();
+
+    let mut xtask = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["run", "--firmware", firmware.to_str().unwrap()])
+        .env("QEMU", &fake_qemu)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The kernel build comes first; wait for the fake QEMU to start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let qemu_pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pid_file) {
+            if let Ok(pid) = text.trim().parse::<i32>() {
+                break pid;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "fake QEMU never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // SAFETY: sending SIGINT to the child we spawned.
+    unsafe { libc::kill(xtask.id() as i32, libc::SIGINT) };
+    let _ = xtask.wait();
+    let alive = |pid: i32| {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    let gone_by = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(qemu_pid) && std::time::Instant::now() < gone_by {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!alive(qemu_pid), "QEMU (pid {qemu_pid}) outlived xtask");
+    let _ = std::fs::remove_dir_all(&dir);
+}
