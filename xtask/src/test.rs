@@ -168,7 +168,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode_flag: Some("hang".into()),
         variant: KernelVariant::default(),
         expect: Expect::Timeout,
-        timeout: timeout.min(Duration::from_secs(12)),
+        timeout: timeout.min(Duration::from_secs(15)),
     });
     runs.push(RunSpec {
         id: "harness:fail-check".into(),
@@ -786,7 +786,7 @@ mod tests {
         assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 8);
         assert!(runs
             .iter()
-            .any(|r| r.expect == Expect::Timeout && r.timeout <= Duration::from_secs(12)));
+            .any(|r| r.expect == Expect::Timeout && r.timeout <= Duration::from_secs(15)));
         assert_eq!(default_runs(Duration::from_secs(1), Some("x")).len(), 2);
     }
 }
