@@ -8,10 +8,12 @@
 //!   RIP. Instructions that a TD does not execute natively (IN/OUT/INS/OUTS, HLT, CPUID of the
 //!   hypervisor range, RDMSR/WRMSR of the MSRs listed in [`msr_raises_ve`]) get VE info recorded
 //!   in VMX format and a #VE delivered through IDT vector 20 exactly as the CPU would: RSP
-//!   aligned down to 16, SS, RSP, RFLAGS, CS, RIP pushed, no error code, IF and TF cleared, and
-//!   a jump to the handler address held by the IDT gate ([`deliver_ve`]). CPUID leaves 0 and
-//!   0x21 are answered the way the TDX module answers them, so the kernel detects a TD through
-//!   its ordinary path.
+//!   aligned down to 16, SS, RSP, RFLAGS, CS, RIP pushed, no error code, IF cleared, and a jump
+//!   to the handler address held by the IDT gate ([`deliver_ve`]). One deliberate difference:
+//!   TF stays set until the handler's TDG.VP.VEINFO.GET, so the model sees every instruction
+//!   the handler runs before it (one that raises #VE there is a #DF on hardware). CPUID leaves 0
+//!   and 0x21 are answered the way the TDX module answers them, so the kernel detects a TD
+//!   through its ordinary path.
 //! - The model's *TDX module* is the #UD handler for TDCALL ([`handle_invalid_opcode`]): it
 //!   answers TDG.VP.INFO, TDG.VP.VEINFO.GET (once per #VE, like the real one) and
 //!   TDG.VP.VMCALL, for which [`vmm`] plays the host VMM.
@@ -270,23 +272,13 @@ pub fn handle_debug(_frame: &mut TrapFrame) -> bool {
 /// #UD: if the faulting instruction is TDCALL, answers it as the TDX module would.
 pub fn handle_invalid_opcode(frame: &mut TrapFrame) -> bool {
     let started = timing::now();
-    if !is_active() || read_instruction::<4>(frame.rip, 4) != Some(TDCALL_BYTES) {
+    if !is_active() || !fetch(frame.rip).0.starts_with(&TDCALL_BYTES) {
         return false;
     }
     tdx_module(frame);
     frame.rip += TDCALL_BYTES.len() as u64;
     timing::model_answered(started);
     true
-}
-
-/// Reads `N` instruction bytes at `rip`, or None if they are not mapped.
-fn read_instruction<const N: usize>(rip: u64, len: usize) -> Option<[u8; N]> {
-    let len = len.min(N);
-    memory::check_access(rip, len as u64, false).ok()?;
-    let mut bytes = [0u8; N];
-    // SAFETY: the range is mapped (checked above) and code is not modified while it runs.
-    unsafe { core::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), len) };
-    Some(bytes)
 }
 
 /// Reads up to 15 bytes at `rip`, stopping at an unmapped page: one page-table walk for the
