@@ -42,6 +42,8 @@ pub struct SerialReport {
     pub host_fatal: Option<String>,
     /// Whether the kernel printed its first line at all.
     pub kernel_started: bool,
+    /// The kernel's first line (in a TD it must be the TD info).
+    pub first_kernel_line: Option<String>,
 }
 
 /// Removes ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`) and carriage
@@ -108,6 +110,9 @@ pub fn parse(serial: &str) -> SerialReport {
         };
         if line.starts_with("tdx-unikernel:") || line.starts_with("tdx: ") {
             report.kernel_started = true;
+            if report.first_kernel_line.is_none() {
+                report.first_kernel_line = Some(line.trim_end().to_owned());
+            }
         }
         if let Some(rest) = line.strip_prefix("SELFTEST BEGIN ") {
             report.mode = rest.trim().strip_prefix("mode=").map(str::to_owned);

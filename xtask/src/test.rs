@@ -269,6 +269,14 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
             if (spec.mode == "softtdx" || spec.mode == "td") && ve_io == 0 {
                 return Err(format!("{} run made no I/O #VE", spec.mode));
             }
+            let first = report.first_kernel_line.as_deref().unwrap_or("");
+            if (spec.mode == "softtdx" || spec.mode == "td")
+                && !first.starts_with("tdx: TD detected")
+            {
+                return Err(format!(
+                    "in a TD the first kernel line must be the TD info, not {first:?}"
+                ));
+            }
             if spec.mode == "native" {
                 if let Some((key, value)) = report.counters.iter().find(|(_, v)| **v != 0) {
                     return Err(format!("native run has counter {key}={value}, expected all 0"));
@@ -687,7 +695,9 @@ mod tests {
     }
 
     fn passing_report(mode: &str, ve_io: u64) -> SerialReport {
+        let first = if mode == "native" { "tdx: not a TD" } else { "tdx: TD detected: GPAW=48" };
         SerialReport {
+            first_kernel_line: Some(first.into()),
             mode: Some(mode.into()),
             summary: Some(Summary { passed: 10, failed: 0, skipped: 1 }),
             counters: [("ve.io".to_owned(), ve_io)].into_iter().collect(),
@@ -728,6 +738,13 @@ mod tests {
         .is_ok());
         assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("native", 9))
             .is_err());
+    }
+
+    #[test]
+    fn in_a_td_the_td_info_comes_first() {
+        let mut report = passing_report("softtdx", 9);
+        report.first_kernel_line = Some("tdx-unikernel: kernel entered".into());
+        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &report).is_err());
     }
 
     #[test]
