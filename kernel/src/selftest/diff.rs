@@ -11,9 +11,10 @@
 //! one.
 //!
 //! The devices are chosen because their behaviour is deterministic: the PIC master mask (0x21),
-//! CMOS NVRAM through 0x70/0x71 (index 0x60, an NVRAM byte nothing uses after boot), the COM1
-//! scratch register (0x3FF), the fw_cfg selector (0x510) and byte stream (0x511), and PCI
-//! CONFIG_ADDRESS (0xCF8). Port 0xCF9 (reset control) is never touched.
+//! CMOS NVRAM through 0x70/0x71 (index 0x60, an NVRAM byte nothing uses after boot), the DMA
+//! page registers 0x81-0x83 behind the POST port 0x80, the COM1 scratch register (0x3FF), the
+//! fw_cfg selector (0x510) and byte stream (0x511), and PCI CONFIG_ADDRESS (0xCF8). Port 0xCF9
+//! (reset control) is never touched.
 
 use super::{natively, Context, Outcome, Tally};
 use crate::fmtbuf::FixedString;
@@ -125,10 +126,10 @@ macro_rules! snippets {
 snippets! {
     diff_in_imm_b => "in al, 0x21",
     diff_in_imm_w => "in ax, 0x70",
-    diff_in_imm_l => "in eax, 0x70",
+    diff_in_imm_l => "in eax, 0x80",
     diff_out_imm_b => "out 0x21, al",
     diff_out_imm_w => "out 0x70, ax",
-    diff_out_imm_l => "out 0x70, eax",
+    diff_out_imm_l => "out 0x80, eax",
     diff_in_dx_b => "in al, dx",
     diff_in_dx_w => "in ax, dx",
     diff_in_dx_l => "in eax, dx",
@@ -167,6 +168,9 @@ enum Device {
     FwCfgData,
     /// PCI CONFIG_ADDRESS, 0xCF8.
     PciAddress,
+    /// The POST port 0x80 and the DMA page registers 0x81-0x83 behind it: a dword access at
+    /// 0x80 reaches three bytes of plain storage.
+    DmaPage,
 }
 
 const CMOS_INDEX: u16 = 0x70;
@@ -183,6 +187,7 @@ impl Device {
             Device::FwCfgSelector => 0x510,
             Device::FwCfgData => 0x511,
             Device::PciAddress => 0xCF8,
+            Device::DmaPage => 0x80,
         }
     }
 
@@ -202,6 +207,11 @@ impl Device {
                 Device::FwCfgSelector => outw(0x510, 0x0001),
                 Device::FwCfgData => outw(0x510, 0x0000),
                 Device::PciAddress => outl(0xCF8, 0x8000_0000),
+                Device::DmaPage => {
+                    outb(0x81, 0x11);
+                    outb(0x82, 0x22);
+                    outb(0x83, 0x33);
+                }
             }
         }
     }
@@ -222,6 +232,9 @@ impl Device {
                 Device::Scratch => inb(0x3FF) as u64,
                 Device::FwCfgSelector | Device::FwCfgData => inb(0x511) as u64,
                 Device::PciAddress => inl(0xCF8) as u64,
+                Device::DmaPage => {
+                    inb(0x81) as u64 | (inb(0x82) as u64) << 8 | (inb(0x83) as u64) << 16
+                }
             }
         }
     }
@@ -244,11 +257,12 @@ fn port_forms() -> [Form; 12] {
     [
         f("diff.in.imm8.b", diff_in_imm_b as unsafe extern "C" fn(), Device::PicMask, PRIOR_RAX),
         f("diff.in.imm8.w", diff_in_imm_w, Device::Cmos, PRIOR_RAX),
-        f("diff.in.imm8.l", diff_in_imm_l, Device::Cmos, PRIOR_RAX),
+        f("diff.in.imm8.l", diff_in_imm_l, Device::DmaPage, PRIOR_RAX),
         f("diff.out.imm8.b", diff_out_imm_b, Device::PicMask, 0xFEDC_BA98_7654_32A3),
         // AL = CMOS index 0x61, AH = the byte to store there.
         f("diff.out.imm8.w", diff_out_imm_w, Device::Cmos, 0xFEDC_BA98_7654_7761),
-        f("diff.out.imm8.l", diff_out_imm_l, Device::Cmos, 0xFEDC_BA98_1234_4261),
+        // Byte 0 goes to the POST port 0x80 (write-only); bytes 1-3 to the DMA page registers.
+        f("diff.out.imm8.l", diff_out_imm_l, Device::DmaPage, 0xFEDC_BA98_C3B2_A1F0),
         f("diff.in.dx.b", diff_in_dx_b, Device::Scratch, PRIOR_RAX),
         f("diff.in.dx.w", diff_in_dx_w, Device::FwCfgSelector, PRIOR_RAX),
         f("diff.in.dx.l", diff_in_dx_l, Device::PciAddress, PRIOR_RAX),
@@ -301,10 +315,12 @@ fn fill_buffer(outs_width: Option<usize>) {
     match outs_width {
         None => buf.fill(0xCC),
         Some(1) => buf.iter_mut().enumerate().for_each(|(i, b)| *b = 0x40 + i as u8),
+        // fw_cfg items 0 (signature, "Q"), 1 (ID, 0x03) and 5 (CPU count, 0x01): neighbours
+        // differ in what the observation reads.
         Some(2) => buf
             .chunks_mut(2)
             .enumerate()
-            .for_each(|(i, w)| w.copy_from_slice(&((i % 2) as u16).to_le_bytes())),
+            .for_each(|(i, w)| w.copy_from_slice(&[0u16, 1, 5][i % 3].to_le_bytes())),
         Some(_) => buf.chunks_mut(4).enumerate().for_each(|(i, d)| {
             d.copy_from_slice(&(0x8000_0000u32 | (i as u32) << 2).to_le_bytes())
         }),
