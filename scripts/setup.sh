@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what `cargo xtask run` and `cargo xtask test` need on a Debian or Ubuntu host:
-# QEMU (qemu-system-x86) and UEFI firmware (ovmf), plus the pinned Rust toolchain through
-# rustup. Idempotent, and silent when everything is already present.
+# QEMU (qemu-system-x86), UEFI firmware (ovmf) and a C toolchain for linking host tools (gcc,
+# libc6-dev), plus the pinned Rust toolchain through rustup. Idempotent, and silent when
+# everything is already present. As a non-root user it prints the sudo command to run.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 packages=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || packages+=(qemu-system-x86)
 [ -f /usr/share/ovmf/OVMF.fd ] || [ -n "${OVMF_PATH:-}" ] || packages+=(ovmf)
+command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -30,6 +32,7 @@ fi
 if command -v rustup >/dev/null 2>&1; then
   (cd "$root" && rustup show active-toolchain >/dev/null 2>&1) || (cd "$root" && rustup toolchain install >/dev/null)
 else
-  echo "setup: rustup not found; install it from your distribution or rustup.rs, then rerun." >&2
+  echo "setup: rustup not found. Install it (Debian 13+/Ubuntu 24.04+: apt-get install rustup;" >&2
+  echo "  elsewhere: curl --proto '=https' -sSf https://sh.rustup.rs | sh), then rerun this script." >&2
   exit 1
 fi

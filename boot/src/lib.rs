@@ -2,15 +2,16 @@
 //!
 //! Today the image is made by the rust-osdev `bootloader` crate (UEFI stage only). Its types do
 //! not appear in this crate's API on purpose: a later change replaces the loader (it writes
-//! IA32_EFER unconditionally, which a TD forbids; see TDX-FACTS.md), and callers must not notice.
+//! IA32_EFER unconditionally, which in a TD raises a #VE that TDVF cannot complete; see the
+//! README, "Running in a real TD"), and callers must not notice.
 
 use std::path::{Path, PathBuf};
 
 /// Why an image could not be made. Each message is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("cannot read kernel ELF {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read kernel ELF {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path} is not a usable kernel: {reason}")]
     BadElf { path: PathBuf, reason: &'static str },
     #[error("cannot create disk image {path}: {reason}")]
@@ -64,13 +65,28 @@ pub fn check_kernel_elf(bytes: &[u8]) -> Result<(), &'static str> {
     }
 }
 
+/// Kernels larger than this are refused rather than read (a device or FIFO path, a mistake).
+const MAX_KERNEL_SIZE: u64 = 512 * 1024 * 1024;
+
+/// Reads a regular file of plausible size; refuses directories, FIFOs and devices.
+fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if metadata.len() > MAX_KERNEL_SIZE {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "larger than 512 MiB"));
+    }
+    std::fs::read(path)
+}
+
 /// Makes a GPT disk image at `image` that boots `kernel` on UEFI firmware.
 ///
 /// The loader's own serial and frame-buffer logging are off, so that it does no port I/O after
 /// ExitBootServices: in a TD such I/O would raise #VE before the kernel has an IDT.
 pub fn build_uefi_image(kernel: &Path, image: &Path) -> Result<(), BootError> {
-    let bytes = std::fs::read(kernel)
-        .map_err(|source| BootError::Read { path: kernel.to_owned(), source })?;
+    let bytes = read_regular_file(kernel)
+        .map_err(|error| BootError::Read { path: kernel.to_owned(), error })?;
     check_kernel_elf(&bytes)
         .map_err(|reason| BootError::BadElf { path: kernel.to_owned(), reason })?;
 

@@ -19,3 +19,21 @@ pub mod find;
 pub mod tdvf;
 
 pub use find::{find, Distro, FindError, FindOptions, Firmware, Source};
+
+/// Reads a firmware image, refusing anything that is not a regular file of plausible size
+/// (a directory, a FIFO, `/dev/zero`), so that a bad path fails at once instead of hanging or
+/// filling memory. The error text is one line.
+pub fn read_firmware(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    if metadata.len() > find::MAX_FIRMWARE_SIZE {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} bytes is larger than any UEFI firmware", metadata.len()),
+        ));
+    }
+    std::fs::read(path)
+}

@@ -68,7 +68,7 @@ pub fn run(firmware: &ovmf::Firmware, timeout: Duration, json: Option<PathBuf>) 
         extra_args: &extra,
     });
     println!("{}", qemu::command_line(&qemu, &args));
-    let finished = qemu::run(&qemu, &args, timeout, false)?;
+    let finished = qemu::run(&qemu, &args, &qemu::Limits::timeout(timeout), false)?;
     let lines = parse(&finished.output);
     if finished.status != Some(33) || !finished.output.contains("BENCH END") {
         let log = build::project_root().join("target/xtask-logs/bench.log");

@@ -101,6 +101,16 @@ pub fn build_image(kernel: &Path, image: &Path) -> Result<()> {
             return Ok(());
         }
     }
-    boot::build_uefi_image(kernel, image)?;
-    Ok(())
+    // Build beside the image and rename into place, so that a concurrent build or boot never
+    // sees a half-written image.
+    let partial = image.with_extension(format!("img.partial-{}", std::process::id()));
+    let result =
+        boot::build_uefi_image(kernel, &partial).map_err(anyhow::Error::from).and_then(|()| {
+            std::fs::rename(&partial, image)
+                .with_context(|| format!("cannot move the image into {}", image.display()))
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
 }

@@ -69,10 +69,10 @@ enum Command {
         #[command(flatten)]
         firmware: FirmwareArgs,
         /// Ask QEMU for KVM instead of TCG (not a TD; see --tdx).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tdx")]
         kvm: bool,
         /// Boot with the softtdx model on: every port access goes through #VE.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tdx")]
         softtdx: bool,
         /// Stop QEMU after this many seconds.
         #[arg(long, default_value_t = 300)]
@@ -97,13 +97,13 @@ enum Command {
         #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
         qemu_args: Vec<String>,
         /// Build the kernel with this self-test check inverted (proves failures are noticed).
-        #[arg(long, value_name = "CHECK")]
+        #[arg(long, value_name = "CHECK", conflicts_with = "tdx")]
         fail_check: Option<String>,
         /// Ask QEMU for KVM instead of TCG.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "tdx")]
         kvm: bool,
         /// Only these runs (repeatable): native, softtdx, fatal, fatal:<scenario>, harness, ...
-        #[arg(long = "run", value_name = "RUN")]
+        #[arg(long = "run", value_name = "RUN", conflicts_with = "tdx")]
         runs: Vec<String>,
         /// Skip the host unit tests.
         #[arg(long)]
@@ -168,7 +168,7 @@ fn find_td_firmware(args: &FirmwareArgs) -> Result<PathBuf> {
             firmware.code.display()
         );
     }
-    let bytes = std::fs::read(&firmware.code)
+    let bytes = ovmf::read_firmware(&firmware.code)
         .with_context(|| format!("cannot read firmware {}", firmware.code.display()))?;
     let metadata = ovmf::tdvf::parse(&bytes).map_err(|e| {
         anyhow::anyhow!("firmware {} has no valid TDVF metadata: {e}", firmware.code.display())
@@ -191,6 +191,8 @@ fn td_launch(
         Err(_) if td.dry_run => PathBuf::from("qemu-system-x86_64"),
         Err(e) => return Err(e),
     };
+    td::qemu::validate_vcpus(td.vcpus)?;
+    td::qemu::validate_memory(td.memory)?;
     let mut launch = td::qemu::TdLaunch::new(qemu, firmware, image);
     launch.vcpus = td.vcpus;
     launch.memory_mib = td.memory;
@@ -254,12 +256,14 @@ fn run_command(cli: Cli) -> Result<bool> {
             launch.image = build::build(&build::KernelVariant::default(), false)?.image;
             let args = td::qemu::td_qemu_args(&launch)?;
             println!("{}", qemu::command_line(&launch.qemu, &args));
-            let finished = qemu::run(&launch.qemu, &args, Duration::from_secs(timeout), true)?;
+            let finished = qemu::run(
+                &launch.qemu,
+                &args,
+                &qemu::Limits::timeout(Duration::from_secs(timeout)),
+                true,
+            )?;
             let parsed = report::parse(&finished.output);
-            let (verdict, why) = test::verdict(finished.status, finished.timed_out, &parsed);
-            println!();
-            println!("verdict: {verdict:?} ({why})");
-            Ok(verdict == test::Verdict::Pass)
+            Ok(report_run(&finished, &parsed))
         }
         Command::Run { firmware, kvm, softtdx, timeout, qemu_args, .. } => {
             let firmware = find_firmware(&firmware)?;
@@ -273,16 +277,16 @@ fn run_command(cli: Cli) -> Result<bool> {
                 extra_args: &qemu_args,
             });
             println!("{}", qemu::command_line(&qemu, &args));
-            let finished = qemu::run(&qemu, &args, Duration::from_secs(timeout), true)?;
+            let finished = qemu::run(
+                &qemu,
+                &args,
+                &qemu::Limits::timeout(Duration::from_secs(timeout)),
+                true,
+            )?;
             let parsed = report::parse(&finished.output);
-            let (verdict, why) = test::verdict(finished.status, finished.timed_out, &parsed);
-            println!();
-            println!("verdict: {verdict:?} ({why})");
-            Ok(verdict == test::Verdict::Pass)
+            Ok(report_run(&finished, &parsed))
         }
-        Command::Test { firmware, timeout, json, qemu_args, td, runs, skip_host_tests, .. }
-            if td.tdx =>
-        {
+        Command::Test { firmware, timeout, json, qemu_args, td, skip_host_tests, .. } if td.tdx => {
             let firmware = find_td_firmware(&firmware)?;
             let image = build::project_root().join("target/kernel/tdx-unikernel-uefi.img");
             let launch = td_launch(&td, firmware, image, qemu_args)?;
@@ -291,7 +295,6 @@ fn run_command(cli: Cli) -> Result<bool> {
                 return Ok(true);
             }
             td_preflight(&launch)?;
-            let _ = runs;
             test::run_td(launch, Duration::from_secs(timeout), json, skip_host_tests)
         }
         Command::Test {
@@ -369,8 +372,34 @@ fn run_command(cli: Cli) -> Result<bool> {
     }
 }
 
+/// The end of `cargo xtask run`: the verdict, and QEMU's own complaint when there is one.
+fn report_run(finished: &qemu::Finished, parsed: &report::SerialReport) -> bool {
+    let (verdict, why) = test::verdict(finished.status, finished.timed_out, parsed);
+    println!();
+    if verdict != test::Verdict::Pass {
+        if let Some(errors) = qemu::stderr_part(&finished.output) {
+            eprintln!("QEMU said:\n{errors}");
+        }
+    }
+    println!("verdict: {verdict:?} ({why})");
+    verdict == test::Verdict::Pass
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Die quietly on a closed pipe (`cargo xtask run | head`) instead of panicking.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            // One line, as for every other error; `--help` has the rest.
+            let text = error.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{} (see `cargo xtask --help`)", first.trim_end());
+            return ExitCode::from(2);
+        }
+    };
     match run_command(cli) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -106,23 +106,51 @@ pub struct Finished {
     pub wall: Duration,
 }
 
-/// Kills the child when dropped, so no path leaves QEMU running.
+/// When to stop waiting for QEMU.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// The hard limit from the start.
+    pub timeout: Duration,
+    /// Stop this long after the guest printed this text (for a guest that is meant to hang).
+    pub stop_after_marker: Option<(String, Duration)>,
+}
+
+impl Limits {
+    pub fn timeout(timeout: Duration) -> Self {
+        Self { timeout, stop_after_marker: None }
+    }
+}
+
+/// Kills QEMU's whole process group when dropped, so no path leaves QEMU (or anything a
+/// wrapper script started) running.
 struct KillOnDrop(Child);
 
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
+impl KillOnDrop {
+    fn kill(&mut self) {
+        // SAFETY: the child is the leader of its own process group (process_group(0) at spawn);
+        // SIGKILL to that group ends it and anything it started.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Runs QEMU with `args`, capturing stdout and stderr into `output`; `echo` also copies stdout
 /// to this process's stdout as it arrives.
-pub fn run(qemu: &Path, args: &[String], timeout: Duration, echo: bool) -> Result<Finished> {
+pub fn run(qemu: &Path, args: &[String], limits: &Limits, echo: bool) -> Result<Finished> {
     let mut command = Command::new(qemu);
     command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Its own process group, so that a timeout can kill everything it started.
+    command.process_group(0);
     // SAFETY: prctl is async-signal-safe; the closure only asks the kernel to send SIGKILL to
-    // QEMU if this process dies, so an interrupted xtask never leaves QEMU behind.
+    // QEMU if this process dies (Ctrl-C included), so an interrupted xtask never leaves QEMU
+    // behind.
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -136,24 +164,36 @@ pub fn run(qemu: &Path, args: &[String], timeout: Duration, echo: bool) -> Resul
     let mut child = KillOnDrop(child);
     let mut stdout = child.0.stdout.take().expect("piped");
     let mut stderr = child.0.stderr.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut collected = Vec::new();
-        let mut buffer = [0u8; 4096];
-        loop {
-            match stdout.read(&mut buffer) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    collected.extend_from_slice(&buffer[..n]);
-                    if echo {
-                        let mut out = std::io::stdout().lock();
-                        let _ = out.write_all(&buffer[..n]);
-                        let _ = out.flush();
+    let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let marker_seen: std::sync::Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
+    let reader = {
+        let collected = collected.clone();
+        let marker_seen = marker_seen.clone();
+        let marker = limits.stop_after_marker.as_ref().map(|(m, _)| m.clone().into_bytes());
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                match stdout.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let mut all = collected.lock().unwrap();
+                        all.extend_from_slice(&buffer[..n]);
+                        if let Some(marker) = &marker {
+                            let mut seen = marker_seen.lock().unwrap();
+                            if seen.is_none() && all.windows(marker.len()).any(|w| w == marker) {
+                                *seen = Some(Instant::now());
+                            }
+                        }
+                        if echo {
+                            let mut out = std::io::stdout().lock();
+                            let _ = out.write_all(&buffer[..n]);
+                            let _ = out.flush();
+                        }
                     }
                 }
             }
-        }
-        collected
-    });
+        })
+    };
     let error_reader = std::thread::spawn(move || {
         let mut collected = Vec::new();
         let _ = stderr.read_to_end(&mut collected);
@@ -164,41 +204,46 @@ pub fn run(qemu: &Path, args: &[String], timeout: Duration, echo: bool) -> Resul
         if let Some(status) = child.0.try_wait().context("waiting for QEMU")? {
             break status.code();
         }
-        if start.elapsed() >= timeout {
+        let grace_over = match (&limits.stop_after_marker, *marker_seen.lock().unwrap()) {
+            (Some((_, grace)), Some(seen)) => seen.elapsed() >= *grace,
+            _ => false,
+        };
+        if start.elapsed() >= limits.timeout || grace_over {
             timed_out = true;
-            let _ = child.0.kill();
-            let _ = child.0.wait();
+            child.kill();
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let wall = start.elapsed();
     drop(child);
-    let mut output = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
-    let errors = String::from_utf8_lossy(&error_reader.join().unwrap_or_default()).into_owned();
-    if !errors.trim().is_empty() {
-        output.push_str("\n[qemu stderr]\n");
-        output.push_str(&errors);
+    // The pipes close when the process group is gone; do not wait forever on a stray holder.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !(reader.is_finished() && error_reader.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut output = String::from_utf8_lossy(&collected.lock().unwrap()).into_owned();
+    if error_reader.is_finished() {
+        let errors = error_reader.join().unwrap_or_default();
+        let errors = String::from_utf8_lossy(&errors);
+        if !errors.trim().is_empty() {
+            output.push_str("\n[qemu stderr]\n");
+            output.push_str(&errors);
+        }
     }
     Ok(Finished { status, timed_out, output, wall })
 }
 
-/// Quotes an argument for echoing a command line that can be pasted into a shell.
-pub fn shell_word(arg: &str) -> String {
-    if !arg.is_empty()
-        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=,:+@%".contains(&b))
-    {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
-    }
+/// QEMU's own error output, from a [`Finished::output`].
+pub fn stderr_part(output: &str) -> Option<&str> {
+    output.split_once("\n[qemu stderr]\n").map(|(_, errors)| errors.trim_end())
 }
 
+/// The command line as a shell would take it, for echoing.
 pub fn command_line(qemu: &Path, args: &[String]) -> String {
-    std::iter::once(qemu.display().to_string())
-        .chain(args.iter().map(|a| shell_word(a)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::td::qemu::shell_quote(
+        std::iter::once(qemu.display().to_string()).chain(args.iter().cloned()),
+    )
 }
 
 #[cfg(test)]
@@ -254,17 +299,32 @@ mod tests {
     }
 
     #[test]
-    fn shell_words_are_quoted_when_needed() {
-        assert_eq!(shell_word("a b"), "'a b'");
-        assert_eq!(shell_word("it's"), "'it'\\''s'");
-        assert_eq!(shell_word("-m"), "-m");
+    fn a_wrapper_and_its_children_are_killed_at_the_timeout() {
+        // A wrapper that does not exec keeps the pipes open through its child.
+        let limits = Limits::timeout(Duration::from_millis(300));
+        let args = ["-c".to_owned(), "sleep 30; true".to_owned()];
+        let finished = run(Path::new("/bin/sh"), &args, &limits, false).unwrap();
+        assert!(finished.timed_out);
+        assert!(finished.wall < Duration::from_secs(5), "{:?}", finished.wall);
+    }
+
+    #[test]
+    fn a_guest_that_announces_a_hang_is_stopped_after_the_grace_period() {
+        let limits = Limits {
+            timeout: Duration::from_secs(30),
+            stop_after_marker: Some(("spinning".into(), Duration::from_millis(200))),
+        };
+        let args = ["-c".to_owned(), "echo spinning; exec sleep 30".to_owned()];
+        let finished = run(Path::new("/bin/sh"), &args, &limits, false).unwrap();
+        assert!(finished.timed_out);
+        assert!(finished.wall < Duration::from_secs(5), "{:?}", finished.wall);
+        assert!(finished.output.contains("spinning"));
     }
 
     #[test]
     fn a_hanging_process_is_killed_at_the_timeout() {
-        let finished =
-            run(Path::new("/bin/sleep"), &["30".into()], Duration::from_millis(300), false)
-                .unwrap();
+        let limits = Limits::timeout(Duration::from_millis(300));
+        let finished = run(Path::new("/bin/sleep"), &["30".into()], &limits, false).unwrap();
         assert!(finished.timed_out);
         assert!(finished.wall < Duration::from_secs(5));
     }

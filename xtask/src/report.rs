@@ -44,6 +44,8 @@ pub struct SerialReport {
     pub kernel_started: bool,
     /// The kernel's first line (in a TD it must be the TD info).
     pub first_kernel_line: Option<String>,
+    /// The kernel's own status lines (`tdx-unikernel: ...`), for harness markers.
+    pub kernel_lines: Vec<String>,
 }
 
 /// Removes ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`) and carriage
@@ -104,8 +106,15 @@ pub fn parse(serial: &str) -> SerialReport {
     let mut report = SerialReport::default();
     for raw in clean.lines() {
         // Firmware output may run into the kernel's first line without a newline.
-        let line = match raw.find("tdx-unikernel:") {
-            Some(at) if at > 0 => &raw[at..],
+        // ("softtdx: ..." is the model speaking, not the kernel.)
+        let glued = ["tdx-unikernel:", "tdx: "]
+            .iter()
+            .filter_map(|prefix| {
+                raw.match_indices(prefix).map(|(at, _)| at).find(|&at| !raw[..at].ends_with("soft"))
+            })
+            .min();
+        let line = match glued {
+            Some(at) if at > 0 && !report.kernel_started => &raw[at..],
             _ => raw.trim_start(),
         };
         if line.starts_with("tdx-unikernel:") || line.starts_with("tdx: ") {
@@ -113,6 +122,9 @@ pub fn parse(serial: &str) -> SerialReport {
             if report.first_kernel_line.is_none() {
                 report.first_kernel_line = Some(line.trim_end().to_owned());
             }
+        }
+        if line.starts_with("tdx-unikernel:") {
+            report.kernel_lines.push(line.trim_end().to_owned());
         }
         if let Some(rest) = line.strip_prefix("SELFTEST BEGIN ") {
             report.mode = rest.trim().strip_prefix("mode=").map(str::to_owned);
@@ -182,6 +194,13 @@ mod tests {
     }
 
     #[test]
+    fn td_info_glued_to_firmware_output_is_the_first_kernel_line() {
+        let report = parse("BdsDxe: starting Boot0002\u{1b}[0mtdx: TD detected: GPAW=48\r\ntdx-unikernel: kernel entered\r\n");
+        assert_eq!(report.first_kernel_line.as_deref(), Some("tdx: TD detected: GPAW=48"));
+        assert_eq!(report.kernel_lines, vec!["tdx-unikernel: kernel entered".to_owned()]);
+    }
+
+    #[test]
     fn ansi_sequences_inside_report_lines_are_removed() {
         let report = parse("\u{1b}[1;32mCHECK pass heap.alloc\u{1b}[0m ok\r\n");
         assert_eq!(
@@ -201,6 +220,15 @@ mod tests {
         );
         assert!(report.checks.is_empty());
         assert_eq!(report.summary, None);
+    }
+
+    #[test]
+    fn the_models_fatal_line_is_not_mistaken_for_the_kernels() {
+        let report = parse(
+            "BdsDxe: starting\r\n\r\nFATAL softtdx: #VE while the previous VE info was unread\r\n",
+        );
+        assert!(!report.kernel_started);
+        assert_eq!(report.fatal.len(), 1);
     }
 
     #[test]

@@ -44,9 +44,15 @@ pub enum Expect {
         reason: Vec<String>,
         host_report: bool,
     },
-    Timeout,
-    /// QEMU reports a guest reset or triple fault (exit 0 under -no-reboot).
-    Crash,
+    /// The kernel printed `marker` and then never exited.
+    Timeout {
+        marker: String,
+    },
+    /// QEMU reports a guest reset or triple fault (exit 0 under -no-reboot) after the kernel
+    /// printed `marker`.
+    Crash {
+        marker: String,
+    },
 }
 
 impl Expect {
@@ -55,8 +61,8 @@ impl Expect {
             Expect::Pass => "pass",
             Expect::Fail { .. } => "fail",
             Expect::Fatal { .. } => "fatal",
-            Expect::Timeout => "timeout",
-            Expect::Crash => "crash",
+            Expect::Timeout { .. } => "timeout",
+            Expect::Crash { .. } => "crash",
         }
     }
 }
@@ -91,6 +97,9 @@ pub const CRASHES: [(&str, &[&str]); 2] = [
     ("page-fault", &["unexpected exception vector=14 (#PF)", "CR2=0x7fffdead0000"]),
     ("panic", &["PANIC at ", "deliberate panic requested by the boot flags"]),
 ];
+
+/// How long a run that expects a hang watches the kernel after it announced the hang.
+const HANG_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Options {
     pub timeout: Duration,
@@ -159,7 +168,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode: "native",
         mode_flag: Some("crash triple-fault".into()),
         variant: KernelVariant::default(),
-        expect: Expect::Crash,
+        expect: Expect::Crash { marker: "loading an empty IDT and raising #BP".into() },
         timeout,
     });
     runs.push(RunSpec {
@@ -167,8 +176,8 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode: "native",
         mode_flag: Some("hang".into()),
         variant: KernelVariant::default(),
-        expect: Expect::Timeout,
-        timeout: timeout.min(Duration::from_secs(15)),
+        expect: Expect::Timeout { marker: "hang requested by the boot flags".into() },
+        timeout,
     });
     runs.push(RunSpec {
         id: "harness:fail-check".into(),
@@ -253,11 +262,54 @@ pub fn verdict(
 }
 
 /// Compares a run's outcome with its expectation; returns whether it matched, and why not.
-pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<(), String> {
+pub fn judge(
+    spec: &RunSpec,
+    verdict: Verdict,
+    status: Option<i32>,
+    report: &SerialReport,
+) -> Result<(), String> {
+    let printed = |marker: &str| report.kernel_lines.iter().any(|l| l.contains(marker));
+    let count = |result: CheckResult| report.checks.iter().filter(|c| c.result == result).count();
     match &spec.expect {
         Expect::Pass => {
             if verdict != Verdict::Pass {
                 return Err(format!("expected pass, got {verdict:?}"));
+            }
+            let summary = report.summary.ok_or("no SUMMARY line")?;
+            let lines =
+                (count(CheckResult::Pass), count(CheckResult::Fail), count(CheckResult::Skip));
+            if lines != (summary.passed as usize, summary.failed as usize, summary.skipped as usize)
+                || lines.0 == 0
+            {
+                return Err(format!(
+                    "SUMMARY says {}/{}/{} passed/failed/skipped but {}/{}/{} CHECK lines arrived",
+                    summary.passed, summary.failed, summary.skipped, lines.0, lines.1, lines.2
+                ));
+            }
+            if spec.mode == "softtdx" {
+                // Under the model nothing may be skipped, and the differential and fault checks
+                // must all have run (issue minimums: 40 and 6).
+                if let Some(skipped) = report.checks.iter().find(|c| c.result == CheckResult::Skip)
+                {
+                    return Err(format!(
+                        "softtdx run skipped {}: {}",
+                        skipped.name, skipped.detail
+                    ));
+                }
+                let passed = |prefix: &str| {
+                    report
+                        .checks
+                        .iter()
+                        .filter(|c| c.name.starts_with(prefix) && c.result == CheckResult::Pass)
+                        .count()
+                };
+                if passed("diff.") < 40 || passed("fault.") < 6 {
+                    return Err(format!(
+                        "softtdx run passed only {} diff.* and {} fault.* checks",
+                        passed("diff."),
+                        passed("fault.")
+                    ));
+                }
             }
             if report.mode.as_deref() != Some(spec.mode) {
                 return Err(format!(
@@ -288,6 +340,9 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
             if verdict != Verdict::Fail {
                 return Err(format!("expected fail, got {verdict:?}"));
             }
+            if report.summary.is_none() || !report.fatal.is_empty() {
+                return Err("expected a finished self-test with failed checks, not a crash".into());
+            }
             if !report.checks.iter().any(|c| &c.name == check && c.result == CheckResult::Fail) {
                 return Err(format!("expected check {check} to fail"));
             }
@@ -314,21 +369,21 @@ pub fn judge(spec: &RunSpec, verdict: Verdict, report: &SerialReport) -> Result<
             }
             Ok(())
         }
-        Expect::Crash => {
-            if verdict != Verdict::Crash {
-                return Err(format!("expected crash, got {verdict:?}"));
+        Expect::Crash { marker } => {
+            if status != Some(0) {
+                return Err(format!("expected QEMU to exit 0 on the reset, got {status:?}"));
             }
-            if !report.kernel_started {
-                return Err("crashed before the kernel started".into());
+            if !printed(marker) || !report.fatal.is_empty() {
+                return Err(format!("expected {marker:?} and then a silent reset"));
             }
             Ok(())
         }
-        Expect::Timeout => {
+        Expect::Timeout { marker } => {
             if verdict != Verdict::Timeout {
                 return Err(format!("expected timeout, got {verdict:?}"));
             }
-            if !report.kernel_started {
-                return Err("timed out before the kernel started".into());
+            if !printed(marker) || !report.fatal.is_empty() {
+                return Err(format!("expected {marker:?} and then silence"));
             }
             Ok(())
         }
@@ -370,13 +425,22 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         mode: spec.mode_flag.as_deref(),
         extra_args: &options.qemu_args,
     });
-    let finished = qemu::run(qemu, &args, spec.timeout, false)?;
+    // A run that expects a hang stops a few seconds after the kernel says it will hang, so
+    // that a slow boot on a loaded machine cannot eat into its limit.
+    let limits = qemu::Limits {
+        timeout: spec.timeout,
+        stop_after_marker: match &spec.expect {
+            Expect::Timeout { marker } => Some((marker.clone(), HANG_GRACE)),
+            _ => None,
+        },
+    };
+    let finished = qemu::run(qemu, &args, &limits, false)?;
     let log = logs_dir().join(format!("{}.log", spec.id.replace(':', "-")));
     std::fs::write(&log, &finished.output)
         .with_context(|| format!("cannot write {}", log.display()))?;
     let parsed = report::parse(&finished.output);
     let (verdict, why) = verdict(finished.status, finished.timed_out, &parsed);
-    let judged = judge(spec, verdict, &parsed);
+    let judged = judge(spec, verdict, finished.status, &parsed);
     let mut tests = parsed.checks.clone();
     if let Some(scenario) = spec.id.strip_prefix("fatal:") {
         tests.push(Check {
@@ -417,6 +481,8 @@ fn host_tests() -> Result<bool> {
     Ok(status.success())
 }
 
+const HOST_MERGE_RUN_ID: &str = "harness:host-broken-in-merge";
+
 /// Proves that the host tests of the IN merge can fail: with tdx-ve's `broken-in-merge`
 /// feature they must fail, naming a `merge_in` test.
 fn host_tests_catch_broken_merge() -> Result<RunReport> {
@@ -442,7 +508,7 @@ fn host_tests_catch_broken_merge() -> Result<RunReport> {
     let log = logs_dir().join("harness-host-broken-in-merge.log");
     std::fs::write(&log, &text)?;
     Ok(RunReport {
-        id: "harness:host-broken-in-merge".into(),
+        id: HOST_MERGE_RUN_ID.into(),
         mode: "host".into(),
         loader: "none".into(),
         expect: "fail".into(),
@@ -463,20 +529,30 @@ fn host_tests_catch_broken_merge() -> Result<RunReport> {
 
 pub fn run(options: Options) -> Result<bool> {
     let qemu = qemu::qemu_binary()?;
-    let host_ok = if options.skip_host_tests { true } else { host_tests()? };
-
+    let selected = |id: &str| {
+        options.runs.is_empty()
+            || options.runs.iter().any(|r| id == r || id.starts_with(&format!("{r}:")))
+    };
     let mut specs = default_runs(options.timeout, options.fail_check.as_deref());
-    if !options.runs.is_empty() {
-        specs.retain(|s| {
-            options.runs.iter().any(|r| s.id == *r || s.id.starts_with(&format!("{r}:")))
-        });
-        if specs.is_empty() {
-            bail!(
-                "--run matched no run; runs are: native, softtdx, fatal:<scenario>, harness:<name>"
-            );
-        }
+    specs.retain(|s| selected(&s.id));
+    let host_merge_check = HOST_MERGE_RUN_ID;
+    // It is a host test: `--skip-host-tests` skips it unless `--run` names it.
+    let with_host_merge_check = options.fail_check.is_none()
+        && if options.runs.is_empty() {
+            !options.skip_host_tests
+        } else {
+            selected(host_merge_check)
+        };
+    if specs.is_empty() && !with_host_merge_check {
+        bail!("--run matched no run; runs are: native, softtdx, fatal:<scenario>, harness:<name>");
     }
-    std::fs::create_dir_all(logs_dir())?;
+    // Fail on a bad --json path now, not after every boot.
+    if let Some(path) = &options.json {
+        std::fs::write(path, "{}").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    std::fs::create_dir_all(logs_dir())
+        .with_context(|| format!("cannot create {}", logs_dir().display()))?;
+    let host_ok = if options.skip_host_tests { true } else { host_tests()? };
 
     // Build each variant once, before any boot.
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -519,7 +595,7 @@ pub fn run(options: Options) -> Result<bool> {
     for (_, result) in results {
         runs.push(result?);
     }
-    if options.runs.is_empty() && options.fail_check.is_none() && !options.skip_host_tests {
+    if with_host_merge_check {
         println!("==> harness: host tests with the broken IN merge must fail");
         runs.push(host_tests_catch_broken_merge()?);
     }
@@ -577,6 +653,12 @@ pub fn run(options: Options) -> Result<bool> {
         failed += 1;
         println!("\nhost unit tests failed (see above)");
     }
+    if let Some(name) = &options.fail_check {
+        if !runs.iter().any(|run| run.tests.iter().any(|c| &c.name == name)) {
+            failed += 1;
+            println!("\n--fail-check {name}: no check of that name ran, so nothing was inverted");
+        }
+    }
     let report = Report { passed, failed, runs };
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report)?;
@@ -620,7 +702,7 @@ pub fn run_td(
     let args = crate::td::qemu::td_qemu_args(&launch)?;
     println!("==> booting in a TD: {}", qemu::command_line(&launch.qemu, &args));
     std::fs::create_dir_all(logs_dir())?;
-    let finished = qemu::run(&launch.qemu, &args, timeout, false)?;
+    let finished = qemu::run(&launch.qemu, &args, &qemu::Limits::timeout(timeout), false)?;
     let log = logs_dir().join("td.log");
     std::fs::write(&log, &finished.output)?;
     let parsed = report::parse(&finished.output);
@@ -633,7 +715,7 @@ pub fn run_td(
         expect: Expect::Pass,
         timeout,
     };
-    let judged = judge(&spec, verdict, &parsed);
+    let judged = judge(&spec, verdict, finished.status, &parsed);
     let (mut passed, mut failed) = (0u32, 0u32);
     for check in &parsed.checks {
         match check.result {
@@ -694,16 +776,41 @@ mod tests {
         }
     }
 
+    fn check(name: &str, result: CheckResult) -> Check {
+        Check { name: name.into(), result, detail: String::new() }
+    }
+
+    /// A report whose CHECK lines agree with its SUMMARY: in softtdx mode 40 diff.* and 6
+    /// fault.* passes, in native mode 10 passes and a skip.
     fn passing_report(mode: &str, ve_io: u64) -> SerialReport {
         let first = if mode == "native" { "tdx: not a TD" } else { "tdx: TD detected: GPAW=48" };
+        let mut checks: Vec<Check> = Vec::new();
+        if mode == "native" {
+            checks.extend((0..10).map(|i| check(&format!("c{i}"), CheckResult::Pass)));
+            checks.push(check("tdx.vp_info", CheckResult::Skip));
+        } else {
+            checks.extend((0..40).map(|i| check(&format!("diff.{i}"), CheckResult::Pass)));
+            checks.extend((0..6).map(|i| check(&format!("fault.{i}"), CheckResult::Pass)));
+        }
+        let count = |r| checks.iter().filter(|c| c.result == r).count() as u32;
+        let summary = Summary {
+            passed: count(CheckResult::Pass),
+            failed: count(CheckResult::Fail),
+            skipped: count(CheckResult::Skip),
+        };
         SerialReport {
             first_kernel_line: Some(first.into()),
             mode: Some(mode.into()),
-            summary: Some(Summary { passed: 10, failed: 0, skipped: 1 }),
+            summary: Some(summary),
+            checks,
             counters: [("ve.io".to_owned(), ve_io)].into_iter().collect(),
             kernel_started: true,
             ..Default::default()
         }
+    }
+
+    fn judge_pass(mode: &'static str, report: &SerialReport) -> Result<(), String> {
+        judge(&spec(Expect::Pass, mode), Verdict::Pass, Some(33), report)
     }
 
     #[test]
@@ -720,31 +827,41 @@ mod tests {
 
     #[test]
     fn a_pass_needs_the_right_mode_and_counters() {
-        assert!(judge(&spec(Expect::Pass, "native"), Verdict::Pass, &passing_report("native", 0))
-            .is_ok());
-        assert!(judge(&spec(Expect::Pass, "native"), Verdict::Pass, &passing_report("native", 3))
-            .is_err());
-        assert!(judge(
-            &spec(Expect::Pass, "softtdx"),
-            Verdict::Pass,
-            &passing_report("softtdx", 0)
-        )
-        .is_err());
-        assert!(judge(
-            &spec(Expect::Pass, "softtdx"),
-            Verdict::Pass,
-            &passing_report("softtdx", 9)
-        )
-        .is_ok());
-        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &passing_report("native", 9))
-            .is_err());
+        assert!(judge_pass("native", &passing_report("native", 0)).is_ok());
+        assert!(judge_pass("native", &passing_report("native", 3)).is_err());
+        assert!(judge_pass("softtdx", &passing_report("softtdx", 0)).is_err());
+        assert!(judge_pass("softtdx", &passing_report("softtdx", 9)).is_ok());
+        assert!(judge_pass("softtdx", &passing_report("native", 9)).is_err());
+    }
+
+    #[test]
+    fn a_pass_needs_check_lines_that_match_the_summary() {
+        let mut lost_line = passing_report("native", 0);
+        lost_line.checks.pop();
+        assert!(judge_pass("native", &lost_line).is_err());
+        let mut empty = passing_report("native", 0);
+        empty.checks.clear();
+        empty.summary = Some(Summary { passed: 0, failed: 0, skipped: 0 });
+        assert!(judge_pass("native", &empty).is_err());
+    }
+
+    #[test]
+    fn a_softtdx_pass_needs_its_differential_and_fault_checks_and_no_skips() {
+        let mut skipped = passing_report("softtdx", 9);
+        skipped.checks[0].result = CheckResult::Skip;
+        skipped.summary = Some(Summary { passed: 45, failed: 0, skipped: 1 });
+        assert!(judge_pass("softtdx", &skipped).is_err());
+        let mut few = passing_report("softtdx", 9);
+        few.checks.truncate(44);
+        few.summary = Some(Summary { passed: 44, failed: 0, skipped: 0 });
+        assert!(judge_pass("softtdx", &few).is_err());
     }
 
     #[test]
     fn in_a_td_the_td_info_comes_first() {
         let mut report = passing_report("softtdx", 9);
         report.first_kernel_line = Some("tdx-unikernel: kernel entered".into());
-        assert!(judge(&spec(Expect::Pass, "softtdx"), Verdict::Pass, &report).is_err());
+        assert!(judge_pass("softtdx", &report).is_err());
     }
 
     #[test]
@@ -759,51 +876,57 @@ mod tests {
             kernel_started: true,
             ..Default::default()
         };
-        assert!(judge(&spec(expect.clone(), "softtdx"), Verdict::Fail, &report).is_ok());
-        assert!(judge(&spec(expect.clone(), "softtdx"), Verdict::Crash, &report).is_err());
+        let s = spec(expect.clone(), "softtdx");
+        assert!(judge(&s, Verdict::Fail, Some(35), &report).is_ok());
+        assert!(judge(&s, Verdict::Crash, Some(1), &report).is_err());
         report.host_fatal = None;
-        assert!(judge(&spec(expect.clone(), "softtdx"), Verdict::Fail, &report).is_err());
+        assert!(judge(&s, Verdict::Fail, Some(35), &report).is_err());
         report.host_fatal = Some("x".into());
         report.fatal = vec!["FATAL #VE: something else".into()];
-        assert!(judge(&spec(expect, "softtdx"), Verdict::Fail, &report).is_err());
+        assert!(judge(&s, Verdict::Fail, Some(35), &report).is_err());
     }
 
     #[test]
-    fn a_fail_expectation_names_the_check() {
-        let expect = Expect::Fail { check: "serial.scratch".into() };
-        let report = SerialReport {
-            checks: vec![Check {
-                name: "serial.scratch".into(),
-                result: CheckResult::Fail,
-                detail: String::new(),
-            }],
+    fn a_fail_expectation_names_the_check_and_needs_a_finished_self_test() {
+        let s = spec(Expect::Fail { check: "serial.scratch".into() }, "native");
+        let mut report = SerialReport {
+            checks: vec![check("serial.scratch", CheckResult::Fail)],
+            summary: Some(Summary { passed: 0, failed: 1, skipped: 0 }),
             ..Default::default()
         };
-        assert!(judge(&spec(expect.clone(), "native"), Verdict::Fail, &report).is_ok());
-        assert!(judge(&spec(expect.clone(), "native"), Verdict::Pass, &report).is_err());
-        assert!(judge(&spec(expect, "native"), Verdict::Fail, &SerialReport::default()).is_err());
+        assert!(judge(&s, Verdict::Fail, Some(35), &report).is_ok());
+        assert!(judge(&s, Verdict::Pass, Some(33), &report).is_err());
+        assert!(judge(&s, Verdict::Fail, Some(35), &SerialReport::default()).is_err());
+        report.fatal = vec!["PANIC at src/x.rs:1:1: boom".into()];
+        assert!(judge(&s, Verdict::Fail, Some(35), &report).is_err());
     }
 
     #[test]
-    fn a_timeout_must_come_after_the_kernel_started() {
-        let started = SerialReport { kernel_started: true, ..Default::default() };
-        assert!(judge(&spec(Expect::Timeout, "native"), Verdict::Timeout, &started).is_ok());
-        assert!(judge(
-            &spec(Expect::Timeout, "native"),
-            Verdict::Timeout,
-            &SerialReport::default()
-        )
-        .is_err());
-        assert!(judge(&spec(Expect::Timeout, "native"), Verdict::Pass, &started).is_err());
+    fn a_timeout_or_crash_must_follow_the_kernels_marker() {
+        let timeout = spec(Expect::Timeout { marker: "hang requested".into() }, "native");
+        let crash = spec(Expect::Crash { marker: "empty IDT".into() }, "native");
+        let marked = |line: &str| SerialReport {
+            kernel_started: true,
+            kernel_lines: vec![format!("tdx-unikernel: {line}")],
+            ..Default::default()
+        };
+        assert!(judge(&timeout, Verdict::Timeout, None, &marked("hang requested")).is_ok());
+        assert!(judge(&timeout, Verdict::Timeout, None, &marked("kernel entered")).is_err());
+        assert!(judge(&timeout, Verdict::Pass, Some(33), &marked("hang requested")).is_err());
+        let mut fatal_then_hang = marked("hang requested");
+        fatal_then_hang.fatal = vec!["FATAL: x".into()];
+        assert!(judge(&timeout, Verdict::Timeout, None, &fatal_then_hang).is_err());
+        assert!(judge(&crash, Verdict::Crash, Some(0), &marked("empty IDT")).is_ok());
+        assert!(judge(&crash, Verdict::Crash, Some(1), &marked("empty IDT")).is_err());
+        assert!(judge(&crash, Verdict::Crash, None, &marked("empty IDT")).is_err());
+        assert!(judge(&crash, Verdict::Crash, Some(0), &marked("kernel entered")).is_err());
     }
 
     #[test]
     fn default_runs_cover_every_fatal_scenario_and_the_harness() {
         let runs = default_runs(Duration::from_secs(120), None);
         assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 8);
-        assert!(runs
-            .iter()
-            .any(|r| r.expect == Expect::Timeout && r.timeout <= Duration::from_secs(15)));
+        assert!(runs.iter().any(|r| matches!(r.expect, Expect::Timeout { .. })));
         assert_eq!(default_runs(Duration::from_secs(1), Some("x")).len(), 2);
     }
 }

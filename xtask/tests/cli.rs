@@ -11,6 +11,13 @@ fn xtask(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("xtask runs")
 }
 
+/// A path in this test process's own scratch directory (no collisions between runs or users).
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("xtask-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
 fn assert_one_line_error(output: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
@@ -34,7 +41,7 @@ fn missing_firmware_flag_is_a_one_line_error() {
 
 #[test]
 fn missing_qemu_is_a_one_line_error() {
-    let firmware = std::env::temp_dir().join("xtask-cli-fake-ovmf.fd");
+    let firmware = scratch("fake-ovmf.fd");
     std::fs::write(&firmware, vec![0u8; 2 * 1024 * 1024]).unwrap();
     let output = xtask(
         &["run", "--firmware", firmware.to_str().unwrap()],
@@ -45,11 +52,10 @@ fn missing_qemu_is_a_one_line_error() {
 
 #[test]
 fn corrupt_kernel_elf_is_a_one_line_error() {
-    let dir = std::env::temp_dir();
-    let corrupt = dir.join("xtask-cli-corrupt.elf");
+    let corrupt = scratch("corrupt.elf");
     std::fs::write(&corrupt, b"\x7fELF\x02\x01\x01garbage that is far too short").unwrap();
     let output = xtask(
-        &["image", corrupt.to_str().unwrap(), "--out", dir.join("x.img").to_str().unwrap()],
+        &["image", corrupt.to_str().unwrap(), "--out", scratch("x.img").to_str().unwrap()],
         &[],
     );
     assert_one_line_error(&output, "is not a usable kernel");
@@ -110,7 +116,7 @@ fn doctor_exits_zero_and_run_tdx_fails_fast_with_the_same_reasons() {
 
 #[test]
 fn firmware_command_reads_tdvf_and_rejects_other_files() {
-    let garbage = std::env::temp_dir().join("xtask-cli-not-firmware.bin");
+    let garbage = scratch("not-firmware.bin");
     std::fs::write(&garbage, vec![0x5Au8; 4096]).unwrap();
     let not_firmware = xtask(&["firmware", garbage.to_str().unwrap()], &[]);
     assert_one_line_error(&not_firmware, "has no usable TDVF metadata");
@@ -132,8 +138,12 @@ fn firmware_command_reads_tdvf_and_rejects_other_files() {
 /// `cargo xtask run` (the quick start's second command) boots, shows the self-test, and exits 0.
 #[test]
 fn run_boots_shows_the_self_test_and_exits_zero() {
-    // Needs QEMU and OVMF (scripts/setup.sh): without them this fails, as `run` would.
-    let output = xtask(&["run", "--timeout", "120"], &[]);
+    // Needs QEMU and OVMF (scripts/setup.sh): without them this fails, as `run` would. Unlike
+    // the other tests it keeps the caller's QEMU and OVMF_PATH overrides.
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["run", "--timeout", "120"])
+        .output()
+        .expect("xtask runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),

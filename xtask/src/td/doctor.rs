@@ -534,11 +534,13 @@ pub fn probe_qemu(qemu: &Path) -> std::result::Result<QemuFacts, String> {
 
 /// Reads and summarizes a firmware file.
 pub fn probe_firmware(path: &Path) -> FirmwareFacts {
-    let tdvf = fs::read(path).map_err(|error| format!("cannot read: {error}")).and_then(|bytes| {
-        let metadata = ovmf::tdvf::parse(&bytes).map_err(|error| error.to_string())?;
-        metadata.check_qemu_loadable().map_err(|error| error.to_string())?;
-        Ok(TdvfSummary::of(&metadata))
-    });
+    let tdvf = ovmf::read_firmware(path).map_err(|error| format!("cannot read: {error}")).and_then(
+        |bytes| {
+            let metadata = ovmf::tdvf::parse(&bytes).map_err(|error| error.to_string())?;
+            metadata.check_qemu_loadable().map_err(|error| error.to_string())?;
+            Ok(TdvfSummary::of(&metadata))
+        },
+    );
     FirmwareFacts { path: path.to_path_buf(), tdvf }
 }
 

@@ -52,15 +52,21 @@ fn lines(args: &[String]) -> String {
     text
 }
 
-/// Creates an empty file at a fixed path if it is not there. The paths are fixed because they
-/// appear in a golden file; the files are left behind (they are empty) so that concurrent test
-/// runs never delete each other's.
-fn ensure_file(path: &str) {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|error| panic!("cannot create {path}: {error}"));
+/// An empty file `name` in this test process's own scratch directory, so that parallel or
+/// earlier runs (possibly by another user) never collide. Golden files spell the directory as
+/// `/tmp`; [`as_in_golden`] maps it back.
+fn scratch_file(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("xtask-golden-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    fs::write(&path, b"").unwrap();
+    path.to_str().expect("UTF-8 temp dir").to_owned()
+}
+
+/// `text` with this process's scratch directory written as `/tmp`, as in the golden files.
+fn as_in_golden(text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("xtask-golden-{}", std::process::id()));
+    text.replace(dir.to_str().expect("UTF-8 temp dir"), "/tmp")
 }
 
 fn run_script(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -130,25 +136,22 @@ fn golden_libvirt_domain() {
 
 #[test]
 fn script_dry_run_matches_golden_and_rust() {
-    ensure_file("/tmp/x.img");
-    ensure_file("/tmp/fw.fd");
-    let printed = stdout_of(&run_script(&["--dry-run", "/tmp/x.img", "/tmp/fw.fd"], &[]));
-    check_golden("run-td-dry-run.txt", &printed);
-    let rust =
-        td_command_line(&TdLaunch::new("qemu-system-x86_64", "/tmp/fw.fd", "/tmp/x.img")).unwrap();
+    let (image, firmware) = (scratch_file("x.img"), scratch_file("fw.fd"));
+    let printed = stdout_of(&run_script(&["--dry-run", &image, &firmware], &[]));
+    check_golden("run-td-dry-run.txt", &as_in_golden(&printed));
+    let rust = td_command_line(&TdLaunch::new("qemu-system-x86_64", &firmware, &image)).unwrap();
     assert_eq!(printed, format!("{rust}\n"), "scripts/run-td.sh and xtask disagree");
 }
 
 #[test]
 fn script_dry_run_with_overrides_extra_args_and_awkward_path_matches_rust() {
-    let image = "/tmp/td golden,it's.img";
-    ensure_file(image);
-    ensure_file("/tmp/fw.fd");
+    let image = scratch_file("td golden,it's.img");
+    let firmware = scratch_file("fw.fd");
     let printed = stdout_of(&run_script(
-        &["--dry-run", image, "/tmp/fw.fd", "--", "-d", "guest_errors", "-D", "/tmp/qemu log"],
+        &["--dry-run", &image, &firmware, "--", "-d", "guest_errors", "-D", "/tmp/qemu log"],
         &[("QEMU", "/opt/qemu 10.1/qemu-system-x86_64"), ("VCPUS", "4"), ("MEMORY_MIB", "4096")],
     ));
-    let mut launch = TdLaunch::new("/opt/qemu 10.1/qemu-system-x86_64", "/tmp/fw.fd", image);
+    let mut launch = TdLaunch::new("/opt/qemu 10.1/qemu-system-x86_64", &firmware, &image);
     launch.vcpus = 4;
     launch.memory_mib = 4096;
     launch.extra_args = ["-d", "guest_errors", "-D", "/tmp/qemu log"].map(String::from).to_vec();
@@ -158,9 +161,8 @@ fn script_dry_run_with_overrides_extra_args_and_awkward_path_matches_rust() {
 
 #[test]
 fn script_enforces_the_same_bounds_as_rust() {
-    ensure_file("/tmp/x.img");
-    ensure_file("/tmp/fw.fd");
-    let dry = ["--dry-run", "/tmp/x.img", "/tmp/fw.fd"];
+    let (image, firmware) = (scratch_file("x.img"), scratch_file("fw.fd"));
+    let dry = ["--dry-run", image.as_str(), firmware.as_str()];
     let max_vcpus = MAX_VCPUS.to_string();
     let min_memory = MIN_MEMORY_MIB.to_string();
     let max_memory = MAX_MEMORY_MIB.to_string();
@@ -189,10 +191,10 @@ fn script_enforces_the_same_bounds_as_rust() {
 
 #[test]
 fn script_reports_missing_files_in_one_line() {
-    ensure_file("/tmp/x.img");
+    let image = scratch_file("x.img");
     for (args, needle) in [
-        (["/nonexistent/disk.img", "/tmp/x.img"], "image /nonexistent/disk.img does not exist"),
-        (["/tmp/x.img", "/nonexistent/OVMF.fd"], "firmware /nonexistent/OVMF.fd does not exist"),
+        (["/nonexistent/disk.img", image.as_str()], "image /nonexistent/disk.img does not exist"),
+        ([image.as_str(), "/nonexistent/OVMF.fd"], "firmware /nonexistent/OVMF.fd does not exist"),
     ] {
         let output = run_script(&args, &[]);
         assert_eq!(output.status.code(), Some(2));

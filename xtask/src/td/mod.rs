@@ -28,7 +28,7 @@ use std::path::Path;
 pub fn firmware_report(path: &Path) -> Result<String> {
     // The cause goes into the message itself, so that the error reads the same whether it is
     // printed with `{}` or `{:#}`.
-    let image = std::fs::read(path)
+    let image = ovmf::read_firmware(path)
         .map_err(|error| anyhow!("cannot read firmware {}: {error}", path.display()))?;
     let metadata = ovmf::tdvf::parse(&image).map_err(|error| {
         anyhow!("firmware {} has no usable TDVF metadata: {error}", path.display())
