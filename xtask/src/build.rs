@@ -55,11 +55,19 @@ pub fn build(variant: &KernelVariant, quiet: bool) -> Result<Artifacts> {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // The outer `cargo xtask` sets variables (target, features, rustflags) meant for the host
     // build; the kernel build must not inherit them.
+    // What the user set up for cargo itself (home, registries, network, proxies) stays.
+    const KEEP: [&str; 6] = [
+        "CARGO_HOME",
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRIES_",
+        "CARGO_REGISTRY_",
+        "RUSTUP_",
+    ];
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if (key.starts_with("CARGO") && key != "CARGO_HOME")
-            || key.starts_with("RUST") && key != "RUSTUP_HOME" && key != "RUSTUP_TOOLCHAIN"
-        {
+        let kept = KEEP.iter().any(|prefix| key.starts_with(prefix));
+        if (key.starts_with("CARGO") || key.starts_with("RUST")) && !kept {
             cargo.env_remove(&key);
         }
     }
