@@ -255,15 +255,7 @@ fn run_command(cli: Cli) -> Result<bool> {
             td_preflight(&launch)?;
             launch.image = build::build(&build::KernelVariant::default(), false)?.image;
             let args = td::qemu::td_qemu_args(&launch)?;
-            println!("{}", qemu::command_line(&launch.qemu, &args));
-            let finished = qemu::run(
-                &launch.qemu,
-                &args,
-                &qemu::Limits::timeout(Duration::from_secs(timeout)),
-                true,
-            )?;
-            let parsed = report::parse(&finished.output);
-            Ok(report_run(&finished, &parsed))
+            boot_on_terminal(&launch.qemu, &args, timeout)
         }
         Command::Run { firmware, kvm, softtdx, timeout, qemu_args, .. } => {
             let firmware = find_firmware(&firmware)?;
@@ -276,15 +268,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 mode: softtdx.then_some("softtdx"),
                 extra_args: &qemu_args,
             });
-            println!("{}", qemu::command_line(&qemu, &args));
-            let finished = qemu::run(
-                &qemu,
-                &args,
-                &qemu::Limits::timeout(Duration::from_secs(timeout)),
-                true,
-            )?;
-            let parsed = report::parse(&finished.output);
-            Ok(report_run(&finished, &parsed))
+            boot_on_terminal(&qemu, &args, timeout)
         }
         Command::Test { firmware, timeout, json, qemu_args, td, skip_host_tests, .. } if td.tdx => {
             let firmware = find_td_firmware(&firmware)?;
@@ -372,9 +356,14 @@ fn run_command(cli: Cli) -> Result<bool> {
     }
 }
 
-/// The end of `cargo xtask run`: the verdict, and QEMU's own complaint when there is one.
-fn report_run(finished: &qemu::Finished, parsed: &report::SerialReport) -> bool {
-    let (verdict, why) = test::verdict(finished.status, finished.timed_out, parsed);
+/// `cargo xtask run`: echoes the command, boots with the serial console on this terminal, and
+/// ends with the verdict (and QEMU's own complaint when there is one).
+fn boot_on_terminal(qemu: &std::path::Path, args: &[String], timeout: u64) -> Result<bool> {
+    println!("{}", qemu::command_line(qemu, args));
+    let limits = qemu::Limits::timeout(Duration::from_secs(timeout));
+    let finished = qemu::run(qemu, args, &limits, true)?;
+    let parsed = report::parse(&finished.output);
+    let (verdict, why) = test::verdict(finished.status, finished.timed_out, &parsed);
     println!();
     if verdict != test::Verdict::Pass {
         if let Some(errors) = qemu::stderr_part(&finished.output) {
@@ -382,7 +371,7 @@ fn report_run(finished: &qemu::Finished, parsed: &report::SerialReport) -> bool 
         }
     }
     println!("verdict: {verdict:?} ({why})");
-    verdict == test::Verdict::Pass
+    Ok(verdict == test::Verdict::Pass)
 }
 
 fn main() -> ExitCode {

@@ -40,17 +40,24 @@ pub fn without_single_step<R>(f: impl FnOnce() -> R) -> R {
     };
     let result = f();
     if saved & rflags::TF != 0 {
-        // SAFETY: restores the trap flag the caller had. The instruction after a POPF that
-        // sets TF runs before the first trap, hence the NOP.
-        unsafe {
-            core::arch::asm!(
-                "pushfq",
-                "or qword ptr [rsp], {tf}",
-                "popfq",
-                "nop",
-                tf = const rflags::TF,
-            )
-        };
+        set_single_step();
     }
     result
+}
+
+/// Sets RFLAGS.TF: from the instruction after next on, the CPU raises #DB after every
+/// instruction (softtdx's single-stepping).
+pub fn set_single_step() {
+    // SAFETY: only RFLAGS.TF changes; the stack slot is pushed and popped within the block.
+    // The instruction right after a POPF that sets TF runs before the first trap, hence the
+    // NOP: the caller's next instruction is the first one trapped after.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "or qword ptr [rsp], {tf}",
+            "popfq",
+            "nop",
+            tf = const rflags::TF,
+        )
+    };
 }

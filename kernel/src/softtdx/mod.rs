@@ -189,18 +189,8 @@ pub fn enable(scenario: Option<FatalScenario>) -> Result<(), &'static str> {
     };
     model().scenario = scenario;
     ACTIVE.store(true, Ordering::SeqCst);
-    // SAFETY: setting TF only makes the CPU raise #DB after each instruction, which
-    // `handle_debug` acknowledges; the stack slot is pushed and popped within the block. The
-    // instruction right after a POPF that sets TF runs before the first trap, hence the NOP.
-    unsafe {
-        core::arch::asm!(
-            "pushfq",
-            "or qword ptr [rsp], {tf}",
-            "popfq",
-            "nop",
-            tf = const rflags::TF
-        )
-    };
+    // Every #DB from here on is acknowledged by `handle_debug`.
+    crate::arch::set_single_step();
     Ok(())
 }
 
