@@ -310,8 +310,9 @@ fn buffer() -> &'static mut [u8; BUFFER_LEN] {
 /// The buffer before a string form: 0xCC for INS to land on; for OUTS, elements that differ
 /// from their neighbours in how the device shows them (alternating fw_cfg selectors 0 and 1,
 /// distinct bytes and PCI addresses).
-fn fill_buffer(outs_width: Option<usize>) {
-    let buf = buffer();
+fn pattern_buffer(outs_width: Option<usize>) -> [u8; BUFFER_LEN] {
+    let mut pattern = [0u8; BUFFER_LEN];
+    let buf = &mut pattern;
     match outs_width {
         None => buf.fill(0xCC),
         Some(1) => buf.iter_mut().enumerate().for_each(|(i, b)| *b = 0x40 + i as u8),
@@ -325,6 +326,7 @@ fn fill_buffer(outs_width: Option<usize>) {
             d.copy_from_slice(&(0x8000_0000u32 | (i as u32) << 2).to_le_bytes())
         }),
     }
+    pattern
 }
 
 const RFLAGS_FIXED: u64 = 1 << 1;
@@ -367,12 +369,12 @@ struct Observation {
 fn run_side(
     form: &Form,
     start: &DiffState,
-    outs_width: Option<usize>,
+    initial_buffer: &[u8; BUFFER_LEN],
     through_model: bool,
 ) -> Observation {
     natively(|| {
         form.device.reset();
-        fill_buffer(outs_width);
+        *buffer() = *initial_buffer;
     });
     let mut state = *start;
     // Both sides single-step; natively the model only watches.
@@ -445,12 +447,21 @@ fn compare(
     outs_width: Option<usize>,
     fault: Option<crate::softtdx::HostFault>,
 ) -> Outcome {
-    let start = initial_state(form, df, rcx);
-    let native = run_side(form, &start, outs_width, false);
+    compare_from(form, &initial_state(form, df, rcx), &pattern_buffer(outs_width), fault)
+}
+
+/// Runs `form` natively and through the model from `start` and `initial_buffer`, and compares.
+fn compare_from(
+    form: &Form,
+    start: &DiffState,
+    initial_buffer: &[u8; BUFFER_LEN],
+    fault: Option<crate::softtdx::HostFault>,
+) -> Outcome {
+    let native = run_side(form, start, initial_buffer, false);
     if let Some(fault) = fault {
         crate::softtdx::inject(fault);
     }
-    let model = run_side(form, &start, outs_width, true);
+    let model = run_side(form, start, initial_buffer, true);
     let ves = model.ves;
     if fault.is_some() && !crate::softtdx::clear_injection() {
         return fail!("the injected host fault never fired ({ves} I/O #VEs)");
@@ -525,7 +536,106 @@ pub fn run(_ctx: &Context, tally: &mut Tally) {
             tally.run(check.as_str(), || compare(&form, df, 1 << 32, outs_width, None));
         }
     }
+    random_states(tally);
     faults(tally);
+}
+
+/// A small deterministic PRNG (xorshift64*), so that every run checks the same states.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+const RANDOM_STATES_PER_FORM: usize = 16;
+/// fw_cfg items whose first byte differs: signature "Q", ID 0x03, CPU count 0x01.
+const FW_CFG_SELECTORS: [u64; 3] = [0, 1, 5];
+
+/// `diff.random.*`: every form again from pseudo-random states: random GPRs (RAX's upper bits,
+/// all bits of registers the instruction does not use), random arithmetic flags and DF, RCX
+/// from 0 to 8, RSI/RDI anywhere within 24 bytes of the buffer's middle, random buffer
+/// contents. Values written to devices stay within what each device tolerates (the CMOS index
+/// stays 0x61, fw_cfg selectors stay in a known set).
+fn random_states(tally: &mut Tally) {
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let port = port_forms().map(|form| (form, None));
+    let strings = string_forms().map(|(form, rep)| (form, Some(rep)));
+    for (form, rep) in port.into_iter().chain(strings) {
+        let name = match rep {
+            None => crate::fixed_format!(64, "diff.random.{}", &form.name["diff.".len()..]),
+            Some(rep) => crate::fixed_format!(
+                64,
+                "diff.random.{}.{}",
+                form.name,
+                if rep { "rep" } else { "norep" }
+            ),
+        };
+        tally.run(name.as_str(), || {
+            let mut identical = 0;
+            for case in 0..RANDOM_STATES_PER_FORM {
+                let (start, initial_buffer) = random_case(&form, rep, &mut rng);
+                match compare_from(&form, &start, &initial_buffer, None) {
+                    Outcome::Pass(_) => identical += 1,
+                    Outcome::Fail(detail) => {
+                        return fail!("random state {case}: {}", detail.as_str());
+                    }
+                    skip => return skip,
+                }
+            }
+            pass!("{identical} random states identical")
+        });
+    }
+}
+
+fn random_case(
+    form: &Form,
+    rep: Option<bool>,
+    rng: &mut XorShift,
+) -> (DiffState, [u8; BUFFER_LEN]) {
+    let mut start = initial_state(form, rng.next() & 1 == 1, 0);
+    for (n, value) in start.gprs.iter_mut().enumerate() {
+        if n != Gpr::Rsp as usize {
+            *value = rng.next();
+        }
+    }
+    let middle = buffer().as_ptr() as u64 + BUFFER_START as u64;
+    let near_middle = |rng: &mut XorShift| middle - 24 + rng.below(49);
+    start.gprs[Gpr::Rsi as usize] = near_middle(rng);
+    start.gprs[Gpr::Rdi as usize] = near_middle(rng);
+    start.gprs[Gpr::Rdx as usize] = rng.next() << 16 | form.device.port() as u64;
+    if rep == Some(true) {
+        start.gprs[Gpr::Rcx as usize] = rng.below(9);
+    }
+    let out = form.name.contains(".out.");
+    let rax = &mut start.gprs[Gpr::Rax as usize];
+    match form.device {
+        // AL is the CMOS index: keep it on the NVRAM byte the checks own.
+        Device::Cmos if out => *rax = *rax & !0xFF | NVRAM_B as u64,
+        Device::FwCfgSelector if out => {
+            *rax = *rax & !0xFFFF | FW_CFG_SELECTORS[rng.below(3) as usize]
+        }
+        _ => {}
+    }
+    const ARITHMETIC_FLAGS: u64 = 0x8D5; // CF PF AF ZF SF OF
+    start.rflags =
+        RFLAGS_FIXED | (rng.next() & ARITHMETIC_FLAGS) | (start.rflags & crate::arch::rflags::DF);
+    let mut initial_buffer = [0u8; BUFFER_LEN];
+    initial_buffer.iter_mut().for_each(|b| *b = rng.next() as u8);
+    if form.name.starts_with("outs.w") {
+        for word in initial_buffer.chunks_mut(2) {
+            word.copy_from_slice(&(FW_CFG_SELECTORS[rng.below(3) as usize] as u16).to_le_bytes());
+        }
+    }
+    (start, initial_buffer)
 }
 
 fn faults(tally: &mut Tally) {
