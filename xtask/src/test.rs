@@ -552,11 +552,30 @@ pub fn run(options: Options) -> Result<bool> {
     }
     std::fs::create_dir_all(logs_dir())
         .with_context(|| format!("cannot create {}", logs_dir().display()))?;
+    // From here on the run has started: an error still ends with the closing count line that
+    // CI reads.
+    match run_started(&options, &qemu, &specs, with_host_merge_check) {
+        Ok(passed) => Ok(passed),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            println!();
+            println!("0 passed, 1 failed");
+            Ok(false)
+        }
+    }
+}
+
+fn run_started(
+    options: &Options,
+    qemu: &Path,
+    specs: &[RunSpec],
+    with_host_merge_check: bool,
+) -> Result<bool> {
     let host_ok = if options.skip_host_tests { true } else { host_tests()? };
 
     // Build each variant once, before any boot.
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for spec in &specs {
+    for spec in specs {
         if let std::collections::btree_map::Entry::Vacant(slot) =
             images.entry(format!("{:?}", spec.variant))
         {
@@ -573,7 +592,7 @@ pub fn run(options: Options) -> Result<bool> {
         mode: specs[0].mode_flag.as_deref(),
         extra_args: &options.qemu_args,
     });
-    println!("    {}", qemu::command_line(&qemu, &first_args));
+    println!("    {}", qemu::command_line(qemu, &first_args));
 
     let queue = Mutex::new(specs.iter().enumerate().collect::<Vec<_>>());
     let results = Mutex::new(Vec::new());
@@ -583,7 +602,7 @@ pub fn run(options: Options) -> Result<bool> {
             scope.spawn(|| loop {
                 let Some((index, spec)) = queue.lock().unwrap().pop() else { break };
                 let image = &images[&format!("{:?}", spec.variant)];
-                let result = execute(spec, image, &options, &qemu);
+                let result = execute(spec, image, options, qemu);
                 results.lock().unwrap().push((index, result));
             });
         }
