@@ -116,7 +116,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         exit::exit(bench::run());
     }
 
-    let verdict = selftest::run(boot_info, &flags);
+    let verdict = selftest::run(boot_info);
     exit::exit(verdict)
 }
 

@@ -16,7 +16,6 @@ mod devices;
 mod diff;
 mod td;
 
-use crate::bootflags::BootFlags;
 use crate::exit::ExitCode;
 use crate::fmtbuf::FixedString;
 use crate::{counters, println};
@@ -98,9 +97,8 @@ impl Tally {
     }
 }
 
-pub fn run(boot_info: &BootInfo, flags: &BootFlags) -> ExitCode {
+pub fn run(boot_info: &BootInfo) -> ExitCode {
     let ctx = Context { boot_info };
-    let _ = flags;
     println!("SELFTEST BEGIN mode={}", mode_name());
     let mut tally = Tally::default();
     basic::run(&ctx, &mut tally);
