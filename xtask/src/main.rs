@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod qemu;
 mod report;
+mod secure_boot;
 mod td;
 mod test;
 
@@ -370,7 +371,7 @@ fn boot_on_terminal(qemu: &std::path::Path, args: &[String], timeout: u64) -> Re
             eprintln!("QEMU said:\n{errors}");
         }
     }
-    println!("verdict: {verdict:?} ({why})");
+    println!("verdict: {verdict:?} after {:.1} s ({why})", finished.wall.as_secs_f64());
     Ok(verdict == test::Verdict::Pass)
 }
 

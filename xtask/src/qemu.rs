@@ -2,7 +2,9 @@
 //!
 //! Every command line gets `-nic none`, `-display none` and `-no-reboot`. QEMU is killed when
 //! the timeout expires, when the runner is dropped, and (through PR_SET_PDEATHSIG) when xtask
-//! itself dies, e.g. on Ctrl-C.
+//! itself dies, e.g. on Ctrl-C. It is also stopped at once when the firmware refuses our loader
+//! because of Secure Boot ([`crate::secure_boot`]): the firmware then waits in its boot menu
+//! forever, and the run has its answer.
 
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
@@ -166,18 +168,29 @@ pub fn run(qemu: &Path, args: &[String], limits: &Limits, echo: bool) -> Result<
     let mut stderr = child.0.stderr.take().expect("piped");
     let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let marker_seen: std::sync::Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let collected = collected.clone();
         let marker_seen = marker_seen.clone();
+        let refused = refused.clone();
         let marker = limits.stop_after_marker.as_ref().map(|(m, _)| m.clone().into_bytes());
         std::thread::spawn(move || {
             let mut buffer = [0u8; 4096];
+            // Complete lines before this offset have been checked for the firmware's refusal.
+            let mut checked = 0;
             loop {
                 match stdout.read(&mut buffer) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         let mut all = collected.lock().unwrap();
                         all.extend_from_slice(&buffer[..n]);
+                        if let Some(end) = all[checked..].iter().rposition(|&b| b == b'\n') {
+                            let lines = String::from_utf8_lossy(&all[checked..checked + end]);
+                            if crate::secure_boot::find_refusal(&lines).is_some() {
+                                refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            checked += end + 1;
+                        }
                         if let Some(marker) = &marker {
                             let mut seen = marker_seen.lock().unwrap();
                             if seen.is_none() && all.windows(marker.len()).any(|w| w == marker) {
@@ -208,6 +221,10 @@ pub fn run(qemu: &Path, args: &[String], limits: &Limits, echo: bool) -> Result<
             (Some((_, grace)), Some(seen)) => seen.elapsed() >= *grace,
             _ => false,
         };
+        if refused.load(std::sync::atomic::Ordering::Relaxed) {
+            child.kill();
+            break None;
+        }
         if start.elapsed() >= limits.timeout || grace_over {
             timed_out = true;
             child.kill();
@@ -319,6 +336,27 @@ mod tests {
         assert!(finished.timed_out);
         assert!(finished.wall < Duration::from_secs(5), "{:?}", finished.wall);
         assert!(finished.output.contains("spinning"));
+    }
+
+    #[test]
+    fn a_firmware_refusing_the_loader_is_stopped_at_once() {
+        let limits = Limits::timeout(Duration::from_secs(30));
+        let refusal = "BdsDxe: failed to load Boot0002 UEFI-DISK from PciRoot(0x0): Access Denied";
+        let script =
+            format!("printf 'BdsDxe: loading Boot0002\\r\\n{refusal}\\r\\n'; exec sleep 30");
+        let finished = run(Path::new("/bin/sh"), &["-c".into(), script], &limits, false).unwrap();
+        assert!(!finished.timed_out && finished.status.is_none());
+        assert!(finished.wall < Duration::from_secs(5), "{:?}", finished.wall);
+        assert!(finished.output.contains("Access Denied"));
+    }
+
+    #[test]
+    fn other_boot_failures_do_not_stop_the_run() {
+        let limits = Limits::timeout(Duration::from_millis(500));
+        let script = "printf 'BdsDxe: failed to load Boot0001 DVD from P(0): Not Found\\r\\n'; exec sleep 30";
+        let finished =
+            run(Path::new("/bin/sh"), &["-c".into(), script.into()], &limits, false).unwrap();
+        assert!(finished.timed_out);
     }
 
     #[test]

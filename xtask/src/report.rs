@@ -46,6 +46,9 @@ pub struct SerialReport {
     pub first_kernel_line: Option<String>,
     /// The kernel's own status lines (`tdx-unikernel: ...`), for harness markers.
     pub kernel_lines: Vec<String>,
+    /// The firmware's line refusing our loader because of Secure Boot, printed before the
+    /// kernel started ([`crate::secure_boot`]).
+    pub firmware_refusal: Option<String>,
 }
 
 /// Removes ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`) and carriage
@@ -105,6 +108,12 @@ pub fn parse(serial: &str) -> SerialReport {
     let clean = strip_ansi(serial);
     let mut report = SerialReport::default();
     for raw in clean.lines() {
+        if !report.kernel_started
+            && report.firmware_refusal.is_none()
+            && crate::secure_boot::is_refusal(raw)
+        {
+            report.firmware_refusal = Some(raw.trim().to_owned());
+        }
         // Firmware output may run into the kernel's first line without a newline.
         // ("softtdx: ..." is the model speaking, not the kernel.)
         let glued = ["tdx-unikernel:", "tdx: "]

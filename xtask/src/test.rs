@@ -15,6 +15,10 @@
 //!   differential checks to fail.
 //! - `harness:broken-ve-ordering`: a kernel whose #VE handler does port I/O before
 //!   TDG.VP.VEINFO.GET; expect softtdx to stop it (a #DF on real hardware).
+//! - `harness:secure-boot`: the image booted with Debian's Secure Boot firmware with Microsoft's
+//!   keys enrolled ([`SECURE_BOOT_FIRMWARE`]); expect the firmware's refusal of our unsigned
+//!   loader, recognised on serial, as the run's outcome. Skipped, with the reason, where that
+//!   firmware is not installed.
 //!
 //! Counting: every check of an expect-pass run counts as passed or failed; a run whose verdict
 //! is not what it expects adds one failure. A run that expects something else (fatal, fail,
@@ -53,6 +57,8 @@ pub enum Expect {
     Crash {
         marker: String,
     },
+    /// The firmware refuses to load our unsigned loader because it enforces Secure Boot.
+    Refused,
 }
 
 impl Expect {
@@ -63,6 +69,7 @@ impl Expect {
             Expect::Fatal { .. } => "fatal",
             Expect::Timeout { .. } => "timeout",
             Expect::Crash { .. } => "crash",
+            Expect::Refused => "refused",
         }
     }
 }
@@ -77,6 +84,9 @@ pub struct RunSpec {
     pub variant: KernelVariant,
     pub expect: Expect,
     pub timeout: Duration,
+    /// Firmware for this run instead of the one the run was started with (its VARS template,
+    /// if any, is found and copied as for `--firmware`). The run is skipped when it is absent.
+    pub firmware: Option<PathBuf>,
 }
 
 /// The softtdx fatal scenarios (kernel/src/bootflags.rs) and the words the kernel's FATAL line
@@ -97,6 +107,11 @@ pub const CRASHES: [(&str, &[&str]); 2] = [
     ("page-fault", &["unexpected exception vector=14 (#PF)", "CR2=0x7fffdead0000"]),
     ("panic", &["PANIC at ", "deliberate panic requested by the boot flags"]),
 ];
+
+/// The Secure Boot firmware of the `harness:secure-boot` run: Debian bookworm's `ovmf` package,
+/// Secure Boot and SMM build, with `OVMF_VARS_4M.ms.fd` beside it (Microsoft's keys enrolled,
+/// Secure Boot on). Described by that package's `40-edk2-x86_64-secure-enrolled.json`.
+pub const SECURE_BOOT_FIRMWARE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
 
 /// How long a run that expects a hang watches the kernel after it announced the hang.
 const HANG_GRACE: Duration = Duration::from_secs(3);
@@ -123,6 +138,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             variant: variant.clone(),
             expect: Expect::Pass,
             timeout,
+            firmware: None,
         },
         RunSpec {
             id: "softtdx".into(),
@@ -131,6 +147,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             variant: variant.clone(),
             expect: Expect::Pass,
             timeout,
+            firmware: None,
         },
     ];
     if fail_check.is_some() {
@@ -148,6 +165,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
                 host_report: true,
             },
             timeout,
+            firmware: None,
         });
     }
     for (crash, reason) in CRASHES {
@@ -161,6 +179,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
                 host_report: true,
             },
             timeout,
+            firmware: None,
         });
     }
     runs.push(RunSpec {
@@ -170,6 +189,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         variant: KernelVariant::default(),
         expect: Expect::Crash { marker: "loading an empty IDT and raising #BP".into() },
         timeout,
+        firmware: None,
     });
     runs.push(RunSpec {
         id: "harness:hang".into(),
@@ -178,6 +198,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         variant: KernelVariant::default(),
         expect: Expect::Timeout { marker: "hang requested by the boot flags".into() },
         timeout,
+        firmware: None,
     });
     runs.push(RunSpec {
         id: "harness:fail-check".into(),
@@ -189,6 +210,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         },
         expect: Expect::Fail { check: "serial.scratch".into() },
         timeout,
+        firmware: None,
     });
     runs.push(RunSpec {
         id: "harness:broken-ve-ordering".into(),
@@ -200,6 +222,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             host_report: false,
         },
         timeout,
+        firmware: None,
     });
     runs.push(RunSpec {
         id: "harness:broken-in-merge".into(),
@@ -208,6 +231,16 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         variant: KernelVariant { broken_in_merge: true, ..KernelVariant::default() },
         expect: Expect::Fail { check: "diff.in.dx.l".into() },
         timeout,
+        firmware: None,
+    });
+    runs.push(RunSpec {
+        id: "harness:secure-boot".into(),
+        mode: "native",
+        mode_flag: None,
+        variant: KernelVariant::default(),
+        expect: Expect::Refused,
+        timeout,
+        firmware: Some(PathBuf::from(SECURE_BOOT_FIRMWARE)),
     });
     runs
 }
@@ -219,6 +252,10 @@ pub enum Verdict {
     Fail,
     Timeout,
     Crash,
+    /// The firmware refused our loader (Secure Boot); the kernel never ran.
+    Refused,
+    /// The run could not be made on this host (the reason says why); neither passed nor failed.
+    Skip,
 }
 
 /// What QEMU's ending says about the guest, before comparing with the expectation.
@@ -227,6 +264,12 @@ pub fn verdict(
     timed_out: bool,
     report: &SerialReport,
 ) -> (Verdict, String) {
+    // The runner stops QEMU at the refusal; whatever else the ending says, this is why.
+    if let Some(line) = &report.firmware_refusal {
+        if !report.kernel_started {
+            return (Verdict::Refused, crate::secure_boot::refusal_reason(line));
+        }
+    }
     if timed_out {
         return (Verdict::Timeout, "no exit before the timeout".into());
     }
@@ -387,6 +430,14 @@ pub fn judge(
             }
             Ok(())
         }
+        Expect::Refused => {
+            if verdict != Verdict::Refused || report.kernel_started {
+                return Err(format!(
+                    "expected the firmware to refuse the loader (Secure Boot), got {verdict:?}"
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -417,9 +468,50 @@ fn logs_dir() -> PathBuf {
     build::project_root().join("target/xtask-logs")
 }
 
+/// The firmware a run boots with: its own when it names one, else the one given to the test.
+/// `Err` carries the reason to skip the run.
+fn run_firmware(spec: &RunSpec, options: &Options) -> Result<ovmf::Firmware, String> {
+    let Some(path) = &spec.firmware else { return Ok(options.firmware.clone()) };
+    if !path.exists() {
+        return Err(format!("{} is not installed on this host", path.display()));
+    }
+    // The run gets its own copy of the VARS template (it may be written), as for --firmware.
+    let scratch =
+        build::project_root().join("target/xtask-firmware").join(spec.id.replace(':', "-"));
+    ovmf::find(&ovmf::FindOptions {
+        explicit: Some(path.clone()),
+        env: None,
+        root: PathBuf::from("/"),
+        scratch_dir: scratch,
+    })
+    .map_err(|error| error.to_string())
+}
+
 fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Result<RunReport> {
+    let log = logs_dir().join(format!("{}.log", spec.id.replace(':', "-")));
+    let firmware = match run_firmware(spec, options) {
+        Ok(firmware) => firmware,
+        Err(reason) => {
+            std::fs::write(&log, format!("skipped: {reason}\n"))
+                .with_context(|| format!("cannot write {}", log.display()))?;
+            return Ok(RunReport {
+                id: spec.id.clone(),
+                mode: spec.mode.into(),
+                loader: "upstream".into(),
+                expect: spec.expect.word().into(),
+                verdict: Verdict::Skip,
+                judged: "skip".into(),
+                reason,
+                qemu_status: None,
+                wall_ms: 0,
+                tests: Vec::new(),
+                counters: BTreeMap::new(),
+                log: log.display().to_string(),
+            });
+        }
+    };
     let args = qemu::boot_args(&qemu::BootSpec {
-        firmware: &options.firmware,
+        firmware: &firmware,
         image,
         kvm: options.kvm,
         mode: spec.mode_flag.as_deref(),
@@ -435,7 +527,6 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         },
     };
     let finished = qemu::run(qemu, &args, &limits, false)?;
-    let log = logs_dir().join(format!("{}.log", spec.id.replace(':', "-")));
     std::fs::write(&log, &finished.output)
         .with_context(|| format!("cannot write {}", log.display()))?;
     let parsed = report::parse(&finished.output);
@@ -619,7 +710,14 @@ fn run_started(
         runs.push(host_tests_catch_broken_merge()?);
     }
     let (mut passed, mut failed) = (0u32, 0u32);
+    let mut skipped = Vec::new();
     for run in &runs {
+        if run.judged == "skip" {
+            println!();
+            println!("run {:<34} expect {:<7} skip: {}", run.id, run.expect, run.reason);
+            skipped.push(run.id.as_str());
+            continue;
+        }
         let ok = run.judged == "ok";
         println!();
         println!(
@@ -678,6 +776,9 @@ fn run_started(
             println!("\n--fail-check {name}: no check of that name ran, so nothing was inverted");
         }
     }
+    if !skipped.is_empty() {
+        println!("\nskipped (neither passed nor failed): {}", skipped.join(", "));
+    }
     let report = Report { passed, failed, runs };
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report)?;
@@ -733,6 +834,7 @@ pub fn run_td(
         variant: KernelVariant::default(),
         expect: Expect::Pass,
         timeout,
+        firmware: None,
     };
     let judged = judge(&spec, verdict, finished.status, &parsed);
     let (mut passed, mut failed) = (0u32, 0u32);
@@ -792,6 +894,7 @@ mod tests {
             variant: KernelVariant::default(),
             expect,
             timeout: Duration::from_secs(1),
+            firmware: None,
         }
     }
 
@@ -942,10 +1045,55 @@ mod tests {
     }
 
     #[test]
+    fn a_secure_boot_refusal_is_its_own_verdict_not_a_timeout() {
+        let refused = report::parse(
+            "BdsDxe: loading Boot0002 \"UEFI QEMU HARDDISK QM00001 \"\r\nBdsDxe: failed to load Boot0002 \"UEFI QEMU HARDDISK QM00001 \" from PciRoot(0x0): Access Denied\r\n",
+        );
+        // Stopped by the runner (killed: no status), or at the timeout: the refusal is the reason.
+        for (status, timed_out) in [(None, false), (None, true)] {
+            let (verdict, why) = verdict(status, timed_out, &refused);
+            assert_eq!(verdict, Verdict::Refused);
+            assert!(why.contains("Secure Boot") && why.contains("Access Denied"), "{why}");
+        }
+        let s = spec(Expect::Refused, "native");
+        assert!(judge(&s, Verdict::Refused, None, &refused).is_ok());
+        assert!(judge(&s, Verdict::Timeout, None, &refused).is_err());
+        let booted = passing_report("native", 0);
+        assert!(judge(&s, verdict(Some(33), false, &booted).0, Some(33), &booted).is_err());
+        // A pass run that meets the refusal is wrong, not a timeout.
+        assert!(judge_pass("native", &refused).is_err());
+    }
+
+    #[test]
+    fn a_run_whose_firmware_is_not_installed_is_skipped_with_the_reason() {
+        let options = Options {
+            timeout: Duration::from_secs(1),
+            json: None,
+            qemu_args: Vec::new(),
+            fail_check: None,
+            kvm: false,
+            firmware: ovmf::Firmware {
+                code: "/fw/OVMF.fd".into(),
+                vars: None,
+                source: ovmf::Source::Explicit,
+            },
+            runs: Vec::new(),
+            skip_host_tests: true,
+        };
+        let mut s = spec(Expect::Refused, "native");
+        assert_eq!(run_firmware(&s, &options).unwrap().code, Path::new("/fw/OVMF.fd"));
+        s.firmware = Some("/nonexistent/OVMF_CODE_4M.ms.fd".into());
+        let reason = run_firmware(&s, &options).unwrap_err();
+        assert!(reason.contains("/nonexistent/OVMF_CODE_4M.ms.fd is not installed"), "{reason}");
+    }
+
+    #[test]
     fn default_runs_cover_every_fatal_scenario_and_the_harness() {
         let runs = default_runs(Duration::from_secs(120), None);
         assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 8);
         assert!(runs.iter().any(|r| matches!(r.expect, Expect::Timeout { .. })));
+        let secure_boot = runs.iter().find(|r| r.expect == Expect::Refused).unwrap();
+        assert_eq!(secure_boot.firmware.as_deref(), Some(Path::new(SECURE_BOOT_FIRMWARE)));
         assert_eq!(default_runs(Duration::from_secs(1), Some("x")).len(), 2);
     }
 }

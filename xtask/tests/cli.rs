@@ -156,6 +156,36 @@ fn run_boots_shows_the_self_test_and_exits_zero() {
     assert!(stdout.contains("verdict: Pass"), "{stdout}");
 }
 
+/// Booting with a firmware that enforces Secure Boot with enrolled keys (Debian's
+/// `OVMF_CODE_4M.ms.fd`, with `OVMF_VARS_4M.ms.fd` beside it) ends at the firmware's refusal of
+/// our unsigned loader, with the Secure Boot line, long before the timeout.
+#[test]
+fn run_with_secure_boot_firmware_stops_at_the_refusal() {
+    let firmware = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
+    if !std::path::Path::new(firmware).exists() {
+        println!("skip: {firmware} not present (Debian's ovmf package)");
+        return;
+    }
+    let timeout = 120;
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["run", "--firmware", firmware, "--timeout", &timeout.to_string()])
+        .env_remove("OVMF_PATH")
+        .output()
+        .expect("xtask runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let verdict = stdout.lines().find(|l| l.starts_with("verdict: ")).expect("a verdict line");
+    assert!(verdict.starts_with("verdict: Refused after "), "{verdict}");
+    assert!(verdict.contains("enforces Secure Boot") && verdict.contains("Access Denied"));
+    // QEMU's wall time, from the verdict line: the refusal comes a few seconds into the boot.
+    let seconds: f64 = verdict["verdict: Refused after ".len()..]
+        .split_once(' ')
+        .and_then(|(secs, _)| secs.parse().ok())
+        .expect("a wall time");
+    assert!(seconds < (timeout / 4) as f64, "stopped only after {seconds} s: {verdict}");
+    assert!(!stdout.contains("SELFTEST BEGIN"), "the kernel ran: {stdout}");
+}
+
 /// Killing xtask (as Ctrl-C does) takes QEMU with it: no orphans.
 #[test]
 fn qemu_dies_with_xtask() {
