@@ -1,15 +1,25 @@
 //! The serial console on COM1, and a lock-free emergency writer for fatal paths.
 //!
-//! The console is the uart_16550 driver behind a spin lock, used by `print!`/`println!`. The
-//! lock does not disable interrupts and #VE cannot be masked, so exception handlers never take
-//! it: they print through [`EmergencyWriter`], which owns no state. In a TD the emergency writer
-//! talks to the UART with TDG.VP.VMCALL<Instruction.IO> directly instead of executing IN/OUT,
-//! so that printing diagnostics from the #VE handler never re-enters the #VE path.
+//! The console is the uart_16550 driver behind a spin lock, used by `print!`/`println!`. Output
+//! is formatted into a buffer and sent in chunks: uart_16550's `send_bytes` reads the line
+//! status register once and then writes up to 16 bytes (the 16550 FIFO), so a long line costs
+//! one LSR read per 16 bytes instead of one per byte. In a TD every register access is a host
+//! exit, which puts the floor at 1 + 1/16 exits per byte.
+//!
+//! The driver's backend depends on where the kernel runs: natively it is `PioBackend` (IN/OUT);
+//! in a TD (and under softtdx) it is [`DirectBackend`], which makes the
+//! TDG.VP.VMCALL<Instruction.IO> hypercall itself, so that console output costs one exit per
+//! access and no #VE. The serial self-test checks keep driving the UART through `PioBackend`
+//! ([`with_pio_uart`]), so that the #VE path stays covered.
+//!
+//! The lock does not disable interrupts and #VE cannot be masked, so exception handlers never
+//! take it: they print through [`EmergencyWriter`], which owns no state and in a TD also uses
+//! hypercalls, so printing diagnostics from the #VE handler never re-enters the #VE path.
 
 use core::fmt::{self, Write};
 use spin::Mutex;
-use tdx_ve::io::PortWidth;
-use uart_16550::backend::PioBackend;
+use tdx_ve::io::{IoDirection, PortWidth};
+use uart_16550::backend::{Backend, PioBackend};
 use uart_16550::{Config, Uart16550};
 
 pub const COM1: u16 = 0x3F8;
@@ -18,37 +28,123 @@ const LSR_OFFSET: u16 = 5;
 const LSR_THR_EMPTY: u8 = 1 << 5;
 /// How long the emergency writer waits for the transmitter before it writes anyway.
 const THR_POLL_LIMIT: u32 = 100_000;
+/// The 16550 transmit FIFO; output is sent in chunks of this many bytes.
+pub const FIFO_SIZE: usize = 16;
+/// Bytes formatted before the console sends them; a multiple of the FIFO size.
+const BUFFER_SIZE: usize = 16 * FIFO_SIZE;
 
-static CONSOLE: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
+/// COM1 through TDG.VP.VMCALL<Instruction.IO> directly, behind the port allowlist
+/// ([`crate::tdx::io`]): one host exit per register access, no #VE.
+pub struct DirectBackend {
+    base: u16,
+}
 
-pub fn init() {
-    // SAFETY: COM1 is the standard 16550 port on every machine this kernel boots on (QEMU q35
-    // and TD guests), and nothing else in the kernel drives it except through this console or
-    // the emergency writer.
-    let uart = unsafe { Uart16550::new_port(COM1) };
-    if let Ok(mut uart) = uart {
-        if uart.init(Config::default()).is_ok() {
-            *CONSOLE.lock() = Some(uart);
+impl Backend for DirectBackend {
+    #[inline]
+    unsafe fn read(&mut self, register_offset: u8) -> u8 {
+        let port = self.base + register_offset as u16;
+        match crate::tdx::io::read(port, PortWidth::Byte) {
+            Ok(value) => value as u8,
+            Err(error) => crate::tdx::io::fatal(IoDirection::In, port, PortWidth::Byte, error),
+        }
+    }
+
+    #[inline]
+    unsafe fn write(&mut self, register_offset: u8, value: u8) {
+        let port = self.base + register_offset as u16;
+        if let Err(error) = crate::tdx::io::write(port, PortWidth::Byte, value as u64) {
+            crate::tdx::io::fatal(IoDirection::Out, port, PortWidth::Byte, error)
         }
     }
 }
 
-/// Runs `f` with the console's driver, for the serial self-test checks.
-pub fn with_uart<R>(f: impl FnOnce(&mut Uart16550<PioBackend>) -> R) -> Option<R> {
-    CONSOLE.lock().as_mut().map(f)
+/// The console's driver, with the backend chosen at [`init`].
+enum Uart {
+    Pio(Uart16550<PioBackend>),
+    Direct(Uart16550<DirectBackend>),
 }
 
-struct ConsoleWriter<'a>(&'a mut Uart16550<PioBackend>);
+impl Uart {
+    fn send_bytes_exact(&mut self, bytes: &[u8]) {
+        match self {
+            Uart::Pio(uart) => uart.send_bytes_exact(bytes),
+            Uart::Direct(uart) => uart.send_bytes_exact(bytes),
+        }
+    }
+}
 
-impl Write for ConsoleWriter<'_> {
+static CONSOLE: Mutex<Option<Uart>> = Mutex::new(None);
+
+/// Initialises COM1. In a TD (CPUID says so; under softtdx once the model is on) the console
+/// uses [`DirectBackend`].
+pub fn init() {
+    let uart = if crate::tdx::detect() {
+        // SAFETY: COM1 is the standard 16550 port on every machine this kernel boots on, and
+        // nothing else drives it except through this console or the emergency writer.
+        let mut uart = unsafe { Uart16550::new_with_backend(DirectBackend { base: COM1 }) };
+        uart.init(Config::default()).ok().map(|()| Uart::Direct(uart))
+    } else {
+        // SAFETY: as above.
+        let uart = unsafe { Uart16550::new_port(COM1) };
+        uart.ok().and_then(|mut uart| uart.init(Config::default()).ok().map(|()| Uart::Pio(uart)))
+    };
+    *CONSOLE.lock() = uart;
+}
+
+/// Runs `f` with a uart_16550 driver on COM1 that uses `PioBackend` (IN/OUT, so #VE in a TD),
+/// for the serial self-test checks. The console's lock is held meanwhile, so no output
+/// interleaves with what `f` does to the UART. None if the console did not initialise.
+pub fn with_pio_uart<R>(f: impl FnOnce(&mut Uart16550<PioBackend>) -> R) -> Option<R> {
+    let console = CONSOLE.lock();
+    console.as_ref()?;
+    // SAFETY: COM1 as in `init`; the console is locked, so this driver has the UART to itself.
+    let mut uart = unsafe { Uart16550::new_port(COM1) }.ok()?;
+    Some(f(&mut uart))
+}
+
+/// Formats into a buffer and sends it in chunks, turning `\n` into `\r\n`.
+pub struct BufferedWriter<'a, F: FnMut(&[u8])> {
+    buffer: [u8; BUFFER_SIZE],
+    len: usize,
+    send: &'a mut F,
+}
+
+impl<'a, F: FnMut(&[u8])> BufferedWriter<'a, F> {
+    pub fn new(send: &'a mut F) -> Self {
+        Self { buffer: [0; BUFFER_SIZE], len: 0, send }
+    }
+
+    fn push(&mut self, byte: u8) {
+        if self.len == BUFFER_SIZE {
+            self.flush();
+        }
+        self.buffer[self.len] = byte;
+        self.len += 1;
+    }
+
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            (self.send)(&self.buffer[..self.len]);
+            self.len = 0;
+        }
+    }
+}
+
+impl<F: FnMut(&[u8])> Write for BufferedWriter<'_, F> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for byte in s.bytes() {
             if byte == b'\n' {
-                self.0.send_bytes_exact(b"\r");
+                self.push(b'\r');
             }
-            self.0.send_bytes_exact(&[byte]);
+            self.push(byte);
         }
         Ok(())
+    }
+}
+
+impl<F: FnMut(&[u8])> Drop for BufferedWriter<'_, F> {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -57,12 +153,37 @@ pub fn _print(args: fmt::Arguments) {
     let mut console = CONSOLE.lock();
     match console.as_mut() {
         Some(uart) => {
-            let _ = ConsoleWriter(uart).write_fmt(args);
+            let mut send = |bytes: &[u8]| uart.send_bytes_exact(bytes);
+            let _ = BufferedWriter::new(&mut send).write_fmt(args);
         }
         None => {
             let _ = EmergencyWriter.write_fmt(args);
         }
     }
+}
+
+/// Sends `text` byte by byte, one LSR poll and one THR write per byte, as the console did
+/// before it buffered: the bench's reference for exits per byte.
+#[cfg(feature = "softtdx")]
+pub fn print_bytewise_pio(text: &str) {
+    let _ = with_pio_uart(|uart| {
+        for byte in text.bytes() {
+            if byte == b'\n' {
+                uart.send_bytes_exact(b"\r");
+            }
+            uart.send_bytes_exact(&[byte]);
+        }
+    });
+}
+
+/// Sends `text` buffered, through `PioBackend` (so through #VE in a TD): the bench's reference
+/// for what buffering alone saves.
+#[cfg(feature = "softtdx")]
+pub fn print_buffered_pio(text: &str) {
+    let _ = with_pio_uart(|uart| {
+        let mut send = |bytes: &[u8]| uart.send_bytes_exact(bytes);
+        let _ = BufferedWriter::new(&mut send).write_str(text);
+    });
 }
 
 #[macro_export]

@@ -38,8 +38,10 @@ pub static TDVMCALL_HLT: Counter = Counter::new("tdvmcall.hlt");
 pub static TDVMCALL_CPUID: Counter = Counter::new("tdvmcall.cpuid");
 pub static TDVMCALL_MSR: Counter = Counter::new("tdvmcall.msr");
 pub static TDVMCALL_FAILED: Counter = Counter::new("tdvmcall.failed");
+/// Port accesses the allowlist refused (`crate::tdx::io`).
+pub static IO_DENIED: Counter = Counter::new("io.denied");
 
-pub static ALL: [&Counter; 13] = [
+pub static ALL: [&Counter; 14] = [
     &VE_IO,
     &VE_HLT,
     &VE_CPUID,
@@ -53,4 +55,5 @@ pub static ALL: [&Counter; 13] = [
     &TDVMCALL_CPUID,
     &TDVMCALL_MSR,
     &TDVMCALL_FAILED,
+    &IO_DENIED,
 ];

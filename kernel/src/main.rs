@@ -63,7 +63,6 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // In a TD, every port access from here on raises #VE; the fatal paths must know that
     // before the first one.
     tdx::early_detect();
-    console::init();
     memory::init(boot_info);
     heap::init(boot_info);
 
@@ -89,6 +88,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         exit::exit(exit::ExitCode::Failure);
     }
 
+    // After the model is on: under softtdx, too, the console must use the direct backend.
+    console::init();
     tdx::init();
     println!("tdx-unikernel: kernel entered, GDT/TSS/IDT installed");
     if flags.unparsed {

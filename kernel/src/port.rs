@@ -168,7 +168,7 @@ port_string!(insl, outsl, u32, "insd", "outsd", inl, outl);
 /// Reading `port` must have no memory-safety side effects.
 pub unsafe fn raw_in(port: u16, width: PortWidth) -> u32 {
     if crate::tdx::is_td() {
-        return crate::tdx::vmcall::io_read(port, width).unwrap_or(0xFFFF_FFFF) as u32;
+        return crate::tdx::io::read(port, width).unwrap_or(0xFFFF_FFFF) as u32;
     }
     // SAFETY: delegated to the caller.
     unsafe {
@@ -186,7 +186,7 @@ pub unsafe fn raw_in(port: u16, width: PortWidth) -> u32 {
 /// Writing `port` must have no memory-safety side effects.
 pub unsafe fn raw_out(port: u16, width: PortWidth, value: u32) {
     if crate::tdx::is_td() {
-        let _ = crate::tdx::vmcall::io_write(port, width, value as u64);
+        let _ = crate::tdx::io::write(port, width, value as u64);
         return;
     }
     // SAFETY: delegated to the caller.

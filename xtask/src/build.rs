@@ -24,6 +24,9 @@ pub struct KernelVariant {
     pub broken_in_merge: bool,
     /// Build with a port access before TDG.VP.VEINFO.GET (kernel feature `broken-ve-ordering`).
     pub broken_ve_ordering: bool,
+    /// Build with a port allowlist that lets every port through (kernel feature
+    /// `broken-allowlist`).
+    pub broken_allowlist: bool,
 }
 
 impl KernelVariant {
@@ -38,6 +41,9 @@ impl KernelVariant {
         }
         if self.broken_ve_ordering {
             name.push_str("-broken-ve-ordering");
+        }
+        if self.broken_allowlist {
+            name.push_str("-broken-allowlist");
         }
         name
     }
@@ -86,6 +92,9 @@ pub fn build(variant: &KernelVariant, quiet: bool) -> Result<Artifacts> {
     }
     if variant.broken_ve_ordering {
         cargo.args(["--features", "broken-ve-ordering"]);
+    }
+    if variant.broken_allowlist {
+        cargo.args(["--features", "broken-allowlist"]);
     }
     match &variant.fail_check {
         Some(check) => cargo.env("TDX_UNIKERNEL_FAIL_CHECK", check),

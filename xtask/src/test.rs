@@ -13,6 +13,8 @@
 //! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
 //! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
 //!   differential checks to fail.
+//! - `harness:broken-allowlist`: a kernel whose port allowlist lets every port through; expect
+//!   the allowlist checks to fail.
 //! - `harness:broken-ve-ordering`: a kernel whose #VE handler does port I/O before
 //!   TDG.VP.VEINFO.GET; expect softtdx to stop it (a #DF on real hardware).
 //! - `harness:secure-boot`: the image booted with Debian's Secure Boot firmware with Microsoft's
@@ -223,6 +225,14 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         },
         timeout,
         firmware: None,
+    });
+    runs.push(RunSpec {
+        id: "harness:broken-allowlist".into(),
+        mode: "softtdx",
+        mode_flag: Some("softtdx".into()),
+        variant: KernelVariant { broken_allowlist: true, ..KernelVariant::default() },
+        expect: Expect::Fail { check: "allowlist.ve.denied_in".into() },
+        timeout,
     });
     runs.push(RunSpec {
         id: "harness:broken-in-merge".into(),
@@ -800,6 +810,9 @@ fn describe_variant(variant: &KernelVariant) -> String {
     }
     if variant.broken_ve_ordering {
         parts.push("port I/O before TDG.VP.VEINFO.GET".to_owned());
+    }
+    if variant.broken_allowlist {
+        parts.push("a port allowlist that lets every port through".to_owned());
     }
     if parts.is_empty() {
         "(default)".to_owned()

@@ -47,7 +47,7 @@ fn serial_scratch() -> Outcome {
 
 fn serial_loopback() -> Outcome {
     let before = VE_IO.get();
-    let result = crate::console::with_uart(|uart| uart.test_loopback());
+    let result = crate::console::with_pio_uart(|uart| uart.test_loopback());
     match result {
         None => fail!("console UART was not initialised"),
         Some(Err(e)) => fail!("uart_16550 loopback test failed: {e:?}"),

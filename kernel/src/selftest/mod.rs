@@ -10,6 +10,7 @@
 //! Lines starting with `#` carry extra diagnostics (e.g. both states of a failed differential
 //! check) and are ignored by the parser.
 
+mod allowlist;
 mod basic;
 mod devices;
 #[cfg(feature = "softtdx")]
@@ -104,10 +105,12 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     basic::run(&ctx, &mut tally);
     devices::run(&ctx, &mut tally);
     td::run(&ctx, &mut tally);
+    allowlist::run(&mut tally);
     #[cfg(feature = "softtdx")]
     diff::run(&ctx, &mut tally);
     #[cfg(not(feature = "softtdx"))]
     tally.record("diff.*", skip!("built without the softtdx model"));
+    allowlist::run_final(&mut tally);
 
     // Snapshot first: printing itself raises I/O #VEs in a TD.
     let snapshot = counters::ALL.map(|c| (c.name, c.get()));

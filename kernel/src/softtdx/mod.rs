@@ -498,7 +498,10 @@ fn tdx_module(frame: &mut TrapFrame) {
         }
         // TDG.VP.VMCALL
         0 => {
-            if model.scenario == Some(FatalScenario::TdcallFailure) {
+            // The fatal scenarios are about the #VE handler: they fire on its hypercalls, not on
+            // those the console makes directly.
+            let in_ve_handler = model.ve_in_flight.is_some();
+            if in_ve_handler && model.scenario == Some(FatalScenario::TdcallFailure) {
                 model.scenario = None;
                 frame.rax = TDX_OPERAND_INVALID;
                 return;
@@ -509,7 +512,9 @@ fn tdx_module(frame: &mut TrapFrame) {
                 return;
             }
             let model = &mut *model;
-            vmm::vmcall(frame, bitmap, &mut model.scenario, &mut model.host_fault);
+            let mut no_scenario = None;
+            let scenario = if in_ve_handler { &mut model.scenario } else { &mut no_scenario };
+            vmm::vmcall(frame, bitmap, scenario, &mut model.host_fault);
             frame.rax = TDX_SUCCESS;
         }
         _ => frame.rax = TDX_OPERAND_INVALID,

@@ -184,12 +184,12 @@ fn emulate_io(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), VeError> {
     };
     match access.direction {
         IoDirection::In => {
-            let data = vmcall::io_read(access.port, access.width).map_err(io_error)?;
+            let data = super::io::read(access.port, access.width).map_err(io_error)?;
             frame.rax = io::merge_in(frame.rax, access.width, data);
         }
         IoDirection::Out => {
             let value = io::out_value(frame.rax, access.width);
-            vmcall::io_write(access.port, access.width, value).map_err(io_error)?;
+            super::io::write(access.port, access.width, value).map_err(io_error)?;
         }
     }
     Ok(())
@@ -250,7 +250,7 @@ impl StringIoEnv for HypercallStringIo {
     type Error = VeError;
 
     fn port_in(&mut self, port: u16, width: PortWidth) -> Result<u64, VeError> {
-        vmcall::io_read(port, width).map_err(|error| VeError::Io {
+        super::io::read(port, width).map_err(|error| VeError::Io {
             direction: IoDirection::In,
             port,
             width,
@@ -259,7 +259,7 @@ impl StringIoEnv for HypercallStringIo {
     }
 
     fn port_out(&mut self, port: u16, width: PortWidth, value: u64) -> Result<(), VeError> {
-        vmcall::io_write(port, width, value).map_err(|error| VeError::Io {
+        super::io::write(port, width, value).map_err(|error| VeError::Io {
             direction: IoDirection::Out,
             port,
             width,

@@ -2,6 +2,7 @@
 //! allocation, so that `cargo test` checks it on the host.
 //!
 //! - [`regs`]: GPR numbering as in the TDG.VP.VMCALL bitmap, and the register-view trait.
+//! - [`allowlist`]: the ports a TD lets through to the host.
 //! - [`abi`]: TDCALL leaves, TDG.VP.VMCALL sub-functions, status codes and register bitmaps,
 //!   TDG.VP.VEINFO.GET and TDG.VP.INFO outputs (TDX module ABI, Intel GHCI).
 //! - [`io`]: the VMX I/O exit qualification and the architectural IN/OUT effect on RAX (Intel
@@ -22,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod allowlist;
 pub mod decode;
 pub mod io;
 pub mod regs;
