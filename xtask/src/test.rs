@@ -233,6 +233,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         variant: KernelVariant { broken_allowlist: true, ..KernelVariant::default() },
         expect: Expect::Fail { check: "allowlist.ve.denied_in".into() },
         timeout,
+        firmware: None,
     });
     runs.push(RunSpec {
         id: "harness:broken-in-merge".into(),
