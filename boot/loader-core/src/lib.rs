@@ -1,0 +1,18 @@
+//! The pure logic of the UEFI loader in `boot/loader`: everything it decides, with no firmware
+//! call, no asm and no global state, so that the host can test it.
+//!
+//! - [`memory_map`]: the UEFI memory map as bootloader_api `MemoryRegion`s;
+//! - [`config`]: the kernel's `.bootloader-config`, refused unless its version is ours;
+//! - [`elf`]: the kernel ELF's segments, permissions and `R_X86_64_RELATIVE` relocations;
+//! - [`layout`]: where dynamic mappings go in the kernel's address space;
+//! - [`paging`]: the 4-level page tables that map it all.
+
+#![cfg_attr(not(test), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod elf;
+pub mod layout;
+pub mod memory_map;
+pub mod paging;
