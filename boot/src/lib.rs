@@ -1,11 +1,38 @@
 //! Turns a kernel ELF into a bootable UEFI disk image.
 //!
-//! Today the image is made by the rust-osdev `bootloader` crate (UEFI stage only). Its types do
-//! not appear in this crate's API on purpose: a later change replaces the loader (it writes
-//! IA32_EFER unconditionally, which in a TD raises a #VE that TDVF cannot complete; see the
-//! README, "Running in a real TD"), and callers must not notice.
+//! Two loaders can boot it:
+//! - [`Loader::Own`], the default: `boot/loader`, our UEFI application, on a GPT/FAT disk that
+//!   [`esp`] writes reproducibly. It does nothing after ExitBootServices that raises #VE or #GP
+//!   in a TD (see its crate doc).
+//! - [`Loader::Upstream`]: the rust-osdev `bootloader` crate's UEFI stage, kept for comparison.
+//!   It writes IA32_EFER after ExitBootServices, which in a TD on TDX module 1.0 raises a #VE
+//!   that TDVF cannot complete (README, "Running in a real TD"). Its types do not appear in this
+//!   crate's API.
+
+pub mod esp;
 
 use std::path::{Path, PathBuf};
+
+/// Which loader the image boots through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loader<'a> {
+    /// Our loader; the path of its `.efi` file.
+    Own(&'a Path),
+    /// The `bootloader` crate's UEFI stage.
+    Upstream,
+}
+
+impl Loader<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Loader::Own(_) => "own",
+            Loader::Upstream => "upstream",
+        }
+    }
+}
+
+/// The version of the upstream stage this crate builds with (Cargo.lock pins it).
+const UPSTREAM_VERSION: &str = "bootloader 0.11.17";
 
 /// Why an image could not be made. Each message is one line.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +41,10 @@ pub enum BootError {
     Read { path: PathBuf, error: std::io::Error },
     #[error("{path} is not a usable kernel: {reason}")]
     BadElf { path: PathBuf, reason: &'static str },
+    #[error("cannot read loader {path}: {error}")]
+    ReadLoader { path: PathBuf, error: std::io::Error },
+    #[error("{path} is not a UEFI application (no MZ header)")]
+    BadLoader { path: PathBuf },
     #[error("cannot create disk image {path}: {reason}")]
     Image { path: PathBuf, reason: String },
 }
@@ -80,15 +111,78 @@ fn read_regular_file(path: &Path) -> std::io::Result<Vec<u8>> {
     std::fs::read(path)
 }
 
-/// Makes a GPT disk image at `image` that boots `kernel` on UEFI firmware.
-///
-/// The loader's own serial and frame-buffer logging are off, so that it does no port I/O after
-/// ExitBootServices: in a TD such I/O would raise #VE before the kernel has an IDT.
-pub fn build_uefi_image(kernel: &Path, image: &Path) -> Result<(), BootError> {
+fn read_kernel(kernel: &Path) -> Result<Vec<u8>, BootError> {
     let bytes = read_regular_file(kernel)
         .map_err(|error| BootError::Read { path: kernel.to_owned(), error })?;
     check_kernel_elf(&bytes)
         .map_err(|reason| BootError::BadElf { path: kernel.to_owned(), reason })?;
+    Ok(bytes)
+}
+
+/// Checks that `kernel` is a readable, plausible kernel ELF, before anything is built for it.
+pub fn check_kernel(kernel: &Path) -> Result<(), BootError> {
+    read_kernel(kernel).map(drop)
+}
+
+fn read_loader(loader: &Path) -> Result<Vec<u8>, BootError> {
+    let bytes = read_regular_file(loader)
+        .map_err(|error| BootError::ReadLoader { path: loader.to_owned(), error })?;
+    if !bytes.starts_with(b"MZ") {
+        return Err(BootError::BadLoader { path: loader.to_owned() });
+    }
+    Ok(bytes)
+}
+
+/// 64-bit FNV-1a (Fowler/Noll/Vo), enough to notice changed inputs; not a defence against
+/// anyone crafting collisions.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// A key that changes whenever the image built from these inputs would: the kernel's and the
+/// loader's bytes, which loader, and the version of the code that lays out the disk.
+pub fn inputs_key(kernel: &Path, loader: &Loader) -> Result<String, BootError> {
+    let mut hash = 0xcbf2_9ce4_8422_2325;
+    let mut add = |bytes: &[u8]| {
+        hash = fnv1a(hash, &(bytes.len() as u64).to_le_bytes());
+        hash = fnv1a(hash, bytes);
+    };
+    add(&read_kernel(kernel)?);
+    match loader {
+        Loader::Own(efi) => {
+            add(b"own");
+            add(&esp::LAYOUT_VERSION.to_le_bytes());
+            add(&read_loader(efi)?);
+        }
+        Loader::Upstream => {
+            add(b"upstream");
+            add(UPSTREAM_VERSION.as_bytes());
+        }
+    }
+    Ok(format!("{}-{hash:016x}", loader.name()))
+}
+
+/// Makes a GPT disk image at `image` that boots `kernel` through `loader` on UEFI firmware.
+pub fn build_uefi_image(kernel: &Path, loader: &Loader, image: &Path) -> Result<(), BootError> {
+    match loader {
+        Loader::Own(efi) => build_own_image(kernel, efi, image),
+        Loader::Upstream => build_upstream_image(kernel, image),
+    }
+}
+
+fn build_own_image(kernel: &Path, efi: &Path, image: &Path) -> Result<(), BootError> {
+    let kernel = read_kernel(kernel)?;
+    let loader = read_loader(efi)?;
+    let bytes = esp::disk_image(&loader, &kernel)
+        .map_err(|reason| BootError::Image { path: image.to_owned(), reason })?;
+    std::fs::write(image, bytes)
+        .map_err(|e| BootError::Image { path: image.to_owned(), reason: e.to_string() })
+}
+
+/// The upstream stage's own serial and frame-buffer logging are off, so that it does no port
+/// I/O after ExitBootServices (its EFER write remains).
+fn build_upstream_image(kernel: &Path, image: &Path) -> Result<(), BootError> {
+    read_kernel(kernel)?;
 
     let mut config = bootloader::BootConfig::default();
     config.serial_logging = false;
@@ -143,10 +237,16 @@ mod tests {
 
     #[test]
     fn missing_kernel_is_a_one_line_error() {
-        let err = build_uefi_image(Path::new("/nonexistent/kernel"), Path::new("/tmp/x.img"))
+        for loader in [Loader::Upstream, Loader::Own(Path::new("/nonexistent/loader.efi"))] {
+            let err = build_uefi_image(
+                Path::new("/nonexistent/kernel"),
+                &loader,
+                Path::new("/tmp/x.img"),
+            )
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("cannot read kernel ELF /nonexistent/kernel"), "{err}");
-        assert!(!err.contains('\n'));
+            assert!(err.starts_with("cannot read kernel ELF /nonexistent/kernel"), "{err}");
+            assert!(!err.contains('\n'));
+        }
     }
 }

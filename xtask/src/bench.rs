@@ -58,7 +58,7 @@ pub fn step_cost(lines: &[BenchLine]) -> Option<f64> {
 
 pub fn run(firmware: &ovmf::Firmware, timeout: Duration, json: Option<PathBuf>) -> Result<bool> {
     let qemu = qemu::qemu_binary()?;
-    let artifacts = build::build(&build::KernelVariant::default(), true)?;
+    let artifacts = build::build(&build::KernelVariant::default(), build::LoaderKind::Own, true)?;
     let extra = ["-icount".to_owned(), "shift=0".to_owned()];
     let args = qemu::boot_args(&qemu::BootSpec {
         firmware,

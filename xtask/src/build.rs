@@ -1,5 +1,8 @@
-//! `cargo xtask build`: the kernel ELF (nested cargo for x86_64-unknown-none) and the UEFI disk
-//! image around it.
+//! `cargo xtask build`: the kernel ELF (nested cargo for x86_64-unknown-none), our UEFI loader
+//! (nested cargo for x86_64-unknown-uefi) and the disk image around them.
+//!
+//! The image is keyed on its inputs' content (kernel, loader, image-builder version), not on
+//! file times: a changed loader or builder gives a new image even when the kernel is older.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -49,15 +52,34 @@ impl KernelVariant {
     }
 }
 
+/// Which UEFI loader the image boots through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum LoaderKind {
+    /// Ours (`boot/loader`): nothing after ExitBootServices raises #VE or #GP in a TD.
+    #[default]
+    Own,
+    /// The rust-osdev `bootloader` crate's UEFI stage, for comparison.
+    Upstream,
+}
+
+impl LoaderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoaderKind::Own => "own",
+            LoaderKind::Upstream => "upstream",
+        }
+    }
+}
+
 pub struct Artifacts {
     pub kernel: PathBuf,
     pub image: PathBuf,
 }
 
-/// Builds the kernel and its UEFI image.
-pub fn build(variant: &KernelVariant, quiet: bool) -> Result<Artifacts> {
-    let root = project_root();
-    let target_dir = root.join("target").join(variant.target_dir_name());
+/// A cargo for a nested build (kernel or loader): it must not inherit what the outer `cargo
+/// xtask` set for the host build (target, features, rustflags), but keeps what the user set up
+/// for cargo itself (home, registries, network, proxies).
+fn nested_cargo(root: &Path) -> Command {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // The outer `cargo xtask` sets variables (target, features, rustflags) meant for the host
     // build; the kernel build must not inherit them.
@@ -77,8 +99,41 @@ pub fn build(variant: &KernelVariant, quiet: bool) -> Result<Artifacts> {
             cargo.env_remove(&key);
         }
     }
+    cargo.current_dir(root);
     cargo
-        .current_dir(&root)
+}
+
+/// Builds our UEFI loader; returns the path of its `.efi` (its PDB lies beside it).
+pub fn build_loader(quiet: bool) -> Result<PathBuf> {
+    let root = project_root();
+    let target_dir = root.join("target/loader");
+    let mut cargo = nested_cargo(&root);
+    cargo
+        .args(["build", "--release", "--target", "x86_64-unknown-uefi"])
+        .arg("--manifest-path")
+        .arg(root.join("boot/loader/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir);
+    if quiet {
+        cargo.arg("--quiet");
+    }
+    let status = cargo.status().context("cannot run cargo to build the loader")?;
+    if !status.success() {
+        bail!("loader build failed ({status})");
+    }
+    Ok(target_dir.join("x86_64-unknown-uefi/release/loader.efi"))
+}
+
+/// Builds the kernel and its UEFI image for `loader`.
+pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result<Artifacts> {
+    let root = project_root();
+    let target_dir = root.join("target").join(variant.target_dir_name());
+    let loader_efi = match loader {
+        LoaderKind::Own => Some(build_loader(quiet)?),
+        LoaderKind::Upstream => None,
+    };
+    let mut cargo = nested_cargo(&root);
+    cargo
         .args(["build", "--release", "--target", "x86_64-unknown-none"])
         .arg("--manifest-path")
         .arg(root.join("kernel/Cargo.toml"))
@@ -105,29 +160,119 @@ pub fn build(variant: &KernelVariant, quiet: bool) -> Result<Artifacts> {
         bail!("kernel build failed ({status})");
     }
     let kernel = target_dir.join("x86_64-unknown-none/release/kernel");
-    let image = target_dir.join("tdx-unikernel-uefi.img");
-    build_image(&kernel, &image)?;
+    let image = target_dir.join(image_name(loader));
+    let loader = match &loader_efi {
+        Some(efi) => boot::Loader::Own(efi),
+        None => boot::Loader::Upstream,
+    };
+    build_image(&kernel, &loader, &image)?;
     Ok(Artifacts { kernel, image })
 }
 
-/// Wraps `kernel` into a UEFI image at `image`, skipping the work when the image is newer.
-pub fn build_image(kernel: &Path, image: &Path) -> Result<()> {
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(k), Some(i)) = (modified(kernel), modified(image)) {
-        if i >= k {
-            return Ok(());
-        }
+/// The image's file name in a variant's target directory.
+pub fn image_name(loader: LoaderKind) -> &'static str {
+    match loader {
+        LoaderKind::Own => "tdx-unikernel-uefi.img",
+        LoaderKind::Upstream => "tdx-unikernel-uefi-upstream.img",
+    }
+}
+
+/// Whether `build_image` wrote a new image or found the current one.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImageBuild {
+    Built,
+    UpToDate,
+}
+
+/// Wraps `kernel` into a UEFI image at `image`, unless the image was last built from the same
+/// inputs: their content key is kept beside it in `<image>.inputs`.
+pub fn build_image(kernel: &Path, loader: &boot::Loader, image: &Path) -> Result<ImageBuild> {
+    let key = boot::inputs_key(kernel, loader)?;
+    let mut key_file = image.as_os_str().to_owned();
+    key_file.push(".inputs");
+    let key_file = PathBuf::from(key_file);
+    let built_from = std::fs::read_to_string(&key_file).ok();
+    if image.is_file() && built_from.as_deref() == Some(key.as_str()) {
+        return Ok(ImageBuild::UpToDate);
     }
     // Build beside the image and rename into place, so that a concurrent build or boot never
-    // sees a half-written image.
+    // sees a half-written image. The key is removed first and written last, so an interrupted
+    // build is never mistaken for a current one.
+    let _ = std::fs::remove_file(&key_file);
     let partial = image.with_extension(format!("img.partial-{}", std::process::id()));
-    let result =
-        boot::build_uefi_image(kernel, &partial).map_err(anyhow::Error::from).and_then(|()| {
+    let result = boot::build_uefi_image(kernel, loader, &partial)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
             std::fs::rename(&partial, image)
                 .with_context(|| format!("cannot move the image into {}", image.display()))
+        })
+        .and_then(|()| {
+            std::fs::write(&key_file, &key)
+                .with_context(|| format!("cannot write {}", key_file.display()))
         });
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
-    result
+    result.map(|()| ImageBuild::Built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that passes `boot::check_kernel_elf`: an ELF-64 header with one program header.
+    fn fake_kernel(dir: &Path) -> PathBuf {
+        let mut h = vec![0u8; 64 + 56];
+        h[0..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2;
+        h[5] = 1;
+        h[16] = 3;
+        h[18] = 62;
+        h[32] = 64;
+        h[54] = 56;
+        h[56] = 1;
+        let path = dir.join("kernel");
+        std::fs::write(&path, h).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_image_follows_its_inputs_content_not_their_times() {
+        let dir = std::env::temp_dir().join(format!("xtask-image-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = fake_kernel(&dir);
+        let efi = dir.join("loader.efi");
+        let image = dir.join("disk.img");
+        std::fs::write(&efi, b"MZ loader one").unwrap();
+        let own = boot::Loader::Own(&efi);
+        assert_eq!(build_image(&kernel, &own, &image).unwrap(), ImageBuild::Built);
+        let first = std::fs::read(&image).unwrap();
+        assert_eq!(build_image(&kernel, &own, &image).unwrap(), ImageBuild::UpToDate);
+
+        // A changed loader, older than the image: a new image all the same.
+        std::fs::write(&efi, b"MZ loader two").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1);
+        std::fs::File::options().write(true).open(&efi).unwrap().set_modified(old).unwrap();
+        assert_eq!(build_image(&kernel, &own, &image).unwrap(), ImageBuild::Built);
+        let second = std::fs::read(&image).unwrap();
+        assert_ne!(first, second, "a changed loader must give a new image");
+
+        // Back to the first loader: the first image again, byte for byte.
+        std::fs::write(&efi, b"MZ loader one").unwrap();
+        assert_eq!(build_image(&kernel, &own, &image).unwrap(), ImageBuild::Built);
+        assert_eq!(std::fs::read(&image).unwrap(), first);
+
+        // An image with no key beside it (an older xtask made it) is rebuilt.
+        std::fs::remove_file(dir.join("disk.img.inputs")).unwrap();
+        assert_eq!(build_image(&kernel, &own, &image).unwrap(), ImageBuild::Built);
+
+        // A broken loader is an error, and leaves no image that looks current.
+        std::fs::write(&efi, b"not a PE file").unwrap();
+        let err = build_image(&kernel, &own, &image).unwrap_err().to_string();
+        assert!(err.contains("not a UEFI application"), "{err}");
+        std::fs::write(&efi, b"MZ loader one").unwrap();
+        assert_eq!(build_image(&kernel, &own, &image).unwrap(), ImageBuild::UpToDate);
+        assert_eq!(std::fs::read(&image).unwrap(), first);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -53,17 +53,30 @@ struct TdArgs {
     debug: bool,
 }
 
+#[derive(Args, Clone, Copy)]
+struct LoaderArgs {
+    /// The UEFI loader in the image: `own` (boot/loader, TDX-safe) or `upstream` (the
+    /// bootloader crate's UEFI stage).
+    #[arg(long, value_enum, default_value_t = build::LoaderKind::Own)]
+    loader: build::LoaderKind,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build the kernel and its UEFI disk image; print their paths.
-    Build,
+    Build {
+        #[command(flatten)]
+        loader: LoaderArgs,
+    },
     /// Wrap an existing kernel ELF into a bootable UEFI disk image.
     Image {
-        /// The kernel ELF (x86_64, built against bootloader_api 0.11).
+        /// The kernel ELF (x86_64, built against bootloader_api 0.11.17).
         kernel: PathBuf,
         /// Where to write the image (default: next to the ELF, with `.img` appended).
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        loader: LoaderArgs,
     },
     /// Build, then boot under QEMU with the serial console on this terminal.
     Run {
@@ -83,6 +96,8 @@ enum Command {
         qemu_args: Vec<String>,
         #[command(flatten)]
         td: TdArgs,
+        #[command(flatten)]
+        loader: LoaderArgs,
     },
     /// Run the host unit tests, then boot the image in every mode and judge the results.
     Test {
@@ -111,6 +126,10 @@ enum Command {
         skip_host_tests: bool,
         #[command(flatten)]
         td: TdArgs,
+        /// Boot every run through this loader only (default: the native and softtdx runs under
+        /// both loaders, every other run under `own`).
+        #[arg(long, value_enum)]
+        loader: Option<build::LoaderKind>,
     },
     /// Measure the #VE path in instructions per operation (QEMU -icount, deterministic).
     Bench {
@@ -228,25 +247,35 @@ fn find_firmware(args: &FirmwareArgs) -> Result<ovmf::Firmware> {
 
 fn run_command(cli: Cli) -> Result<bool> {
     match cli.command {
-        Command::Build => {
-            let artifacts = build::build(&build::KernelVariant::default(), false)?;
+        Command::Build { loader } => {
+            let artifacts = build::build(&build::KernelVariant::default(), loader.loader, false)?;
             println!("kernel: {}", artifacts.kernel.display());
             println!("image:  {}", artifacts.image.display());
             Ok(true)
         }
-        Command::Image { kernel, out } => {
+        Command::Image { kernel, out, loader } => {
             let out = out.unwrap_or_else(|| {
                 let mut name = kernel.clone().into_os_string();
                 name.push(".img");
                 PathBuf::from(name)
             });
-            boot::build_uefi_image(&kernel, &out)?;
+            boot::check_kernel(&kernel)?;
+            let efi = match loader.loader {
+                build::LoaderKind::Own => Some(build::build_loader(true)?),
+                build::LoaderKind::Upstream => None,
+            };
+            let loader = match &efi {
+                Some(efi) => boot::Loader::Own(efi),
+                None => boot::Loader::Upstream,
+            };
+            boot::build_uefi_image(&kernel, &loader, &out)?;
             println!("image: {}", out.display());
             Ok(true)
         }
-        Command::Run { firmware, td, qemu_args, timeout, .. } if td.tdx => {
+        Command::Run { firmware, td, qemu_args, timeout, loader, .. } if td.tdx => {
             let firmware = find_td_firmware(&firmware)?;
-            let image = build::project_root().join("target/kernel/tdx-unikernel-uefi.img");
+            let image =
+                build::project_root().join("target/kernel").join(build::image_name(loader.loader));
             let mut launch = td_launch(&td, firmware, image, qemu_args)?;
             if td.dry_run {
                 println!("{}", td::qemu::td_command_line(&launch)?);
@@ -254,14 +283,15 @@ fn run_command(cli: Cli) -> Result<bool> {
             }
             // The host check comes first: on a host that cannot run a TD, fail before building.
             td_preflight(&launch)?;
-            launch.image = build::build(&build::KernelVariant::default(), false)?.image;
+            launch.image =
+                build::build(&build::KernelVariant::default(), loader.loader, false)?.image;
             let args = td::qemu::td_qemu_args(&launch)?;
             boot_on_terminal(&launch.qemu, &args, timeout)
         }
-        Command::Run { firmware, kvm, softtdx, timeout, qemu_args, .. } => {
+        Command::Run { firmware, kvm, softtdx, timeout, qemu_args, loader, .. } => {
             let firmware = find_firmware(&firmware)?;
             let qemu = qemu::qemu_binary()?;
-            let artifacts = build::build(&build::KernelVariant::default(), false)?;
+            let artifacts = build::build(&build::KernelVariant::default(), loader.loader, false)?;
             let args = qemu::boot_args(&qemu::BootSpec {
                 firmware: &firmware,
                 image: &artifacts.image,
@@ -271,16 +301,19 @@ fn run_command(cli: Cli) -> Result<bool> {
             });
             boot_on_terminal(&qemu, &args, timeout)
         }
-        Command::Test { firmware, timeout, json, qemu_args, td, skip_host_tests, .. } if td.tdx => {
+        Command::Test {
+            firmware, timeout, json, qemu_args, td, skip_host_tests, loader, ..
+        } if td.tdx => {
+            let loader = loader.unwrap_or_default();
             let firmware = find_td_firmware(&firmware)?;
-            let image = build::project_root().join("target/kernel/tdx-unikernel-uefi.img");
+            let image = build::project_root().join("target/kernel").join(build::image_name(loader));
             let launch = td_launch(&td, firmware, image, qemu_args)?;
             if td.dry_run {
                 println!("{}", td::qemu::td_command_line(&launch)?);
                 return Ok(true);
             }
             td_preflight(&launch)?;
-            test::run_td(launch, Duration::from_secs(timeout), json, skip_host_tests)
+            test::run_td(launch, loader, Duration::from_secs(timeout), json, skip_host_tests)
         }
         Command::Test {
             firmware,
@@ -291,10 +324,12 @@ fn run_command(cli: Cli) -> Result<bool> {
             kvm,
             runs,
             skip_host_tests,
+            loader,
             ..
         } => {
             let firmware = find_firmware(&firmware)?;
             test::run(test::Options {
+                loader,
                 timeout: Duration::from_secs(timeout),
                 json,
                 qemu_args,
@@ -333,7 +368,10 @@ fn run_command(cli: Cli) -> Result<bool> {
             let firmware = find_td_firmware(&firmware)?;
             let image = match image {
                 Some(image) => image,
-                None => build::build(&build::KernelVariant::default(), true)?.image,
+                None => {
+                    build::build(&build::KernelVariant::default(), build::LoaderKind::Own, true)?
+                        .image
+                }
             };
             let xml = td::libvirt::domain_xml(
                 &name,

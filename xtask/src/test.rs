@@ -1,9 +1,12 @@
 //! `cargo xtask test`: host unit tests, then boots of the image in every mode, each judged
 //! against what it is expected to do.
 //!
-//! Runs (all from the same image unless a variant is named):
+//! Runs (all from the same image, booted through our loader, unless a variant is named):
 //! - `native`: the self-test without softtdx; expect pass.
 //! - `softtdx`: the self-test with the software TDX module; expect pass, with I/O #VEs.
+//! - `native:upstream`, `softtdx:upstream`: the same through the `bootloader` crate's UEFI
+//!   stage; both loaders honouring the bootloader_api contract is what these four prove.
+//!   (`--loader` boots every run through one loader instead.)
 //! - `fatal:<scenario>`: softtdx injects a fault that must stop the kernel; expect the fatal
 //!   report, ReportFatalError at the host and the failure exit, for the scenario's reason.
 //! - `harness:page-fault`, `harness:panic`: the native kernel crashes on purpose; expect the
@@ -26,7 +29,7 @@
 //! is not what it expects adds one failure. A run that expects something else (fatal, fail,
 //! timeout) counts once, as one passed or failed entry named after the run.
 
-use crate::build::{self, KernelVariant};
+use crate::build::{self, KernelVariant, LoaderKind};
 use crate::qemu;
 use crate::report::{self, Check, CheckResult, SerialReport};
 use anyhow::{bail, Context, Result};
@@ -84,6 +87,7 @@ pub struct RunSpec {
     /// The fw_cfg mode flag, when not the default.
     pub mode_flag: Option<String>,
     pub variant: KernelVariant,
+    pub loader: LoaderKind,
     pub expect: Expect,
     pub timeout: Duration,
     /// Firmware for this run instead of the one the run was started with (its VARS template,
@@ -127,31 +131,46 @@ pub struct Options {
     pub firmware: ovmf::Firmware,
     pub runs: Vec<String>,
     pub skip_host_tests: bool,
+    /// Every run through this loader; `None`: the default, with the pass runs under both.
+    pub loader: Option<LoaderKind>,
 }
 
-pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec> {
+/// The runs; every one boots through `only_loader` when given, else through our loader, with
+/// the native and softtdx self-tests repeated through the upstream one.
+pub fn default_runs(
+    timeout: Duration,
+    fail_check: Option<&str>,
+    only_loader: Option<LoaderKind>,
+) -> Vec<RunSpec> {
     let variant =
         KernelVariant { fail_check: fail_check.map(str::to_owned), ..KernelVariant::default() };
-    let mut runs = vec![
-        RunSpec {
-            id: "native".into(),
+    let loader = only_loader.unwrap_or_default();
+    let loaders: &[LoaderKind] =
+        if only_loader.is_some() { &[loader] } else { &[LoaderKind::Own, LoaderKind::Upstream] };
+    let mut runs = Vec::new();
+    for &this in loaders {
+        let suffix = if this == loader { String::new() } else { format!(":{}", this.name()) };
+        runs.push(RunSpec {
+            id: format!("native{suffix}"),
             mode: "native",
             mode_flag: None,
             variant: variant.clone(),
+            loader: this,
             expect: Expect::Pass,
             timeout,
             firmware: None,
-        },
-        RunSpec {
-            id: "softtdx".into(),
+        });
+        runs.push(RunSpec {
+            id: format!("softtdx{suffix}"),
             mode: "softtdx",
             mode_flag: Some("softtdx".into()),
             variant: variant.clone(),
+            loader: this,
             expect: Expect::Pass,
             timeout,
             firmware: None,
-        },
-    ];
+        });
+    }
     if fail_check.is_some() {
         // The user asked for a broken kernel: run it as if it were the real one.
         return runs;
@@ -162,6 +181,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             mode: "softtdx",
             mode_flag: Some(format!("softtdx fault={scenario}")),
             variant: KernelVariant::default(),
+            loader,
             expect: Expect::Fatal {
                 reason: reason.iter().map(|r| r.to_string()).collect(),
                 host_report: true,
@@ -176,6 +196,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             mode: "native",
             mode_flag: Some(format!("crash {crash}")),
             variant: KernelVariant::default(),
+            loader,
             expect: Expect::Fatal {
                 reason: reason.iter().map(|r| r.to_string()).collect(),
                 host_report: true,
@@ -189,6 +210,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode: "native",
         mode_flag: Some("crash triple-fault".into()),
         variant: KernelVariant::default(),
+        loader,
         expect: Expect::Crash { marker: "loading an empty IDT and raising #BP".into() },
         timeout,
         firmware: None,
@@ -198,6 +220,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode: "native",
         mode_flag: Some("hang".into()),
         variant: KernelVariant::default(),
+        loader,
         expect: Expect::Timeout { marker: "hang requested by the boot flags".into() },
         timeout,
         firmware: None,
@@ -210,6 +233,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
             fail_check: Some("serial.scratch".into()),
             ..KernelVariant::default()
         },
+        loader,
         expect: Expect::Fail { check: "serial.scratch".into() },
         timeout,
         firmware: None,
@@ -219,6 +243,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode: "softtdx",
         mode_flag: Some("softtdx".into()),
         variant: KernelVariant { broken_ve_ordering: true, ..KernelVariant::default() },
+        loader,
         expect: Expect::Fatal {
             reason: vec!["VE info was unread (a #DF on real hardware)".into()],
             host_report: false,
@@ -231,6 +256,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode: "softtdx",
         mode_flag: Some("softtdx".into()),
         variant: KernelVariant { broken_allowlist: true, ..KernelVariant::default() },
+        loader,
         expect: Expect::Fail { check: "allowlist.ve.denied_in".into() },
         timeout,
         firmware: None,
@@ -240,6 +266,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode: "softtdx",
         mode_flag: Some("softtdx".into()),
         variant: KernelVariant { broken_in_merge: true, ..KernelVariant::default() },
+        loader,
         expect: Expect::Fail { check: "diff.in.dx.l".into() },
         timeout,
         firmware: None,
@@ -249,6 +276,7 @@ pub fn default_runs(timeout: Duration, fail_check: Option<&str>) -> Vec<RunSpec>
         mode: "native",
         mode_flag: None,
         variant: KernelVariant::default(),
+        loader,
         expect: Expect::Refused,
         timeout,
         firmware: Some(PathBuf::from(SECURE_BOOT_FIRMWARE)),
@@ -554,7 +582,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
     Ok(RunReport {
         id: spec.id.clone(),
         mode: spec.mode.into(),
-        loader: "upstream".into(),
+        loader: spec.loader.name().into(),
         expect: spec.expect.word().into(),
         verdict,
         judged: if judged.is_ok() { "ok".into() } else { "wrong".into() },
@@ -635,7 +663,7 @@ pub fn run(options: Options) -> Result<bool> {
         options.runs.is_empty()
             || options.runs.iter().any(|r| id == r || id.starts_with(&format!("{r}:")))
     };
-    let mut specs = default_runs(options.timeout, options.fail_check.as_deref());
+    let mut specs = default_runs(options.timeout, options.fail_check.as_deref(), options.loader);
     specs.retain(|s| selected(&s.id));
     let host_merge_check = HOST_MERGE_RUN_ID;
     // It is a host test: `--skip-host-tests` skips it unless `--run` names it.
@@ -675,21 +703,24 @@ fn run_started(
 ) -> Result<bool> {
     let host_ok = if options.skip_host_tests { true } else { host_tests()? };
 
-    // Build each variant once, before any boot.
+    // Build each variant and loader once, before any boot.
+    let image_key = |spec: &RunSpec| format!("{:?} {:?}", spec.variant, spec.loader);
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
     for spec in specs {
-        if let std::collections::btree_map::Entry::Vacant(slot) =
-            images.entry(format!("{:?}", spec.variant))
-        {
-            println!("==> building kernel {}", describe_variant(&spec.variant));
-            slot.insert(build::build(&spec.variant, true)?.image);
+        if let std::collections::btree_map::Entry::Vacant(slot) = images.entry(image_key(spec)) {
+            println!(
+                "==> building kernel {}, {} loader",
+                describe_variant(&spec.variant),
+                spec.loader.name()
+            );
+            slot.insert(build::build(&spec.variant, spec.loader, true)?.image);
         }
     }
 
     println!("==> booting {} runs under QEMU ({})", specs.len(), qemu.display());
     let first_args = qemu::boot_args(&qemu::BootSpec {
         firmware: &options.firmware,
-        image: &images[&format!("{:?}", specs[0].variant)],
+        image: &images[&image_key(&specs[0])],
         kvm: options.kvm,
         mode: specs[0].mode_flag.as_deref(),
         extra_args: &options.qemu_args,
@@ -703,7 +734,7 @@ fn run_started(
         for _ in 0..workers {
             scope.spawn(|| loop {
                 let Some((index, spec)) = queue.lock().unwrap().pop() else { break };
-                let image = &images[&format!("{:?}", spec.variant)];
+                let image = &images[&image_key(spec)];
                 let result = execute(spec, image, options, qemu);
                 results.lock().unwrap().push((index, result));
             });
@@ -826,13 +857,14 @@ fn describe_variant(variant: &KernelVariant) -> String {
 /// I/O #VEs). The host has passed `doctor`'s preflight before this runs.
 pub fn run_td(
     mut launch: crate::td::qemu::TdLaunch,
+    loader: LoaderKind,
     timeout: Duration,
     json: Option<PathBuf>,
     skip_host_tests: bool,
 ) -> Result<bool> {
     let host_ok = if skip_host_tests { true } else { host_tests()? };
-    println!("==> building kernel (default)");
-    launch.image = build::build(&KernelVariant::default(), true)?.image;
+    println!("==> building kernel (default), {} loader", loader.name());
+    launch.image = build::build(&KernelVariant::default(), loader, true)?.image;
     let args = crate::td::qemu::td_qemu_args(&launch)?;
     println!("==> booting in a TD: {}", qemu::command_line(&launch.qemu, &args));
     std::fs::create_dir_all(logs_dir())?;
@@ -846,6 +878,7 @@ pub fn run_td(
         mode: "td",
         mode_flag: None,
         variant: KernelVariant::default(),
+        loader,
         expect: Expect::Pass,
         timeout,
         firmware: None,
@@ -876,7 +909,7 @@ pub fn run_td(
         let run = RunReport {
             id: "td".into(),
             mode: "td".into(),
-            loader: "upstream".into(),
+            loader: loader.name().into(),
             expect: "pass".into(),
             verdict,
             judged: if judged.is_ok() { "ok".into() } else { "wrong".into() },
@@ -906,6 +939,7 @@ mod tests {
             mode,
             mode_flag: None,
             variant: KernelVariant::default(),
+            loader: LoaderKind::Own,
             expect,
             timeout: Duration::from_secs(1),
             firmware: None,
@@ -1093,6 +1127,7 @@ mod tests {
             },
             runs: Vec::new(),
             skip_host_tests: true,
+            loader: None,
         };
         let mut s = spec(Expect::Refused, "native");
         assert_eq!(run_firmware(&s, &options).unwrap().code, Path::new("/fw/OVMF.fd"));
@@ -1103,11 +1138,42 @@ mod tests {
 
     #[test]
     fn default_runs_cover_every_fatal_scenario_and_the_harness() {
-        let runs = default_runs(Duration::from_secs(120), None);
+        let runs = default_runs(Duration::from_secs(120), None, None);
         assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 8);
         assert!(runs.iter().any(|r| matches!(r.expect, Expect::Timeout { .. })));
         let secure_boot = runs.iter().find(|r| r.expect == Expect::Refused).unwrap();
         assert_eq!(secure_boot.firmware.as_deref(), Some(Path::new(SECURE_BOOT_FIRMWARE)));
-        assert_eq!(default_runs(Duration::from_secs(1), Some("x")).len(), 2);
+        assert_eq!(default_runs(Duration::from_secs(1), Some("x"), None).len(), 4);
+        assert_eq!(
+            default_runs(Duration::from_secs(1), Some("x"), Some(LoaderKind::Upstream)).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn the_pass_runs_boot_under_both_loaders_and_the_rest_under_ours() {
+        let runs = default_runs(Duration::from_secs(120), None, None);
+        let pass: Vec<(&str, LoaderKind)> = runs
+            .iter()
+            .filter(|r| r.expect == Expect::Pass)
+            .map(|r| (r.id.as_str(), r.loader))
+            .collect();
+        assert_eq!(
+            pass,
+            [
+                ("native", LoaderKind::Own),
+                ("softtdx", LoaderKind::Own),
+                ("native:upstream", LoaderKind::Upstream),
+                ("softtdx:upstream", LoaderKind::Upstream),
+            ]
+        );
+        assert!(runs
+            .iter()
+            .filter(|r| r.expect != Expect::Pass)
+            .all(|r| r.loader == LoaderKind::Own));
+        let upstream = default_runs(Duration::from_secs(120), None, Some(LoaderKind::Upstream));
+        assert!(upstream
+            .iter()
+            .all(|r| r.loader == LoaderKind::Upstream && !r.id.ends_with(":upstream")));
     }
 }
