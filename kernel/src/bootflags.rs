@@ -129,15 +129,14 @@ fn read_bytes(buffer: &mut [u8]) {
     }
 }
 
-/// Reads the boot flags. Runs before softtdx is enabled, so the accesses execute natively
-/// (in a real TD they go through #VE like any other port access).
-pub fn read() -> BootFlags {
-    let native = BootFlags { mode: Mode::Native, unparsed: false };
+/// Reads fw_cfg file `name` into `buffer`; returns its full size (which may exceed the buffer,
+/// whose first bytes are then filled), or `None` without fw_cfg or without that file.
+pub fn fw_cfg_file(name: &[u8], buffer: &mut [u8]) -> Option<usize> {
     select(FW_CFG_SIGNATURE);
     let mut signature = [0u8; 4];
     read_bytes(&mut signature);
     if &signature != b"QEMU" {
-        return native;
+        return None;
     }
     select(FW_CFG_FILE_DIR);
     let mut count = [0u8; 4];
@@ -148,19 +147,28 @@ pub fn read() -> BootFlags {
         read_bytes(&mut entry);
         let size = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]) as usize;
         let key = u16::from_be_bytes([entry[4], entry[5]]);
-        let name = &entry[8..];
-        let name_len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-        if &name[..name_len] != MODE_FILE {
+        let entry_name = &entry[8..];
+        let name_len = entry_name.iter().position(|&b| b == 0).unwrap_or(entry_name.len());
+        if &entry_name[..name_len] != name {
             continue;
         }
-        let mut text = [0u8; MAX_MODE_LEN];
-        let len = size.min(MAX_MODE_LEN);
+        let len = size.min(buffer.len());
         select(key);
-        read_bytes(&mut text[..len]);
-        return match Mode::parse(&text[..len]) {
+        read_bytes(&mut buffer[..len]);
+        return Some(size);
+    }
+    None
+}
+
+/// Reads the boot flags. Runs before softtdx is enabled, so the accesses execute natively
+/// (in a real TD they go through #VE like any other port access).
+pub fn read() -> BootFlags {
+    let mut text = [0u8; MAX_MODE_LEN];
+    match fw_cfg_file(MODE_FILE, &mut text) {
+        None => BootFlags { mode: Mode::Native, unparsed: false },
+        Some(size) => match Mode::parse(&text[..size.min(MAX_MODE_LEN)]) {
             Some(mode) => BootFlags { mode, unparsed: false },
             None => BootFlags { mode: Mode::Native, unparsed: true },
-        };
+        },
     }
-    native
 }

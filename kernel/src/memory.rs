@@ -60,8 +60,19 @@ fn is_canonical(address: u64) -> bool {
     upper == 0 || upper == -1
 }
 
-/// Checks one address: canonical, mapped, and writable when `write` is set.
-fn check_page(address: u64, write: bool) -> Result<(), AccessError> {
+/// Where a linear address leads in the live page tables, with the access rights of the whole
+/// walk (writable only if every level allows it; executable only if no level sets NX).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub physical: u64,
+    pub writable: bool,
+    pub executable: bool,
+}
+
+const NO_EXECUTE: u64 = 1 << 63;
+
+/// Walks the live page tables for `address`.
+pub fn translate(address: u64) -> Result<Translation, AccessError> {
     if !is_canonical(address) {
         return Err(AccessError::NonCanonical(address));
     }
@@ -72,6 +83,7 @@ fn check_page(address: u64, write: bool) -> Result<(), AccessError> {
     let (level4, _) = x86_64::registers::control::Cr3::read_raw();
     let mut table = level4.start_address().as_u64();
     let mut writable = true;
+    let mut executable = true;
     for level in (0..4).rev() {
         let index = (address >> (12 + 9 * level)) & 0x1FF;
         // SAFETY: `table` is the physical address of a live page table (from CR3 or a present
@@ -82,12 +94,21 @@ fn check_page(address: u64, write: bool) -> Result<(), AccessError> {
             return Err(AccessError::NotMapped(address));
         }
         writable &= entry & WRITABLE != 0;
+        executable &= entry & NO_EXECUTE == 0;
         if level == 0 || (level <= 2 && entry & HUGE_PAGE != 0) {
-            break;
+            let page_mask = (1u64 << (12 + 9 * level)) - 1;
+            let physical = (entry & ADDRESS_MASK & !page_mask) | (address & page_mask);
+            return Ok(Translation { physical, writable, executable });
         }
         table = entry & ADDRESS_MASK;
     }
-    if write && !writable {
+    unreachable!("level 0 always returns")
+}
+
+/// Checks one address: canonical, mapped, and writable when `write` is set.
+fn check_page(address: u64, write: bool) -> Result<(), AccessError> {
+    let translation = translate(address)?;
+    if write && !translation.writable {
         return Err(AccessError::ReadOnly(address));
     }
     Ok(())

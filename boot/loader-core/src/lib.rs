@@ -5,12 +5,14 @@
 //! - [`config`]: the kernel's `.bootloader-config`, refused unless its version is ours;
 //! - [`elf`]: the kernel ELF's segments, permissions and `R_X86_64_RELATIVE` relocations;
 //! - [`layout`]: where dynamic mappings go in the kernel's address space;
-//! - [`paging`]: the 4-level page tables that map it all.
+//! - [`paging`]: the 4-level page tables that map it all;
+//! - [`checks`]: how the kernel judges what it was handed (its `boot.*` self-test checks).
 
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![forbid(unsafe_code)]
 
+pub mod checks;
 pub mod config;
 pub mod elf;
 pub mod layout;

@@ -12,6 +12,7 @@
 
 mod allowlist;
 mod basic;
+mod bootinfo;
 mod devices;
 #[cfg(feature = "softtdx")]
 mod diff;
@@ -103,6 +104,7 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     println!("SELFTEST BEGIN mode={}", mode_name());
     let mut tally = Tally::default();
     basic::run(&ctx, &mut tally);
+    bootinfo::run(&ctx, &mut tally);
     devices::run(&ctx, &mut tally);
     td::run(&ctx, &mut tally);
     allowlist::run(&mut tally);
