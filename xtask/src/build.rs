@@ -60,6 +60,9 @@ pub enum LoaderKind {
     Own,
     /// The rust-osdev `bootloader` crate's UEFI stage, for comparison.
     Upstream,
+    /// Test-only: ours built with `broken-handoff` (`harness:broken-loader`).
+    #[value(skip)]
+    OwnBrokenHandoff,
 }
 
 impl LoaderKind {
@@ -67,6 +70,7 @@ impl LoaderKind {
         match self {
             LoaderKind::Own => "own",
             LoaderKind::Upstream => "upstream",
+            LoaderKind::OwnBrokenHandoff => "own-broken-handoff",
         }
     }
 }
@@ -103,10 +107,12 @@ fn nested_cargo(root: &Path) -> Command {
     cargo
 }
 
-/// Builds our UEFI loader; returns the path of its `.efi` (its PDB lies beside it).
-pub fn build_loader(quiet: bool) -> Result<PathBuf> {
+/// Builds our UEFI loader (with its test-only `broken-handoff` feature if `broken`); returns
+/// the path of its `.efi` (its PDB lies beside it).
+pub fn build_loader(broken: bool, quiet: bool) -> Result<PathBuf> {
     let root = project_root();
-    let target_dir = root.join("target/loader");
+    let target_dir =
+        root.join(if broken { "target/loader-broken-handoff" } else { "target/loader" });
     let mut cargo = nested_cargo(&root);
     cargo
         .args(["build", "--release", "--target", "x86_64-unknown-uefi"])
@@ -116,6 +122,9 @@ pub fn build_loader(quiet: bool) -> Result<PathBuf> {
         .arg(&target_dir);
     if quiet {
         cargo.arg("--quiet");
+    }
+    if broken {
+        cargo.args(["--features", "broken-handoff"]);
     }
     let status = cargo.status().context("cannot run cargo to build the loader")?;
     if !status.success() {
@@ -129,7 +138,8 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
     let root = project_root();
     let target_dir = root.join("target").join(variant.target_dir_name());
     let loader_efi = match loader {
-        LoaderKind::Own => Some(build_loader(quiet)?),
+        LoaderKind::Own => Some(build_loader(false, quiet)?),
+        LoaderKind::OwnBrokenHandoff => Some(build_loader(true, quiet)?),
         LoaderKind::Upstream => None,
     };
     let mut cargo = nested_cargo(&root);
@@ -174,6 +184,7 @@ pub fn image_name(loader: LoaderKind) -> &'static str {
     match loader {
         LoaderKind::Own => "tdx-unikernel-uefi.img",
         LoaderKind::Upstream => "tdx-unikernel-uefi-upstream.img",
+        LoaderKind::OwnBrokenHandoff => "tdx-unikernel-uefi-broken-handoff.img",
     }
 }
 

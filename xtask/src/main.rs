@@ -261,7 +261,8 @@ fn run_command(cli: Cli) -> Result<bool> {
             });
             boot::check_kernel(&kernel)?;
             let efi = match loader.loader {
-                build::LoaderKind::Own => Some(build::build_loader(true)?),
+                build::LoaderKind::Own => Some(build::build_loader(false, true)?),
+                build::LoaderKind::OwnBrokenHandoff => Some(build::build_loader(true, true)?),
                 build::LoaderKind::Upstream => None,
             };
             let loader = match &efi {

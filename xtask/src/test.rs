@@ -7,6 +7,8 @@
 //! - `native:upstream`, `softtdx:upstream`: the same through the `bootloader` crate's UEFI
 //!   stage; both loaders honouring the bootloader_api contract is what these four prove.
 //!   (`--loader` boots every run through one loader instead.)
+//! - `harness:broken-loader`: our loader built with `broken-handoff`; expect each `boot.*`
+//!   handoff check of kernel/src/selftest/bootinfo.rs to fail.
 //! - `fatal:<scenario>`: softtdx injects a fault that must stop the kernel; expect the fatal
 //!   report, ReportFatalError at the host and the failure exit, for the scenario's reason.
 //! - `harness:page-fault`, `harness:panic`: the native kernel crashes on purpose; expect the
@@ -46,6 +48,10 @@ pub enum Expect {
     Fail {
         check: String,
     },
+    /// The run fails, and every one of the named checks is among the failed ones.
+    FailEach {
+        checks: Vec<String>,
+    },
     /// The kernel stops through its fatal path; one FATAL line contains every one of `reason`.
     /// In a TD or under softtdx the host must also have received ReportFatalError, unless the
     /// model itself stopped the machine (`host_report: false`).
@@ -70,7 +76,7 @@ impl Expect {
     fn word(&self) -> &'static str {
         match self {
             Expect::Pass => "pass",
-            Expect::Fail { .. } => "fail",
+            Expect::Fail { .. } | Expect::FailEach { .. } => "fail",
             Expect::Fatal { .. } => "fatal",
             Expect::Timeout { .. } => "timeout",
             Expect::Crash { .. } => "crash",
@@ -271,6 +277,18 @@ pub fn default_runs(
         timeout,
         firmware: None,
     });
+    if loader == LoaderKind::Own {
+        runs.push(RunSpec {
+            id: "harness:broken-loader".into(),
+            mode: "native",
+            mode_flag: None,
+            variant: KernelVariant::default(),
+            loader: LoaderKind::OwnBrokenHandoff,
+            expect: Expect::FailEach { checks: HANDOFF_CHECKS.map(String::from).to_vec() },
+            timeout,
+            firmware: None,
+        });
+    }
     runs.push(RunSpec {
         id: "harness:secure-boot".into(),
         mode: "native",
@@ -418,18 +436,8 @@ pub fn judge(
             }
             Ok(())
         }
-        Expect::Fail { check } => {
-            if verdict != Verdict::Fail {
-                return Err(format!("expected fail, got {verdict:?}"));
-            }
-            if report.summary.is_none() || !report.fatal.is_empty() {
-                return Err("expected a finished self-test with failed checks, not a crash".into());
-            }
-            if !report.checks.iter().any(|c| &c.name == check && c.result == CheckResult::Fail) {
-                return Err(format!("expected check {check} to fail"));
-            }
-            Ok(())
-        }
+        Expect::Fail { check } => judge_failed(verdict, report, std::slice::from_ref(check)),
+        Expect::FailEach { checks } => judge_failed(verdict, report, checks),
         Expect::Fatal { reason, host_report } => {
             if verdict != Verdict::Fail {
                 return Err(format!(
@@ -479,6 +487,31 @@ pub fn judge(
         }
     }
 }
+
+/// A finished self-test with the failure exit, in which each of `checks` failed.
+fn judge_failed(verdict: Verdict, report: &SerialReport, checks: &[String]) -> Result<(), String> {
+    if verdict != Verdict::Fail {
+        return Err(format!("expected fail, got {verdict:?}"));
+    }
+    if report.summary.is_none() || !report.fatal.is_empty() {
+        return Err("expected a finished self-test with failed checks, not a crash".into());
+    }
+    for check in checks {
+        if !report.checks.iter().any(|c| &c.name == check && c.result == CheckResult::Fail) {
+            return Err(format!("expected check {check} to fail"));
+        }
+    }
+    Ok(())
+}
+
+/// The handoff checks (kernel/src/selftest/bootinfo.rs) that `harness:broken-loader` breaks.
+pub const HANDOFF_CHECKS: [&str; 5] = [
+    "boot.usable_in_ram",
+    "boot.usable_avoids_loaded",
+    "boot.physical_map_readback",
+    "boot.stack_guard",
+    "boot.kernel_permissions",
+];
 
 #[derive(Serialize)]
 pub struct RunReport {
@@ -1169,7 +1202,7 @@ mod tests {
         );
         assert!(runs
             .iter()
-            .filter(|r| r.expect != Expect::Pass)
+            .filter(|r| r.expect != Expect::Pass && r.id != "harness:broken-loader")
             .all(|r| r.loader == LoaderKind::Own));
         let upstream = default_runs(Duration::from_secs(120), None, Some(LoaderKind::Upstream));
         assert!(upstream

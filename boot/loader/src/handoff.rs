@@ -141,7 +141,21 @@ pub fn exit_and_enter(handoff: Handoff) -> ! {
             handoff.region_capacity,
         )
     };
-    let count = memory_map::convert(map.entries().map(plan::descriptor), regions);
+    #[allow(unused_mut)]
+    let mut count = memory_map::convert(map.entries().map(plan::descriptor), regions);
+    #[cfg(feature = "broken-handoff")]
+    if let Some(last) = regions[..count].last().copied() {
+        // Usable memory past the end of everything the firmware reported: not RAM.
+        if count < regions.len() {
+            let start = last.end.next_multiple_of(PAGE_4K);
+            regions[count] = MemoryRegion {
+                start,
+                end: start + 0x20_0000,
+                kind: bootloader_api::info::MemoryRegionKind::Usable,
+            };
+            count += 1;
+        }
+    }
     let raw = RawMemoryRegions { ptr: handoff.regions_virtual as *mut MemoryRegion, len: count };
     // SAFETY: same layout (asserted above and by bootloader_api's #[repr(C)]); the pointer is
     // valid in the kernel's address space, where the kernel dereferences it.

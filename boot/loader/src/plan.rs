@@ -180,7 +180,7 @@ pub fn prepare() -> Result<Handoff, LoadError> {
     let mut tables = PageTables::new(ChunkFrames::new())?;
 
     // The kernel image: loaded, relocated, mapped page by page with its segments' permissions.
-    let image = frames::allocate_zeroed(pages(image_len) as usize)
+    let image = allocate_image(pages(image_len) as usize)
         .map_err(uefi_error("cannot allocate the kernel image"))?;
     // SAFETY: fresh pages of `image_len` bytes, ours alone.
     let image_bytes = unsafe { frames::bytes_mut(image, image_len as usize) };
@@ -193,7 +193,11 @@ pub fn prepare() -> Result<Handoff, LoadError> {
             tables.map_4k(
                 page.wrapping_add(bias),
                 image + (page - span_start),
-                leaf_flags(p.writable, p.executable),
+                if cfg!(feature = "broken-handoff") {
+                    leaf_flags(true, true)
+                } else {
+                    leaf_flags(p.writable, p.executable)
+                },
             )?;
         }
         page += PAGE_4K;
@@ -204,6 +208,11 @@ pub fn prepare() -> Result<Handoff, LoadError> {
         .map_err(uefi_error("cannot allocate the kernel stack"))?;
     let stack_bottom = stack_guard + PAGE_4K;
     tables.map_range_4k(stack_bottom, stack, stack_len, leaf_flags(true, false))?;
+    #[cfg(feature = "broken-handoff")]
+    {
+        let guard = frames::allocate_zeroed(1).map_err(uefi_error("cannot allocate"))?;
+        tables.map_4k(stack_guard, guard, leaf_flags(true, false))?;
+    }
 
     // Boot info and the region array, one allocation.
     let boot_info = frames::allocate_zeroed(pages(boot_info_len) as usize)
@@ -213,6 +222,17 @@ pub fn prepare() -> Result<Handoff, LoadError> {
     if let Some(offset) = physical_offset {
         let mut physical = 0;
         while physical < physical_len {
+            #[cfg(feature = "broken-handoff")]
+            if physical == boot_info & !(PAGE_2M - 1) {
+                // This 2 MiB in 4 KiB pages, the boot info's page pointing at a decoy.
+                let decoy = frames::allocate_zeroed(1).map_err(uefi_error("cannot allocate"))?;
+                for page in (physical..physical + PAGE_2M).step_by(PAGE_4K as usize) {
+                    let target = if page == boot_info { decoy } else { page };
+                    tables.map_4k(offset + page, target, leaf_flags(true, false))?;
+                }
+                physical += PAGE_2M;
+                continue;
+            }
             tables.map_2m(offset + physical, physical, leaf_flags(true, false))?;
             physical += PAGE_2M;
         }
@@ -281,6 +301,18 @@ pub fn prepare() -> Result<Handoff, LoadError> {
         entry: kernel.entry().wrapping_add(bias),
         gdt,
     })
+}
+
+/// The kernel image's pages: the loader's own type, so that the kernel sees them as
+/// `Bootloader`; LOADER_DATA (reported usable) in the broken-handoff build.
+fn allocate_image(pages: usize) -> uefi::Result<u64> {
+    if cfg!(feature = "broken-handoff") {
+        let start =
+            boot::allocate_pages(boot::AllocateType::AnyPages, MemoryType::LOADER_DATA, pages)?;
+        Ok(start.as_ptr() as u64)
+    } else {
+        frames::allocate_zeroed(pages)
+    }
 }
 
 pub fn descriptor(d: &uefi::mem::memory_map::MemoryDescriptor) -> UefiDescriptor {
