@@ -22,8 +22,8 @@ const VOLUME_LABEL: [u8; 11] = *b"TDX-UNIKRNL";
 /// Where the loader looks for the kernel (`boot/loader/src/kernel_file.rs`).
 pub const KERNEL_FILE: &str = "kernel.elf";
 
-/// Every FAT timestamp: 2020-01-01 00:00, a fixed date, whatever fatfs's features (the
-/// upstream `bootloader` crate turns on its `chrono` clock).
+/// Every FAT timestamp: 2020-01-01 00:00, a fixed date, whatever fatfs's features: with its
+/// `chrono` feature (which any crate in the build could turn on) its default is the clock.
 #[derive(Debug)]
 struct FixedTime;
 

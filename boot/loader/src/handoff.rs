@@ -190,7 +190,8 @@ pub fn exit_and_enter(handoff: Handoff) -> ! {
 }
 
 /// CR0.WP makes ring 0 honour read-only pages (the kernel's text and RELRO). Written only when
-/// clear; setting it does not exit in a TD, and TDVF runs with it set anyway.
+/// clear, with the other bits as read: in a TD, WP is a guest-owned bit and the write does not
+/// exit (`kernel/libs/td-rules`, MOV to CR0).
 fn set_write_protect_if_clear() {
     const WP: u64 = 1 << 16;
     let cr0: u64;

@@ -11,14 +11,16 @@
 //!
 //! Everything that can fail happens before ExitBootServices, and errors are printed on the UEFI
 //! console. After it ([`handoff`]), the loader converts the final memory map and writes the
-//! boot info (plain stores to memory it allocated), then calls [`handoff::enter_kernel`]. In a
-//! TD a #VE after ExitBootServices kills the TD, and a #GP is a triple fault; the privileged
-//! instructions executed after it are exactly these, each native in a TD (Intel TDX module
-//! 1.5 ABI spec, "CPU Virtualization": these are not in the lists of instructions that exit or
-//! raise #VE):
+//! boot info (plain stores to memory it allocated), then calls `enter_kernel` (the
+//! `.text.enter_kernel` section, one page, identity-mapped in the kernel's tables). In a TD a
+//! #VE after ExitBootServices kills the TD, and a #GP is a triple fault; the privileged
+//! instructions executed after it are exactly these, each native in a TD in every module
+//! version. `kernel/libs/td-rules` lists what the TDX module treats differently from bare metal,
+//! with its sources; only the CR0 write below is in that list, and its rule makes setting WP (a
+//! guest-owned bit) native:
 //!
-//! - `mov cr0` only when CR0.WP is clear, to set it (setting WP does not exit; TDVF already has
-//!   it set, so in a TD the write does not happen). No CR4 write at all.
+//! - `mov cr0` only when CR0.WP is clear, to set it (`handoff::set_write_protect_if_clear`), with
+//!   every other bit as read: WP is guest-owned, so the write does not exit. No CR4 write.
 //! - `cli`: IF is under the TD's own control.
 //! - `lgdt` of the loader's GDT, `lidt` of an empty IDT (any exception before the kernel's own
 //!   `lidt` then shuts the machine down, rather than jumping through the firmware's IDT in
