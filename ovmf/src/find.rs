@@ -5,10 +5,13 @@
 //!
 //! 1. the path given with `--firmware` ([`FindOptions::explicit`]),
 //! 2. the path in `OVMF_PATH` ([`FindOptions::env`]),
-//! 3. the paths where distribution packages install OVMF, in the order of [`distro_candidates`].
+//! 3. QEMU's firmware descriptors ([`descriptor`](crate::descriptor)), in QEMU's order, then the
+//!    paths where distribution packages install OVMF, in the order of [`distro_candidates`]; of
+//!    these the best fit for the [`Purpose`] wins (see [`find`]).
 //!
 //! A path the user named is never second-guessed: when it is missing or unreadable the search
-//! stops with an error instead of silently booting some other firmware.
+//! stops with an error instead of silently booting some other firmware. It is still described:
+//! the descriptor that names it, and whether it enforces Secure Boot.
 //!
 //! OVMF comes in two shapes. A combined image (`OVMF.fd`) holds code and the UEFI variable store
 //! in one file and is what QEMU loads with `-bios`, the only way to load firmware into a TD
@@ -17,10 +20,14 @@
 //! template belongs to the package, so a run gets its own writable copy in
 //! [`FindOptions::scratch_dir`].
 //!
-//! Secure Boot variants (`*.secboot.fd`, `*.ms.fd`, `*.snakeoil.fd`) are deliberately not in the
-//! list: distributions build them to require SMM, which a TD does not have, and their variable
-//! stores enrol Secure Boot keys that would refuse our unsigned boot image.
+//! Secure Boot builds with enrolled keys (`*.ms.fd`, `*.snakeoil.fd`, Fedora's `*.secboot.fd`
+//! with enrolled VARS, the distributions' TDX builds `OVMF.inteltdx.ms.fd` and
+//! `OVMF.inteltdx.secboot.fd`) refuse our unsigned loader. They are never chosen for a TCG run,
+//! and for a TD only when nothing else carries TDVF metadata, with [`SecureBoot::Enforced`] so
+//! the caller warns. Each result says whether it enforces Secure Boot, from its descriptor's
+//! `enrolled-keys` feature or from a Platform Key in its variable store ([`crate::varstore`]).
 
+use crate::descriptor::Found;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -51,6 +58,41 @@ pub struct FindOptions {
     /// Directory that receives the writable copy of a split image's VARS template. Created if
     /// missing.
     pub scratch_dir: PathBuf,
+    /// QEMU firmware descriptor directories, most specific first
+    /// ([`crate::descriptor::search_dirs`]). Empty: no descriptors.
+    pub descriptor_dirs: Vec<PathBuf>,
+    /// What the firmware is for.
+    pub purpose: Purpose,
+}
+
+/// What the firmware must be able to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// A TCG (or KVM, non-TD) guest on q35: any x86_64 UEFI build for q35, loaded with pflash
+    /// or `-bios`, without enrolled Secure Boot keys.
+    #[default]
+    Tcg,
+    /// A TD: one image loaded with `-bios` (no pflash, no SMM in a TD) that carries TDVF
+    /// metadata, preferably without enrolled keys.
+    Td,
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Purpose::Tcg => "a q35 guest",
+            Purpose::Td => "a TD",
+        })
+    }
+}
+
+/// Whether the firmware will refuse an unsigned loader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecureBoot {
+    /// Secure Boot keys are enrolled: unsigned loaders (ours) are refused. Says how we know.
+    Enforced(String),
+    /// No descriptor says `enrolled-keys` and no Platform Key is in the variable store.
+    NotEnforced,
 }
 
 /// Firmware ready to hand to QEMU.
@@ -63,6 +105,29 @@ pub struct Firmware {
     pub vars: Option<PathBuf>,
     /// Where the firmware came from, for messages such as "using OVMF from OVMF_PATH".
     pub source: Source,
+    /// The QEMU firmware descriptor that describes this image, if one does.
+    pub descriptor: Option<Found>,
+    /// Whether it refuses unsigned loaders.
+    pub secure_boot: SecureBoot,
+    /// Why this firmware was chosen, one line.
+    pub reason: String,
+    /// One-line warnings from the search (skipped malformed descriptors).
+    pub warnings: Vec<String>,
+}
+
+impl Firmware {
+    /// A firmware with nothing known about it beyond its files.
+    pub fn new(code: PathBuf, vars: Option<PathBuf>, source: Source) -> Self {
+        Firmware {
+            code,
+            vars,
+            source,
+            descriptor: None,
+            secure_boot: SecureBoot::NotEnforced,
+            reason: String::new(),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 /// Where a firmware path came from.
@@ -72,6 +137,8 @@ pub enum Source {
     Explicit,
     /// The `OVMF_PATH` environment variable.
     Env,
+    /// A QEMU firmware descriptor ([`Firmware::descriptor`]).
+    Descriptor,
     /// A path where a distribution's package installs OVMF.
     Distro(Distro),
 }
@@ -81,6 +148,7 @@ impl fmt::Display for Source {
         match self {
             Source::Explicit => f.write_str("--firmware"),
             Source::Env => f.write_str("OVMF_PATH"),
+            Source::Descriptor => f.write_str("a QEMU firmware descriptor"),
             Source::Distro(distro) => write!(f, "{} package `{}`", distro, distro.package()),
         }
     }
@@ -135,6 +203,11 @@ pub struct Candidate {
     pub vars: Option<PathBuf>,
     /// Package layout this path comes from.
     pub distro: Distro,
+    /// The package enrols Secure Boot keys in this build: it refuses unsigned loaders.
+    pub enrolled_keys: bool,
+    /// A dedicated TDX build (`OvmfPkg/IntelTdx`); other combined images may carry TDVF
+    /// metadata too (Debian's `OVMF.fd` does), which the search checks in the file.
+    pub tdx_build: bool,
 }
 
 impl fmt::Display for Candidate {
@@ -146,31 +219,95 @@ impl fmt::Display for Candidate {
     }
 }
 
-/// Distribution paths relative to the filesystem root, in search order; the first complete
-/// entry wins.
+/// Secure Boot status of a known path: whether the package enrols keys in it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    None,
+    Enrolled,
+}
+
+/// What a known path is: a generic build, or a dedicated TDX build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Build {
+    Generic,
+    Tdx,
+}
+
+/// Distribution paths relative to the filesystem root, in search order (after the
+/// descriptors; among equally good fits the earlier entry wins).
 ///
 /// Debian's combined `OVMF.fd` comes first because a TD can only be started from a combined
 /// image and Debian's carries TDVF metadata (the `tdvf` tests parse the installed file). Within
 /// Debian's split images the 4 MiB layout, with its larger variable store, precedes the older
 /// 2 MiB one. Paths are relative so that `Path::join` keeps them under the chosen root.
-const DISTRO_PATHS: &[(&str, Option<&str>, Distro)] = &[
-    ("usr/share/ovmf/OVMF.fd", None, Distro::Debian),
-    ("usr/share/OVMF/OVMF_CODE_4M.fd", Some("usr/share/OVMF/OVMF_VARS_4M.fd"), Distro::Debian),
-    ("usr/share/OVMF/OVMF_CODE.fd", Some("usr/share/OVMF/OVMF_VARS.fd"), Distro::Debian),
-    ("usr/share/edk2/ovmf/OVMF_CODE.fd", Some("usr/share/edk2/ovmf/OVMF_VARS.fd"), Distro::Fedora),
-    ("usr/share/edk2/ovmf/OVMF.fd", None, Distro::Fedora),
-    ("usr/share/edk2/x64/OVMF.fd", None, Distro::Arch),
-    ("usr/share/edk2/x64/OVMF_CODE.fd", Some("usr/share/edk2/x64/OVMF_VARS.fd"), Distro::Arch),
+///
+/// The TDX builds, with their Secure Boot status:
+/// - Debian and Ubuntu (edk2 2025.11 and later, package `ovmf-inteltdx`):
+///   `/usr/share/ovmf/OVMF.inteltdx.ms.fd`, Secure Boot on with Microsoft's keys enrolled
+///   (its descriptor `60-edk2-x86_64-inteltdx.json` lists `intel-tdx`, `secure-boot`,
+///   `enrolled-keys`). Ubuntu's 26.04 release notes: "`OVMF.inteltdx.fd` has been removed",
+///   "`OVMF.inteltdx.secboot.fd` has been renamed to `OVMF.inteltdx.ms.fd`".
+/// - Ubuntu before that: `/usr/share/ovmf/OVMF.inteltdx.fd` (no keys) and
+///   `/usr/share/ovmf/OVMF.inteltdx.secboot.fd` (keys enrolled).
+/// - Fedora (`edk2-ovmf`): `/usr/share/edk2/ovmf/OVMF.inteltdx.fd` (`OvmfPkg/IntelTdx` without
+///   Secure Boot options, `edk2-build.fedora` section `build.ovmf.inteltdx`) and
+///   `/usr/share/edk2/ovmf/OVMF.inteltdx.secboot.fd` (its descriptor
+///   `60-edk2-ovmf-x64-inteltdx.json` lists `enrolled-keys`, `intel-tdx`, `secure-boot`).
+const DISTRO_PATHS: &[(&str, Option<&str>, Distro, Keys, Build)] = &[
+    ("usr/share/ovmf/OVMF.fd", None, Distro::Debian, Keys::None, Build::Generic),
+    (
+        "usr/share/OVMF/OVMF_CODE_4M.fd",
+        Some("usr/share/OVMF/OVMF_VARS_4M.fd"),
+        Distro::Debian,
+        Keys::None,
+        Build::Generic,
+    ),
+    (
+        "usr/share/OVMF/OVMF_CODE.fd",
+        Some("usr/share/OVMF/OVMF_VARS.fd"),
+        Distro::Debian,
+        Keys::None,
+        Build::Generic,
+    ),
+    (
+        "usr/share/edk2/ovmf/OVMF_CODE.fd",
+        Some("usr/share/edk2/ovmf/OVMF_VARS.fd"),
+        Distro::Fedora,
+        Keys::None,
+        Build::Generic,
+    ),
+    ("usr/share/edk2/ovmf/OVMF.fd", None, Distro::Fedora, Keys::None, Build::Generic),
+    ("usr/share/edk2/x64/OVMF.fd", None, Distro::Arch, Keys::None, Build::Generic),
+    (
+        "usr/share/edk2/x64/OVMF_CODE.fd",
+        Some("usr/share/edk2/x64/OVMF_VARS.fd"),
+        Distro::Arch,
+        Keys::None,
+        Build::Generic,
+    ),
+    ("usr/share/ovmf/OVMF.inteltdx.fd", None, Distro::Debian, Keys::None, Build::Tdx),
+    ("usr/share/edk2/ovmf/OVMF.inteltdx.fd", None, Distro::Fedora, Keys::None, Build::Tdx),
+    ("usr/share/ovmf/OVMF.inteltdx.ms.fd", None, Distro::Debian, Keys::Enrolled, Build::Tdx),
+    ("usr/share/ovmf/OVMF.inteltdx.secboot.fd", None, Distro::Debian, Keys::Enrolled, Build::Tdx),
+    (
+        "usr/share/edk2/ovmf/OVMF.inteltdx.secboot.fd",
+        None,
+        Distro::Fedora,
+        Keys::Enrolled,
+        Build::Tdx,
+    ),
 ];
 
 /// The distribution paths under `root`, in the order [`find`] tries them.
 pub fn distro_candidates(root: &Path) -> Vec<Candidate> {
     DISTRO_PATHS
         .iter()
-        .map(|&(code, vars, distro)| Candidate {
+        .map(|&(code, vars, distro, keys, build)| Candidate {
             code: root.join(code),
             vars: vars.map(|vars| root.join(vars)),
             distro,
+            enrolled_keys: keys == Keys::Enrolled,
+            tdx_build: build == Build::Tdx,
         })
         .collect()
 }
@@ -221,6 +358,20 @@ pub enum FindError {
         install_hint()
     )]
     NotFound { searched: Vec<Candidate> },
+
+    /// Firmware is installed, but none of it fits the purpose.
+    #[error(
+        "no installed UEFI firmware fits {purpose}: {}; pass --firmware PATH / set OVMF_PATH, or \
+         install {}",
+        passed_over.join("; "),
+        match purpose {
+            Purpose::Tcg => "OVMF without enrolled Secure Boot keys (`apt-get install ovmf`, \
+                             `dnf install edk2-ovmf`, `pacman -S edk2-ovmf`)",
+            Purpose::Td => "a combined OVMF image with TDVF metadata (Debian/Ubuntu \
+                            /usr/share/ovmf/OVMF.fd from `ovmf`/`ovmf-generic`)",
+        }
+    )]
+    NoneSuitable { purpose: Purpose, passed_over: Vec<String> },
 }
 
 fn list_candidates(searched: &[Candidate]) -> String {
@@ -242,49 +393,290 @@ fn install_hint() -> String {
 
 /// Finds firmware in the documented order (see the module documentation).
 ///
-/// The explicit path wins over `OVMF_PATH`, which wins over the distribution paths; a path the
-/// user named must be usable or the search fails. A distribution path that exists but fails the
-/// size check is an error too, rather than being skipped, so a broken package install is
-/// reported instead of masked. A split CODE image counts only when its VARS template is also
-/// installed.
+/// The explicit path wins over `OVMF_PATH`, which wins over the search; a path the user named
+/// must be usable or the search fails.
+///
+/// The search ranks every QEMU firmware descriptor (in QEMU's order) and every installed
+/// distribution path (in table order) for the [`Purpose`] and takes the best rank; among equal
+/// ranks descriptors come first, then the earlier one:
+///
+/// - for [`Purpose::Tcg`]: a UEFI build for x86_64 q35 that QEMU can load with pflash or
+///   `-bios`, without enrolled keys (those are never chosen); builds that need SMM or are made
+///   for a confidential guest (`requires-smm`, `intel-tdx`) rank after generic ones;
+/// - for [`Purpose::Td`]: one image loadable with `-bios` and without `requires-smm`; a
+///   dedicated TDX build (`intel-tdx` feature, or a known TDX path) first, then any other
+///   combined image whose file carries TDVF metadata, then those with enrolled keys last.
+///
+/// A distribution path that exists but fails the size check is an error, rather than being
+/// skipped, so a broken package install is reported instead of masked. A split CODE image counts
+/// only when its VARS template is also installed. Malformed descriptors are skipped with a
+/// warning in [`Firmware::warnings`].
 pub fn find(opts: &FindOptions) -> Result<Firmware, FindError> {
+    let loaded = crate::descriptor::load(&opts.descriptor_dirs);
     if let Some(path) = &opts.explicit {
-        return user_firmware(path, Source::Explicit, &opts.scratch_dir);
+        return user_firmware(path, Source::Explicit, opts, loaded);
     }
     if let Some(path) = &opts.env {
-        return user_firmware(path, Source::Env, &opts.scratch_dir);
+        return user_firmware(path, Source::Env, opts, loaded);
     }
 
     let searched = distro_candidates(&opts.root);
-    for candidate in &searched {
+    let mut passed_over = Vec::new();
+    // (rank, order, choice); order keeps descriptors before distribution paths.
+    let mut best: Option<(u8, usize, Choice)> = None;
+    let mut consider = |rank: u8, order: usize, choice: Choice| {
+        if best.as_ref().is_none_or(|(r, o, _)| (rank, order) < (*r, *o)) {
+            best = Some((rank, order, choice));
+        }
+    };
+    for (order, found) in loaded.descriptors.iter().enumerate() {
+        match rank_descriptor(found, opts.purpose) {
+            Ok((rank, secure_boot)) => {
+                consider(rank, order, Choice::Descriptor { found: found.clone(), secure_boot })
+            }
+            Err(why) => passed_over.push(format!("{}: {why}", found.name())),
+        }
+    }
+    let any_installed =
+        searched.iter().any(|c| c.code.is_file() && c.vars.as_deref().is_none_or(Path::is_file));
+    for (index, candidate) in searched.iter().enumerate() {
         let complete =
             candidate.code.is_file() && candidate.vars.as_deref().is_none_or(Path::is_file);
         if !complete {
             continue;
         }
-        let source = Source::Distro(candidate.distro);
-        check_firmware_file(&candidate.code, source)?;
-        let vars = match &candidate.vars {
-            Some(template) => Some(copy_vars_template(template, &opts.scratch_dir)?),
-            None => None,
-        };
-        return Ok(Firmware { code: candidate.code.clone(), vars, source });
+        check_firmware_file(&candidate.code, Source::Distro(candidate.distro))?;
+        match rank_known(candidate, opts.purpose) {
+            Ok((rank, secure_boot)) => consider(
+                rank,
+                loaded.descriptors.len() + index,
+                Choice::Known { candidate: candidate.clone(), secure_boot },
+            ),
+            Err(why) => passed_over.push(format!("{}: {why}", candidate.code.display())),
+        }
     }
-    Err(FindError::NotFound { searched })
+    let Some((_, _, choice)) = best else {
+        if loaded.descriptors.is_empty() && !any_installed {
+            return Err(FindError::NotFound { searched });
+        }
+        return Err(FindError::NoneSuitable { purpose: opts.purpose, passed_over });
+    };
+    let passed = if passed_over.is_empty() {
+        String::new()
+    } else {
+        format!("; passed over: {}", passed_over.join("; "))
+    };
+    let mut firmware = match choice {
+        Choice::Descriptor { found, secure_boot } => {
+            check_firmware_file(found.descriptor.executable(), Source::Descriptor)?;
+            let vars = match found.descriptor.nvram_template() {
+                Some(template) => Some(copy_vars_template(template, &opts.scratch_dir)?),
+                None => None,
+            };
+            let mut firmware = Firmware::new(
+                found.descriptor.executable().to_path_buf(),
+                vars,
+                Source::Descriptor,
+            );
+            firmware.reason = format!(
+                "QEMU firmware descriptor {found}, the best fit for {}{passed}",
+                opts.purpose
+            );
+            firmware.descriptor = Some(found);
+            firmware.secure_boot = secure_boot;
+            firmware
+        }
+        Choice::Known { candidate, secure_boot } => {
+            let source = Source::Distro(candidate.distro);
+            let vars = match &candidate.vars {
+                Some(template) => Some(copy_vars_template(template, &opts.scratch_dir)?),
+                None => None,
+            };
+            let mut firmware = Firmware::new(candidate.code.clone(), vars, source);
+            firmware.reason = format!(
+                "{source} path {}, the best fit for {} (no QEMU firmware descriptor fits \
+                 better){passed}",
+                candidate.code.display(),
+                opts.purpose
+            );
+            firmware.descriptor = crate::descriptor::naming(&loaded.descriptors, &candidate.code)
+                .first()
+                .map(|f| (*f).clone());
+            firmware.secure_boot = secure_boot;
+            firmware
+        }
+    };
+    firmware.warnings = loaded.warnings;
+    Ok(firmware)
+}
+
+/// A search result before its VARS template is copied.
+enum Choice {
+    Descriptor { found: Found, secure_boot: SecureBoot },
+    Known { candidate: Candidate, secure_boot: SecureBoot },
+}
+
+/// Ranks a descriptor for `purpose` (lower is better), or says why it does not fit.
+fn rank_descriptor(found: &Found, purpose: Purpose) -> Result<(u8, SecureBoot), String> {
+    use crate::descriptor::{feature, FlashMode, Mapping};
+    let descriptor = &found.descriptor;
+    if !descriptor.is_uefi_for_x86_64_q35() {
+        return Err("not UEFI firmware for x86_64 q35".into());
+    }
+    let executable = descriptor.executable();
+    if !executable.is_file() {
+        return Err(format!("{} is not installed", executable.display()));
+    }
+    let secure_boot = if descriptor.has_feature(feature::ENROLLED_KEYS) {
+        SecureBoot::Enforced(format!(
+            "its QEMU firmware descriptor {} lists enrolled-keys",
+            found.name()
+        ))
+    } else {
+        SecureBoot::NotEnforced
+    };
+    let enrolled = secure_boot != SecureBoot::NotEnforced;
+    let smm = descriptor.has_feature(feature::REQUIRES_SMM);
+    let tdx = descriptor.has_feature(feature::INTEL_TDX);
+    match purpose {
+        Purpose::Tcg => {
+            match &descriptor.mapping {
+                Mapping::Flash { mode: FlashMode::Split, nvram_template, .. } => {
+                    match nvram_template {
+                        None => return Err("split flash mapping without an NVRAM template".into()),
+                        Some(t) if !t.filename.is_file() => {
+                            return Err(format!("{} is not installed", t.filename.display()))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Mapping::Flash { .. } | Mapping::Memory { .. } => {}
+                Mapping::Kernel { .. } | Mapping::Igvm { .. } => {
+                    return Err("loaded as a kernel or IGVM file, not as UEFI flash or -bios".into())
+                }
+            }
+            if enrolled {
+                return Err("enrolled-keys: Secure Boot would refuse our unsigned loader".into());
+            }
+            Ok((if smm || tdx { 1 } else { 0 }, secure_boot))
+        }
+        Purpose::Td => {
+            if smm {
+                return Err("requires-smm: a TD has no SMM".into());
+            }
+            match &descriptor.mapping {
+                Mapping::Memory { .. }
+                | Mapping::Flash { mode: FlashMode::Combined | FlashMode::Stateless, .. } => {}
+                _ => return Err("not one image that -bios can load (a TD has no pflash)".into()),
+            }
+            let rank = if tdx {
+                0
+            } else if carries_tdvf_metadata(executable) {
+                1
+            } else {
+                return Err("no intel-tdx feature and no TDVF metadata in the image".into());
+            };
+            Ok((if enrolled { 3 } else { rank }, secure_boot))
+        }
+    }
+}
+
+/// Ranks an installed distribution path for `purpose`, or says why it does not fit.
+fn rank_known(candidate: &Candidate, purpose: Purpose) -> Result<(u8, SecureBoot), String> {
+    let secure_boot = known_secure_boot(candidate);
+    let enrolled = secure_boot != SecureBoot::NotEnforced;
+    match purpose {
+        Purpose::Tcg => {
+            if enrolled {
+                return Err("Secure Boot keys enrolled: it would refuse our unsigned loader".into());
+            }
+            Ok((if candidate.tdx_build { 1 } else { 0 }, secure_boot))
+        }
+        Purpose::Td => {
+            if candidate.vars.is_some() {
+                return Err("a split CODE/VARS image (a TD loads one image with -bios)".into());
+            }
+            if !carries_tdvf_metadata(&candidate.code) {
+                return Err("no TDVF metadata".into());
+            }
+            let rank = if candidate.tdx_build { 0 } else { 1 };
+            Ok((if enrolled { 3 } else { rank }, secure_boot))
+        }
+    }
+}
+
+/// A known path's Secure Boot status: the table's, confirmed or overridden by a Platform Key
+/// found in its variable store (VARS template, or the combined image itself).
+fn known_secure_boot(candidate: &Candidate) -> SecureBoot {
+    let store = candidate.vars.as_deref().unwrap_or(&candidate.code);
+    match store_has_platform_key(store) {
+        Some(evidence) => SecureBoot::Enforced(evidence),
+        None if candidate.enrolled_keys => SecureBoot::Enforced(format!(
+            "the {} package enrols Secure Boot keys in {}",
+            candidate.distro,
+            candidate.code.display()
+        )),
+        None => SecureBoot::NotEnforced,
+    }
+}
+
+/// "a Platform Key is enrolled in FILE" when the variable store in `store` has one.
+fn store_has_platform_key(store: &Path) -> Option<String> {
+    let bytes = crate::read_firmware(store).ok()?;
+    crate::varstore::platform_key_enrolled(&bytes)
+        .then(|| format!("a Secure Boot Platform Key is enrolled in {}", store.display()))
+}
+
+fn carries_tdvf_metadata(image: &Path) -> bool {
+    crate::read_firmware(image)
+        .ok()
+        .and_then(|bytes| crate::tdvf::parse(&bytes).ok().map(|m| m.check_qemu_loadable().is_ok()))
+        .unwrap_or(false)
 }
 
 /// Accepts a path the user named, or explains why it cannot be used.
 ///
 /// If it is a split CODE image (`…OVMF_CODE….fd`) with the matching `…OVMF_VARS….fd` next to
-/// it, the VARS template is copied as for a distribution path; otherwise the file is treated as
-/// a combined image.
-fn user_firmware(path: &Path, source: Source, scratch_dir: &Path) -> Result<Firmware, FindError> {
+/// it, the VARS template is copied as for a distribution path; otherwise, when a QEMU firmware
+/// descriptor names the file as a split build, its NVRAM template is copied; otherwise the file
+/// is treated as a combined image.
+fn user_firmware(
+    path: &Path,
+    source: Source,
+    opts: &FindOptions,
+    loaded: crate::descriptor::Loaded,
+) -> Result<Firmware, FindError> {
     check_firmware_file(path, source)?;
-    let vars = match sibling_vars_template(path) {
-        Some(template) => Some(copy_vars_template(&template, scratch_dir)?),
+    let descriptor =
+        crate::descriptor::naming(&loaded.descriptors, path).first().map(|found| (*found).clone());
+    let template = sibling_vars_template(path).or_else(|| {
+        descriptor
+            .as_ref()
+            .and_then(|found| found.descriptor.nvram_template())
+            .filter(|template| template.is_file())
+            .map(Path::to_path_buf)
+    });
+    let vars = match &template {
+        Some(template) => Some(copy_vars_template(template, &opts.scratch_dir)?),
         None => None,
     };
-    Ok(Firmware { code: path.to_path_buf(), vars, source })
+    let mut firmware = Firmware::new(path.to_path_buf(), vars, source);
+    let by_descriptor = descriptor
+        .as_ref()
+        .filter(|found| found.descriptor.has_feature(crate::descriptor::feature::ENROLLED_KEYS));
+    firmware.secure_boot =
+        match (by_descriptor, store_has_platform_key(template.as_deref().unwrap_or(path))) {
+            (_, Some(evidence)) => SecureBoot::Enforced(evidence),
+            (Some(found), None) => SecureBoot::Enforced(format!(
+                "its QEMU firmware descriptor {} lists enrolled-keys",
+                found.name()
+            )),
+            (None, None) => SecureBoot::NotEnforced,
+        };
+    firmware.reason = format!("given with {source}");
+    firmware.descriptor = descriptor;
+    firmware.warnings = loaded.warnings;
+    Ok(firmware)
 }
 
 /// Checks that `path` is a readable regular file of plausible firmware size.
@@ -384,6 +776,10 @@ fn make_owner_writable(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[path = "find/selection_tests.rs"]
+mod selection_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::fs::OpenOptions;
@@ -423,6 +819,8 @@ mod tests {
                 env: None,
                 root: self.root.path().to_path_buf(),
                 scratch_dir: self.scratch.path().join("vars"),
+                descriptor_dirs: Vec::new(),
+                purpose: Purpose::Tcg,
             }
         }
     }
@@ -536,6 +934,11 @@ mod tests {
             let code = fx.image(candidate.code.to_str().unwrap());
             if let Some(vars) = &candidate.vars {
                 fx.file(vars.to_str().unwrap(), VARS_SIZE);
+            }
+            if candidate.enrolled_keys {
+                // Never a TCG choice (see tdx_builds_with_enrolled_keys_are_never_chosen_for_tcg).
+                assert!(find(&fx.options()).is_err());
+                continue;
             }
             let firmware = find(&fx.options()).unwrap();
             assert_eq!(firmware.code, code);
@@ -651,13 +1054,28 @@ mod tests {
     }
 
     #[test]
-    fn no_secure_boot_variants_are_searched() {
+    fn secure_boot_variants_in_the_list_are_the_tdx_builds_marked_enrolled() {
         for candidate in distro_candidates(Path::new("/")) {
             let text = candidate.to_string();
-            for variant in [".secboot", ".ms.", "snakeoil"] {
-                assert!(!text.contains(variant), "{text}");
+            let secure_boot_variant =
+                [".secboot", ".ms.", "snakeoil"].iter().any(|variant| text.contains(variant));
+            assert_eq!(secure_boot_variant, candidate.enrolled_keys, "{text}");
+            if candidate.enrolled_keys {
+                assert!(candidate.tdx_build && candidate.vars.is_none(), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn tdx_builds_with_enrolled_keys_are_never_chosen_for_tcg() {
+        let fx = Fixture::new();
+        fx.image("usr/share/ovmf/OVMF.inteltdx.ms.fd");
+        fx.image("usr/share/edk2/ovmf/OVMF.inteltdx.secboot.fd");
+        let error = find(&fx.options()).unwrap_err();
+        assert!(matches!(error, FindError::NoneSuitable { purpose: Purpose::Tcg, .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains("OVMF.inteltdx.ms.fd: Secure Boot keys enrolled"), "{message}");
+        assert!(!message.contains('\n'));
     }
 
     #[test]

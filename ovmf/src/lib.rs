@@ -1,6 +1,6 @@
 //! Finding and checking UEFI firmware for booting the unikernel in a TDX guest.
 //!
-//! Two independent parts:
+//! The parts:
 //!
 //! - [`find`](mod@find) locates an OVMF image on the host: an explicit `--firmware` path, then
 //!   `OVMF_PATH`, then the paths where Debian/Ubuntu, Fedora and Arch install their packages.
@@ -8,6 +8,10 @@
 //! - [`tdvf`] parses the TDVF metadata that a TDX-capable OVMF build ("TDVF") carries, the way
 //!   QEMU reads it before it creates a TD (`hw/i386/tdvf.c`, `hw/i386/pc_sysfw_ovmf.c`), so the
 //!   developer tools can say "this firmware cannot boot a TD" before QEMU does.
+//! - [`descriptor`] reads QEMU's firmware descriptors (`/usr/share/qemu/firmware/*.json` and
+//!   the directories that override it), which [`find`](mod@find) consults before its own list.
+//! - [`varstore`] tells whether a variable store has a Secure Boot Platform Key enrolled, i.e.
+//!   whether the firmware will refuse an unsigned loader.
 //!
 //! Both run on the host only. The parser takes untrusted bytes and must never panic: every
 //! offset and length read from the image goes through checked arithmetic and bounds-checked
@@ -15,10 +19,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod descriptor;
 pub mod find;
 pub mod tdvf;
+pub mod varstore;
 
-pub use find::{find, Distro, FindError, FindOptions, Firmware, Source};
+pub use find::{find, Distro, FindError, FindOptions, Firmware, Purpose, SecureBoot, Source};
 
 /// Reads a firmware image, refusing anything that is not a regular file of plausible size
 /// (a directory, a FIFO, `/dev/zero`), so that a bad path fails at once instead of hanging or

@@ -748,4 +748,4 @@ pub fn render_table(metadata: &TdvfMetadata) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

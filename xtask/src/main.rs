@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod firmware;
 mod qemu;
 mod report;
 mod secure_boot;
@@ -180,8 +181,8 @@ enum Command {
 }
 
 /// The firmware for a TD: a combined TDVF image (a TD has no pflash), with valid metadata.
-fn find_td_firmware(args: &FirmwareArgs) -> Result<PathBuf> {
-    let firmware = find_firmware(args)?;
+fn find_td_firmware(args: &FirmwareArgs) -> Result<ovmf::Firmware> {
+    let firmware = firmware::find(args.firmware.clone(), ovmf::Purpose::Td)?;
     if firmware.vars.is_some() {
         anyhow::bail!(
             "{} is a split CODE image; a TD needs a combined TDVF image loaded with -bios (e.g. /usr/share/ovmf/OVMF.fd)",
@@ -196,7 +197,7 @@ fn find_td_firmware(args: &FirmwareArgs) -> Result<PathBuf> {
     metadata.check_qemu_loadable().map_err(|e| {
         anyhow::anyhow!("firmware {} cannot be loaded as TDVF: {e}", firmware.code.display())
     })?;
-    Ok(firmware.code)
+    Ok(firmware)
 }
 
 fn td_launch(
@@ -232,17 +233,9 @@ fn td_preflight(launch: &td::qemu::TdLaunch) -> Result<()> {
     Ok(())
 }
 
+/// The firmware for a TCG (or `--kvm`) guest.
 fn find_firmware(args: &FirmwareArgs) -> Result<ovmf::Firmware> {
-    let scratch = build::project_root().join("target/xtask-firmware");
-    std::fs::create_dir_all(&scratch)
-        .with_context(|| format!("cannot create {}", scratch.display()))?;
-    let firmware = ovmf::find(&ovmf::FindOptions {
-        explicit: args.firmware.clone(),
-        env: std::env::var_os("OVMF_PATH").map(PathBuf::from),
-        root: PathBuf::from("/"),
-        scratch_dir: scratch,
-    })?;
-    Ok(firmware)
+    firmware::find(args.firmware.clone(), ovmf::Purpose::Tcg)
 }
 
 fn run_command(cli: Cli) -> Result<bool> {
@@ -277,13 +270,14 @@ fn run_command(cli: Cli) -> Result<bool> {
             let firmware = find_td_firmware(&firmware)?;
             let image =
                 build::project_root().join("target/kernel").join(build::image_name(loader.loader));
-            let mut launch = td_launch(&td, firmware, image, qemu_args)?;
+            let mut launch = td_launch(&td, firmware.code.clone(), image, qemu_args)?;
             if td.dry_run {
                 println!("{}", td::qemu::td_command_line(&launch)?);
                 return Ok(true);
             }
             // The host check comes first: on a host that cannot run a TD, fail before building.
             td_preflight(&launch)?;
+            firmware::print_announcement(&firmware);
             launch.image =
                 build::build(&build::KernelVariant::default(), loader.loader, false)?.image;
             let args = td::qemu::td_qemu_args(&launch)?;
@@ -300,6 +294,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 mode: softtdx.then_some("softtdx"),
                 extra_args: &qemu_args,
             });
+            firmware::print_announcement(&firmware);
             boot_on_terminal(&qemu, &args, timeout)
         }
         Command::Test {
@@ -308,12 +303,13 @@ fn run_command(cli: Cli) -> Result<bool> {
             let loader = loader.unwrap_or_default();
             let firmware = find_td_firmware(&firmware)?;
             let image = build::project_root().join("target/kernel").join(build::image_name(loader));
-            let launch = td_launch(&td, firmware, image, qemu_args)?;
+            let launch = td_launch(&td, firmware.code.clone(), image, qemu_args)?;
             if td.dry_run {
                 println!("{}", td::qemu::td_command_line(&launch)?);
                 return Ok(true);
             }
             td_preflight(&launch)?;
+            firmware::print_announcement(&firmware);
             test::run_td(launch, loader, Duration::from_secs(timeout), json, skip_host_tests)
         }
         Command::Test {
@@ -367,6 +363,8 @@ fn run_command(cli: Cli) -> Result<bool> {
             out,
         } => {
             let firmware = find_td_firmware(&firmware)?;
+            firmware::print_announcement(&firmware);
+            let firmware = firmware.code;
             let image = match image {
                 Some(image) => image,
                 None => {

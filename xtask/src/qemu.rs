@@ -72,7 +72,9 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
             "-drive".into(),
             format!("if=pflash,format=raw,readonly=on,file={}", spec.firmware.code.display()),
             "-drive".into(),
-            format!("if=pflash,format=raw,file={}", vars.display()),
+            // snapshot=on: the guest's variable writes go to a temporary overlay, so parallel
+            // boots can share the run's VARS copy (QEMU would refuse a second writer's lock).
+            format!("if=pflash,format=raw,snapshot=on,file={}", vars.display()),
         ]),
     }
     args.extend([
@@ -268,7 +270,7 @@ mod tests {
     use super::*;
 
     fn firmware() -> ovmf::Firmware {
-        ovmf::Firmware { code: "/fw/OVMF.fd".into(), vars: None, source: ovmf::Source::Explicit }
+        ovmf::Firmware::new("/fw/OVMF.fd".into(), None, ovmf::Source::Explicit)
     }
 
     #[test]
@@ -296,11 +298,7 @@ mod tests {
 
     #[test]
     fn split_firmware_uses_pflash() {
-        let fw = ovmf::Firmware {
-            code: "/c.fd".into(),
-            vars: Some("/v.fd".into()),
-            source: ovmf::Source::Explicit,
-        };
+        let fw = ovmf::Firmware::new("/c.fd".into(), Some("/v.fd".into()), ovmf::Source::Explicit);
         let args = boot_args(&BootSpec {
             firmware: &fw,
             image: Path::new("/i.img"),

@@ -550,13 +550,9 @@ fn run_firmware(spec: &RunSpec, options: &Options) -> Result<ovmf::Firmware, Str
     // The run gets its own copy of the VARS template (it may be written), as for --firmware.
     let scratch =
         build::project_root().join("target/xtask-firmware").join(spec.id.replace(':', "-"));
-    ovmf::find(&ovmf::FindOptions {
-        explicit: Some(path.clone()),
-        env: None,
-        root: PathBuf::from("/"),
-        scratch_dir: scratch,
-    })
-    .map_err(|error| error.to_string())
+    // The explicit path wins over OVMF_PATH.
+    ovmf::find(&crate::firmware::options(Some(path.clone()), ovmf::Purpose::Tcg, scratch))
+        .map_err(|error| error.to_string())
 }
 
 fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Result<RunReport> {
@@ -759,6 +755,9 @@ fn run_started(
         extra_args: &options.qemu_args,
     });
     println!("    {}", qemu::command_line(qemu, &first_args));
+    for line in crate::firmware::announce(&options.firmware) {
+        println!("    {line}");
+    }
 
     let queue = Mutex::new(specs.iter().enumerate().collect::<Vec<_>>());
     let results = Mutex::new(Vec::new());
@@ -1153,11 +1152,7 @@ mod tests {
             qemu_args: Vec::new(),
             fail_check: None,
             kvm: false,
-            firmware: ovmf::Firmware {
-                code: "/fw/OVMF.fd".into(),
-                vars: None,
-                source: ovmf::Source::Explicit,
-            },
+            firmware: ovmf::Firmware::new("/fw/OVMF.fd".into(), None, ovmf::Source::Explicit),
             runs: Vec::new(),
             skip_host_tests: true,
             loader: None,

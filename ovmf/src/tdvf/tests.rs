@@ -171,6 +171,18 @@ impl SyntheticImage {
     }
 }
 
+/// A firmware-sized image (`size` bytes, at least 16 KiB) with valid TDVF metadata near its
+/// end, for the tests of other modules (the firmware search).
+pub(crate) fn tdvf_image(size: usize) -> Vec<u8> {
+    let mut recipe = SyntheticImage::valid();
+    recipe.size = size;
+    recipe.descriptor_offset = size - 0x1000;
+    recipe.sections[0].data_offset = (size - 0x3000) as u32;
+    let image = recipe.build().0;
+    assert!(parse(&image).unwrap().check_qemu_loadable().is_ok());
+    image
+}
+
 fn valid_image() -> (Vec<u8>, Layout) {
     SyntheticImage::valid().build()
 }

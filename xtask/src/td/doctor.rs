@@ -561,13 +561,12 @@ pub fn probe_host(qemu: &Path, firmware: Option<&Path>) -> HostFacts {
         .unwrap_or((None, false));
     let firmware = match firmware {
         Some(path) => Ok(probe_firmware(path)),
-        None => ovmf::find(&ovmf::FindOptions {
-            explicit: None,
-            env: std::env::var_os("OVMF_PATH").map(PathBuf::from),
-            root: PathBuf::from("/"),
-            // Only a split CODE/VARS install gets its VARS template copied here.
-            scratch_dir: std::env::temp_dir().join("xtask-doctor"),
-        })
+        // Only a split CODE/VARS install gets its VARS template copied to the scratch dir.
+        None => ovmf::find(&crate::firmware::options(
+            None,
+            ovmf::Purpose::Td,
+            std::env::temp_dir().join("xtask-doctor"),
+        ))
         .map(|found| probe_firmware(&found.code))
         .map_err(|error| error.to_string()),
     };
