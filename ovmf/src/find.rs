@@ -647,25 +647,48 @@ fn user_firmware(
     loaded: crate::descriptor::Loaded,
 ) -> Result<Firmware, FindError> {
     check_firmware_file(path, source)?;
+    let described = describe(path, &loaded.descriptors);
+    let vars = match &described.vars_template {
+        Some(template) => Some(copy_vars_template(template, &opts.scratch_dir)?),
+        None => None,
+    };
+    let mut firmware = Firmware::new(path.to_path_buf(), vars, source);
+    firmware.secure_boot = described.secure_boot;
+    firmware.reason = format!("given with {source}");
+    firmware.descriptor = described.descriptor;
+    firmware.warnings = loaded.warnings;
+    Ok(firmware)
+}
+
+/// What is known about a firmware file without choosing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// The first descriptor that names the file ([`crate::descriptor::naming`]).
+    pub descriptor: Option<Found>,
+    /// The VARS template that goes with a split CODE image: `OVMF_VARS…` beside an
+    /// `OVMF_CODE…` file, else the NVRAM template its descriptor names.
+    pub vars_template: Option<PathBuf>,
+    /// From its descriptor's `enrolled-keys`, or a Platform Key in its variable store (the VARS
+    /// template, or the image itself).
+    pub secure_boot: SecureBoot,
+}
+
+/// Describes `image` using the loaded `descriptors`.
+pub fn describe(image: &Path, descriptors: &[Found]) -> Described {
     let descriptor =
-        crate::descriptor::naming(&loaded.descriptors, path).first().map(|found| (*found).clone());
-    let template = sibling_vars_template(path).or_else(|| {
+        crate::descriptor::naming(descriptors, image).first().map(|found| (*found).clone());
+    let vars_template = sibling_vars_template(image).or_else(|| {
         descriptor
             .as_ref()
             .and_then(|found| found.descriptor.nvram_template())
             .filter(|template| template.is_file())
             .map(Path::to_path_buf)
     });
-    let vars = match &template {
-        Some(template) => Some(copy_vars_template(template, &opts.scratch_dir)?),
-        None => None,
-    };
-    let mut firmware = Firmware::new(path.to_path_buf(), vars, source);
     let by_descriptor = descriptor
         .as_ref()
         .filter(|found| found.descriptor.has_feature(crate::descriptor::feature::ENROLLED_KEYS));
-    firmware.secure_boot =
-        match (by_descriptor, store_has_platform_key(template.as_deref().unwrap_or(path))) {
+    let secure_boot =
+        match (by_descriptor, store_has_platform_key(vars_template.as_deref().unwrap_or(image))) {
             (_, Some(evidence)) => SecureBoot::Enforced(evidence),
             (Some(found), None) => SecureBoot::Enforced(format!(
                 "its QEMU firmware descriptor {} lists enrolled-keys",
@@ -673,10 +696,55 @@ fn user_firmware(
             )),
             (None, None) => SecureBoot::NotEnforced,
         };
-    firmware.reason = format!("given with {source}");
-    firmware.descriptor = descriptor;
-    firmware.warnings = loaded.warnings;
-    Ok(firmware)
+    Described { descriptor, vars_template, secure_boot }
+}
+
+/// One installed firmware that can boot a TD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TdCapable {
+    /// The image (loaded with `-bios`).
+    pub path: PathBuf,
+    /// Where it was found: "QEMU firmware descriptor NAME" or "PACKAGE package path".
+    pub origin: String,
+    /// Whether it refuses our unsigned loader.
+    pub secure_boot: SecureBoot,
+}
+
+/// Every installed firmware that can boot a TD: descriptors with `intel-tdx` or a `-bios`
+/// image carrying TDVF metadata (without `requires-smm`), then the distribution's combined
+/// images that carry TDVF metadata; each file once, in the order [`find`] ranks ties.
+pub fn td_capable(opts: &FindOptions) -> (Vec<TdCapable>, Vec<String>) {
+    let loaded = crate::descriptor::load(&opts.descriptor_dirs);
+    let mut found: Vec<TdCapable> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut add = |path: &Path, origin: String, secure_boot: SecureBoot| {
+        let key = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if !seen.contains(&key) {
+            seen.push(key);
+            found.push(TdCapable { path: path.to_path_buf(), origin, secure_boot });
+        }
+    };
+    for descriptor in &loaded.descriptors {
+        if let Ok((_, secure_boot)) = rank_descriptor(descriptor, Purpose::Td) {
+            add(
+                descriptor.descriptor.executable(),
+                format!("QEMU firmware descriptor {}", descriptor.name()),
+                secure_boot,
+            );
+        }
+    }
+    for candidate in distro_candidates(&opts.root) {
+        if candidate.code.is_file() && candidate.vars.is_none() {
+            if let Ok((_, secure_boot)) = rank_known(&candidate, Purpose::Td) {
+                add(
+                    &candidate.code,
+                    format!("{} package `{}`", candidate.distro, candidate.distro.package()),
+                    secure_boot,
+                );
+            }
+        }
+    }
+    (found, loaded.warnings)
 }
 
 /// Checks that `path` is a readable regular file of plausible firmware size.

@@ -24,7 +24,10 @@ pub mod find;
 pub mod tdvf;
 pub mod varstore;
 
-pub use find::{find, Distro, FindError, FindOptions, Firmware, Purpose, SecureBoot, Source};
+pub use find::{
+    describe, find, td_capable, Described, Distro, FindError, FindOptions, Firmware, Purpose,
+    SecureBoot, Source, TdCapable,
+};
 
 /// Reads a firmware image, refusing anything that is not a regular file of plausible size
 /// (a directory, a FIFO, `/dev/zero`), so that a bad path fails at once instead of hanging or

@@ -72,6 +72,75 @@ pub fn announce(firmware: &ovmf::Firmware) -> Vec<String> {
     lines
 }
 
+/// What `cargo xtask firmware FILE` says before the TDVF table: the QEMU firmware descriptor
+/// that names the file (description, features, mapping), and whether it enforces Secure Boot.
+pub fn describe_file(path: &Path, loaded: &ovmf::descriptor::Loaded) -> String {
+    use ovmf::descriptor::{FlashMode, Mapping};
+    let described = ovmf::describe(path, &loaded.descriptors);
+    let mut text = String::new();
+    match &described.descriptor {
+        Some(found) => {
+            let d = &found.descriptor;
+            text.push_str(&format!(
+                "QEMU firmware descriptor: {}
+",
+                found.path.display()
+            ));
+            text.push_str(&format!(
+                "  description: {}
+",
+                d.description
+            ));
+            text.push_str(&format!(
+                "  features: {}
+",
+                d.features.join(", ")
+            ));
+            let mapping = match &d.mapping {
+                Mapping::Flash { mode: FlashMode::Split, nvram_template, .. } => format!(
+                    "flash (split), NVRAM template {}",
+                    nvram_template
+                        .as_ref()
+                        .map_or("none".to_owned(), |t| t.filename.display().to_string())
+                ),
+                Mapping::Flash { mode: FlashMode::Combined, .. } => "flash (combined)".into(),
+                Mapping::Flash { mode: FlashMode::Stateless, .. } => "flash (stateless)".into(),
+                Mapping::Memory { .. } => "memory (-bios)".into(),
+                Mapping::Kernel { .. } => "kernel (-kernel)".into(),
+                Mapping::Igvm { .. } => "igvm".into(),
+            };
+            text.push_str(&format!(
+                "  mapping: {mapping}
+"
+            ));
+        }
+        None => text.push_str(
+            "QEMU firmware descriptor: none names this file
+",
+        ),
+    }
+    if let Some(template) = &described.vars_template {
+        text.push_str(&format!(
+            "VARS template: {}
+",
+            template.display()
+        ));
+    }
+    match &described.secure_boot {
+        ovmf::SecureBoot::Enforced(why) => text.push_str(&format!(
+            "Secure Boot: ENFORCED ({why}): refuses unsigned loaders, ours included\n"
+        )),
+        ovmf::SecureBoot::NotEnforced => text.push_str(
+            "Secure Boot: not enforced (no descriptor lists enrolled-keys, no Platform Key in its \
+             variable store)\n",
+        ),
+    }
+    for warning in &loaded.warnings {
+        text.push_str(&format!("note: {warning}\n"));
+    }
+    text
+}
+
 /// Prints [`announce`] on stderr (stdout may carry a command's output, e.g. libvirt XML).
 pub fn print_announcement(firmware: &ovmf::Firmware) {
     for line in announce(firmware) {
@@ -82,6 +151,37 @@ pub fn print_announcement(firmware: &ovmf::Firmware) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn describe_file_shows_the_descriptor_and_secure_boot() {
+        let dir = std::env::temp_dir().join(format!("xtask-describe-{}", std::process::id()));
+        let firmware_dir = dir.join("qemu/firmware");
+        std::fs::create_dir_all(&firmware_dir).unwrap();
+        let image = dir.join("OVMF.inteltdx.ms.fd");
+        std::fs::write(&image, vec![0u8; 4096]).unwrap();
+        let descriptor = format!(
+            r#"{{"description": "TDX with MS keys", "interface-types": ["uefi"],
+                "mapping": {{"device": "memory", "filename": "{}"}},
+                "targets": [{{"architecture": "x86_64", "machines": ["pc-q35-*"]}}],
+                "features": ["enrolled-keys", "intel-tdx", "secure-boot"]}}"#,
+            image.display()
+        );
+        std::fs::write(firmware_dir.join("60-tdx.json"), descriptor).unwrap();
+        std::fs::write(firmware_dir.join("70-broken.json"), "{").unwrap();
+        let loaded = ovmf::descriptor::load(&[firmware_dir.clone()]);
+        let text = describe_file(&image, &loaded);
+        assert!(text.contains("60-tdx.json\n  description: TDX with MS keys\n"), "{text}");
+        assert!(text.contains("  features: enrolled-keys, intel-tdx, secure-boot\n"), "{text}");
+        assert!(text.contains("  mapping: memory (-bios)\n"), "{text}");
+        assert!(text.contains("Secure Boot: ENFORCED (its QEMU firmware descriptor 60-tdx.json"));
+        assert!(text.contains("note: skipping malformed QEMU firmware descriptor"), "{text}");
+        let other = dir.join("other.fd");
+        std::fs::write(&other, vec![0u8; 4096]).unwrap();
+        let text = describe_file(&other, &loaded);
+        assert!(text.starts_with("QEMU firmware descriptor: none names this file\n"), "{text}");
+        assert!(text.contains("Secure Boot: not enforced"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn an_enforcing_firmware_gets_a_secure_boot_warning_and_others_do_not() {

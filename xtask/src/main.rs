@@ -151,7 +151,7 @@ enum Command {
         #[arg(long, value_name = "MiB", default_value_t = td::qemu::DEFAULT_MEMORY_MIB)]
         memory: u64,
     },
-    /// Print the TDVF metadata of a firmware file as a table.
+    /// Describe a firmware file: its QEMU firmware descriptor, Secure Boot, TDVF metadata.
     Firmware {
         /// The firmware image (e.g. /usr/share/ovmf/OVMF.fd).
         file: PathBuf,
@@ -349,6 +349,12 @@ fn run_command(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Command::Firmware { file } => {
+            // The descriptor and Secure Boot status first: they are known even for a file
+            // without TDVF metadata, which the TDVF report then refuses with one error line.
+            let loaded = ovmf::descriptor::load(&firmware::descriptor_dirs());
+            if file.is_file() {
+                print!("{}", firmware::describe_file(&file, &loaded));
+            }
             print!("{}", td::firmware_report(&file)?);
             Ok(true)
         }

@@ -420,3 +420,41 @@ fn this_hosts_descriptors() {
     assert_eq!(firmware.secure_boot, SecureBoot::NotEnforced, "{}", firmware.reason);
     println!("{}: {}", firmware.code.display(), firmware.reason);
 }
+
+#[test]
+fn td_capable_lists_each_tdx_firmware_once_with_its_secure_boot_status() {
+    let fx = Fixture::new();
+    fx.bookworm();
+    fx.install(Dir::Vendor, "debian-2026/60-edk2-x86_64-inteltdx.json");
+    let tdx_ms = fx.tdvf("usr/share/ovmf/OVMF.inteltdx.ms.fd");
+    let (found, warnings) = td_capable(&fx.options(Purpose::Td));
+    assert!(warnings.is_empty());
+    let listed: Vec<(&Path, bool)> = found
+        .iter()
+        .map(|f| (f.path.as_path(), matches!(f.secure_boot, SecureBoot::Enforced(_))))
+        .collect();
+    // The TDX build once (its descriptor, not again as a known path), then OVMF.fd; no split
+    // image and no SMM build.
+    assert_eq!(
+        listed,
+        [(tdx_ms.as_path(), true), (fx.path("usr/share/ovmf/OVMF.fd").as_path(), false)]
+    );
+    assert_eq!(found[0].origin, "QEMU firmware descriptor 60-edk2-x86_64-inteltdx.json");
+    assert_eq!(found[1].origin, "Debian/Ubuntu package `ovmf`");
+}
+
+#[test]
+fn describe_names_the_descriptor_template_and_secure_boot() {
+    let fx = Fixture::new();
+    fx.bookworm();
+    let loaded = crate::descriptor::load(&fx.dirs());
+    let ms = describe(&fx.path("usr/share/OVMF/OVMF_CODE_4M.ms.fd"), &loaded.descriptors);
+    assert_eq!(ms.descriptor.unwrap().name(), "40-edk2-x86_64-secure-enrolled.json");
+    assert_eq!(ms.vars_template, Some(fx.path("usr/share/OVMF/OVMF_VARS_4M.ms.fd")));
+    assert!(matches!(ms.secure_boot, SecureBoot::Enforced(_)));
+    let plain = describe(&fx.path("usr/share/OVMF/OVMF_CODE_4M.fd"), &loaded.descriptors);
+    assert_eq!(plain.descriptor.unwrap().name(), "60-edk2-x86_64.json");
+    assert_eq!(plain.secure_boot, SecureBoot::NotEnforced);
+    let none = describe(&fx.path("usr/share/ovmf/OVMF.fd"), &loaded.descriptors);
+    assert_eq!((none.descriptor, none.vars_template), (None, None));
+}

@@ -98,6 +98,9 @@ pub struct FirmwareFacts {
     pub path: PathBuf,
     /// The summary, or why the file has no metadata QEMU would load (one line).
     pub tdvf: std::result::Result<TdvfSummary, String>,
+    /// Whether it refuses unsigned loaders (ours): from its QEMU firmware descriptor or a
+    /// Platform Key in its variable store ([`ovmf::describe`]).
+    pub secure_boot: ovmf::SecureBoot,
 }
 
 /// Everything [`assess`] looks at. Built by [`probe_host`], or by hand in tests.
@@ -117,6 +120,8 @@ pub struct HostFacts {
     pub qemu: std::result::Result<QemuFacts, String>,
     /// The firmware, or why none was found (one line).
     pub firmware: std::result::Result<FirmwareFacts, String>,
+    /// Every installed firmware that can boot a TD ([`ovmf::td_capable`]), listed for the user.
+    pub tdx_firmware: Vec<ovmf::TdCapable>,
     /// `MemTotal` from `/proc/meminfo`.
     pub mem_total_mib: Option<u64>,
 }
@@ -337,15 +342,15 @@ pub fn assess(facts: &HostFacts, wanted_memory_mib: u64) -> DoctorReport {
             "install OVMF (`apt-get install ovmf`) or pass --firmware PATH / set OVMF_PATH",
             "no firmware".to_string(),
         ),
-        Ok(firmware) => match &firmware.tdvf {
-            Err(error) => b.missing(
+        Ok(firmware) => match (&firmware.tdvf, &firmware.secure_boot) {
+            (Err(error), _) => b.missing(
                 "firmware",
                 format!("{}: {error}", firmware.path.display()),
                 "use an OVMF build with TDX support (edk2 OvmfPkgX64.dsc or \
                  OvmfPkg/IntelTdx/IntelTdxX64.dsc, combined OVMF.fd image)",
                 format!("{} is not usable TDVF", firmware.path.display()),
             ),
-            Ok(summary) if summary.private_ram_end > q35_low_ram_bytes(wanted_memory_mib) => b
+            (Ok(summary), _) if summary.private_ram_end > q35_low_ram_bytes(wanted_memory_mib) => b
                 .missing(
                     "firmware",
                     format!(
@@ -358,15 +363,46 @@ pub fn assess(facts: &HostFacts, wanted_memory_mib: u64) -> DoctorReport {
                     "raise --memory",
                     "the firmware's TDVF sections do not fit in guest RAM".to_string(),
                 ),
-            Ok(summary) => b.ok(
+            (Ok(_), ovmf::SecureBoot::Enforced(why)) => b.missing(
                 "firmware",
                 format!(
-                    "{} (TDVF, {} sections, accepted by QEMU's TDVF checks)",
+                    "{} enforces Secure Boot ({why}) and would refuse our unsigned loader",
+                    firmware.path.display()
+                ),
+                "use a TDVF image without enrolled keys, e.g. Debian/Ubuntu's \
+                     /usr/share/ovmf/OVMF.fd (`ovmf`, `ovmf-generic`) or Fedora's \
+                     /usr/share/edk2/ovmf/OVMF.inteltdx.fd, with --firmware",
+                "the firmware enforces Secure Boot".to_string(),
+            ),
+            (Ok(summary), ovmf::SecureBoot::NotEnforced) => b.ok(
+                "firmware",
+                format!(
+                    "{} (TDVF, {} sections, accepted by QEMU's TDVF checks, no enrolled Secure \
+                     Boot keys)",
                     firmware.path.display(),
                     summary.sections
                 ),
             ),
         },
+    }
+
+    // Every TDX-capable firmware installed, flagging those that refuse an unsigned loader.
+    for found in &facts.tdx_firmware {
+        match &found.secure_boot {
+            ovmf::SecureBoot::NotEnforced => b.ok(
+                "tdx firmware",
+                format!("{} ({}; no enrolled keys)", found.path.display(), found.origin),
+            ),
+            ovmf::SecureBoot::Enforced(why) => b.warn(
+                "tdx firmware",
+                format!(
+                    "{} ({}) enforces Secure Boot ({why}): refuses our unsigned loader",
+                    found.path.display(),
+                    found.origin
+                ),
+                "do not use it for this image; pick one without enrolled keys with --firmware",
+            ),
+        }
     }
 
     // Host memory.
@@ -541,7 +577,9 @@ pub fn probe_firmware(path: &Path) -> FirmwareFacts {
             Ok(TdvfSummary::of(&metadata))
         },
     );
-    FirmwareFacts { path: path.to_path_buf(), tdvf }
+    let descriptors = ovmf::descriptor::load(&crate::firmware::descriptor_dirs()).descriptors;
+    let secure_boot = ovmf::describe(path, &descriptors).secure_boot;
+    FirmwareFacts { path: path.to_path_buf(), tdvf, secure_boot }
 }
 
 fn probe_dev_kvm() -> KvmAccess {
@@ -570,6 +608,11 @@ pub fn probe_host(qemu: &Path, firmware: Option<&Path>) -> HostFacts {
         .map(|found| probe_firmware(&found.code))
         .map_err(|error| error.to_string()),
     };
+    let (tdx_firmware, _) = ovmf::td_capable(&crate::firmware::options(
+        None,
+        ovmf::Purpose::Td,
+        std::env::temp_dir().join("xtask-doctor"),
+    ));
     HostFacts {
         cpu_vendor,
         cpu_has_tdx_flag,
@@ -580,6 +623,7 @@ pub fn probe_host(qemu: &Path, firmware: Option<&Path>) -> HostFacts {
         dev_kvm: probe_dev_kvm(),
         qemu: probe_qemu(qemu),
         firmware,
+        tdx_firmware,
         mem_total_mib: fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|text| parse_mem_total_mib(&text)),
@@ -606,7 +650,9 @@ mod tests {
             firmware: Ok(FirmwareFacts {
                 path: PathBuf::from("/usr/share/ovmf/OVMF.fd"),
                 tdvf: Ok(TdvfSummary { sections: 5, private_ram_end: 0x90_0000 }),
+                secure_boot: ovmf::SecureBoot::NotEnforced,
             }),
+            tdx_firmware: Vec::new(),
             mem_total_mib: Some(24_105),
         }
     }
@@ -764,6 +810,7 @@ mod tests {
             firmware: Ok(FirmwareFacts {
                 path: PathBuf::from("/x/OVMF_CODE.fd"),
                 tdvf: Err("no OVMF GUIDed table footer".to_string()),
+                secure_boot: ovmf::SecureBoot::NotEnforced,
             }),
             ..capable()
         };
@@ -776,6 +823,7 @@ mod tests {
             firmware: Ok(FirmwareFacts {
                 path: PathBuf::from("/fw.fd"),
                 tdvf: Ok(TdvfSummary { sections: 4, private_ram_end: 300 << 20 }),
+                secure_boot: ovmf::SecureBoot::NotEnforced,
             }),
             ..capable()
         };
@@ -787,11 +835,58 @@ mod tests {
             firmware: Ok(FirmwareFacts {
                 path: PathBuf::from("/fw.fd"),
                 tdvf: Ok(TdvfSummary { sections: 4, private_ram_end: 0x9000_0000 }),
+                secure_boot: ovmf::SecureBoot::NotEnforced,
             }),
             ..capable()
         };
         assert!(assess(&facts, 2700).can_launch_td);
         assert!(!assess(&facts, 4096).can_launch_td);
+    }
+
+    #[test]
+    fn a_firmware_that_enforces_secure_boot_blocks_and_the_list_flags_refusers() {
+        let enforced = ovmf::SecureBoot::Enforced(
+            "its QEMU firmware descriptor 60-edk2-x86_64-inteltdx.json lists enrolled-keys".into(),
+        );
+        let mut facts = capable();
+        if let Ok(firmware) = &mut facts.firmware {
+            firmware.path = PathBuf::from("/usr/share/ovmf/OVMF.inteltdx.ms.fd");
+            firmware.secure_boot = enforced.clone();
+        }
+        only_missing(&facts, "firmware", "the firmware enforces Secure Boot");
+
+        let mut facts = capable();
+        facts.tdx_firmware = vec![
+            ovmf::TdCapable {
+                path: PathBuf::from("/usr/share/ovmf/OVMF.inteltdx.ms.fd"),
+                origin: "QEMU firmware descriptor 60-edk2-x86_64-inteltdx.json".into(),
+                secure_boot: enforced,
+            },
+            ovmf::TdCapable {
+                path: PathBuf::from("/usr/share/ovmf/OVMF.fd"),
+                origin: "Debian/Ubuntu package `ovmf`".into(),
+                secure_boot: ovmf::SecureBoot::NotEnforced,
+            },
+        ];
+        let report = assess(&facts, DEFAULT_MEMORY_MIB);
+        // Listing a refuser is a warning, not a reason the TD cannot launch.
+        assert!(report.can_launch_td, "{report}");
+        let text = report.to_string();
+        assert!(
+            text.contains(
+                "[warn] tdx firmware: /usr/share/ovmf/OVMF.inteltdx.ms.fd (QEMU firmware \
+                 descriptor 60-edk2-x86_64-inteltdx.json) enforces Secure Boot"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("refuses our unsigned loader"), "{text}");
+        assert!(
+            text.contains(
+                "[ ok ] tdx firmware: /usr/share/ovmf/OVMF.fd (Debian/Ubuntu package `ovmf`; no \
+                 enrolled keys)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
