@@ -101,26 +101,27 @@ check_range MEMORY_MIB "$memory_mib" "$MIN_MEMORY_MIB" "$MAX_MEMORY_MIB"
 vcpus=$((10#$vcpus))
 memory_mib=$((10#$memory_mib))
 
-# The same arguments, in the same order, as td_qemu_args() in xtask/src/td/qemu.rs; see there for
+# The same arguments, in the same order, as td_qemu_args() in xtask/src/td/qemu.rs (the machine
+# and its devices from xtask/src/machine.rs, shared with the TCG runs on the td machine); see there for
 # why each one is needed. A comma in a -drive value must be doubled.
 cmd=(
     "$qemu"
     -accel kvm
     -cpu host
     -object tdx-guest,id=tdx0,sept-ve-disable=on
-    -machine q35,kernel-irqchip=split,confidential-guest-support=tdx0
-    -bios "$firmware"
+    -machine q35,pic=off,smm=off,kernel-irqchip=split,confidential-guest-support=tdx0
     -nodefaults
     -serial stdio
+    -drive "if=none,id=disk0,format=raw,file=${image//,/,,}"
+    -device virtio-blk-pci,drive=disk0
     -device isa-debug-exit,iobase=0xf4,iosize=0x04
+    -bios "$firmware"
     -nic none
     -display none
     -no-reboot
     -action panic=exit-failure
     -smp "$vcpus"
     -m "${memory_mib}M"
-    -drive "if=none,id=disk0,format=raw,file=${image//,/,,}"
-    -device virtio-blk-pci,drive=disk0
     ${extra_args[@]+"${extra_args[@]}"}
 )
 

@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+#[derive(Clone, Copy)]
 pub struct FixedString<const N: usize> {
     bytes: [u8; N],
     len: usize,

@@ -64,6 +64,7 @@ pub fn run(firmware: &ovmf::Firmware, timeout: Duration, json: Option<PathBuf>) 
         firmware,
         image: &artifacts.image,
         kvm: false,
+        machine: crate::machine::Machine::Legacy,
         mode: Some("bench"),
         extra_args: &extra,
     });

@@ -30,6 +30,10 @@ pub struct KernelVariant {
     /// Build with a port allowlist that lets every port through (kernel feature
     /// `broken-allowlist`).
     pub broken_allowlist: bool,
+    /// Build with the PIC probe inverted (kernel feature `broken-pic-probe`).
+    pub broken_pic_probe: bool,
+    /// Build without the device checks (kernel feature `no-device-checks`).
+    pub no_device_checks: bool,
 }
 
 impl KernelVariant {
@@ -47,6 +51,12 @@ impl KernelVariant {
         }
         if self.broken_allowlist {
             name.push_str("-broken-allowlist");
+        }
+        if self.broken_pic_probe {
+            name.push_str("-broken-pic-probe");
+        }
+        if self.no_device_checks {
+            name.push_str("-no-device-checks");
         }
         name
     }
@@ -160,6 +170,12 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
     }
     if variant.broken_allowlist {
         cargo.args(["--features", "broken-allowlist"]);
+    }
+    if variant.broken_pic_probe {
+        cargo.args(["--features", "broken-pic-probe"]);
+    }
+    if variant.no_device_checks {
+        cargo.args(["--features", "no-device-checks"]);
     }
     match &variant.fail_check {
         Some(check) => cargo.env("TDX_UNIKERNEL_FAIL_CHECK", check),

@@ -5,6 +5,8 @@
 mod bench;
 mod build;
 mod firmware;
+mod machine;
+mod manifest;
 mod qemu;
 mod report;
 mod secure_boot;
@@ -89,6 +91,10 @@ enum Command {
         /// Boot with the softtdx model on: every port access goes through #VE.
         #[arg(long, conflicts_with = "tdx")]
         softtdx: bool,
+        /// The QEMU machine: `legacy` (q35 with its defaults) or `td` (q35 as a TD gets it: no
+        /// PIC, no SMM, -nodefaults).
+        #[arg(long, value_enum, default_value = "legacy", conflicts_with = "tdx")]
+        machine: machine::Machine,
         /// Stop QEMU after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -283,7 +289,7 @@ fn run_command(cli: Cli) -> Result<bool> {
             let args = td::qemu::td_qemu_args(&launch)?;
             boot_on_terminal(&launch.qemu, &args, timeout)
         }
-        Command::Run { firmware, kvm, softtdx, timeout, qemu_args, loader, .. } => {
+        Command::Run { firmware, kvm, softtdx, machine, timeout, qemu_args, loader, .. } => {
             let firmware = find_firmware(&firmware)?;
             let qemu = qemu::qemu_binary()?;
             let artifacts = build::build(&build::KernelVariant::default(), loader.loader, false)?;
@@ -291,6 +297,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 firmware: &firmware,
                 image: &artifacts.image,
                 kvm,
+                machine,
                 mode: softtdx.then_some("softtdx"),
                 extra_args: &qemu_args,
             });

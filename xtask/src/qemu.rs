@@ -6,6 +6,7 @@
 //! because of Secure Boot ([`crate::secure_boot`]): the firmware then waits in its boot menu
 //! forever, and the run has its answer.
 
+use crate::machine::{Disk, Machine};
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -52,6 +53,8 @@ pub struct BootSpec<'a> {
     pub firmware: &'a ovmf::Firmware,
     pub image: &'a Path,
     pub kvm: bool,
+    /// The QEMU machine: q35 with its defaults, or the machine a TD gets.
+    pub machine: Machine,
     /// The kernel's boot mode (fw_cfg), or None for the default (native).
     pub mode: Option<&'a str>,
     pub extra_args: &'a [String],
@@ -59,7 +62,8 @@ pub struct BootSpec<'a> {
 
 /// The QEMU arguments for a TCG (or `--kvm`) boot of the image with the UEFI firmware.
 pub fn boot_args(spec: &BootSpec) -> Vec<String> {
-    let mut args: Vec<String> = vec!["-machine".into(), "q35".into()];
+    let image = crate::td::qemu::qemu_opt_escape(&spec.image.display().to_string());
+    let mut args = spec.machine.args(&[], &Disk { file: &image, snapshot: true });
     if spec.kvm {
         args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
     } else {
@@ -78,15 +82,6 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
         ]),
     }
     args.extend([
-        "-drive".into(),
-        // snapshot=on: writes go to a temporary overlay, so parallel boots can share the image.
-        format!("format=raw,snapshot=on,file={}", spec.image.display()),
-        "-serial".into(),
-        "stdio".into(),
-        "-monitor".into(),
-        "none".into(),
-        "-device".into(),
-        "isa-debug-exit,iobase=0xf4,iosize=0x04".into(),
         "-nic".into(),
         "none".into(),
         "-display".into(),
@@ -280,6 +275,7 @@ mod tests {
             firmware: &fw,
             image: Path::new("/i.img"),
             kvm: false,
+            machine: Machine::Legacy,
             mode: Some("softtdx"),
             extra_args: &[],
         });
@@ -303,6 +299,7 @@ mod tests {
             firmware: &fw,
             image: Path::new("/i.img"),
             kvm: true,
+            machine: Machine::Td,
             mode: None,
             extra_args: &["-s".into()],
         });

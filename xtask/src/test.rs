@@ -32,6 +32,8 @@
 //! timeout) counts once, as one passed or failed entry named after the run.
 
 use crate::build::{self, KernelVariant, LoaderKind};
+use crate::machine::Machine;
+use crate::manifest::Manifest;
 use crate::qemu;
 use crate::report::{self, Check, CheckResult, SerialReport};
 use anyhow::{bail, Context, Result};
@@ -70,6 +72,11 @@ pub enum Expect {
     },
     /// The firmware refuses to load our unsigned loader because it enforces Secure Boot.
     Refused,
+    /// The kernel passes its own self-test, but the harness must refuse it as a pass, with an
+    /// error containing `because` (e.g. a check the manifest demands is missing).
+    Rejected {
+        because: String,
+    },
 }
 
 impl Expect {
@@ -81,6 +88,7 @@ impl Expect {
             Expect::Timeout { .. } => "timeout",
             Expect::Crash { .. } => "crash",
             Expect::Refused => "refused",
+            Expect::Rejected { .. } => "reject",
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct RunSpec {
     pub id: String,
     /// "native" or "softtdx": what the kernel runs as.
     pub mode: &'static str,
+    /// The QEMU machine: q35 with its defaults, or the machine a TD gets.
+    pub machine: Machine,
     /// The fw_cfg mode flag, when not the default.
     pub mode_flag: Option<String>,
     pub variant: KernelVariant,
@@ -159,6 +169,7 @@ pub fn default_runs(
         runs.push(RunSpec {
             id: format!("native{suffix}"),
             mode: "native",
+            machine: Machine::Legacy,
             mode_flag: None,
             variant: variant.clone(),
             loader: this,
@@ -169,9 +180,24 @@ pub fn default_runs(
         runs.push(RunSpec {
             id: format!("softtdx{suffix}"),
             mode: "softtdx",
+            machine: Machine::Legacy,
             mode_flag: Some("softtdx".into()),
             variant: variant.clone(),
             loader: this,
+            expect: Expect::Pass,
+            timeout,
+            firmware: None,
+        });
+    }
+    // The machine a TD gets (no PIC, no SMM, -nodefaults), through the default loader.
+    for mode in ["native", "softtdx"] {
+        runs.push(RunSpec {
+            id: format!("td-machine:{mode}"),
+            mode,
+            machine: Machine::Td,
+            mode_flag: (mode == "softtdx").then(|| "softtdx".into()),
+            variant: variant.clone(),
+            loader,
             expect: Expect::Pass,
             timeout,
             firmware: None,
@@ -185,6 +211,8 @@ pub fn default_runs(
         runs.push(RunSpec {
             id: format!("fatal:{scenario}"),
             mode: "softtdx",
+            // The fault scenarios stand for a TD, so they boot the machine a TD gets.
+            machine: Machine::Td,
             mode_flag: Some(format!("softtdx fault={scenario}")),
             variant: KernelVariant::default(),
             loader,
@@ -200,6 +228,7 @@ pub fn default_runs(
         runs.push(RunSpec {
             id: format!("harness:{crash}"),
             mode: "native",
+            machine: Machine::Legacy,
             mode_flag: Some(format!("crash {crash}")),
             variant: KernelVariant::default(),
             loader,
@@ -214,6 +243,7 @@ pub fn default_runs(
     runs.push(RunSpec {
         id: "harness:triple-fault".into(),
         mode: "native",
+        machine: Machine::Legacy,
         mode_flag: Some("crash triple-fault".into()),
         variant: KernelVariant::default(),
         loader,
@@ -224,6 +254,7 @@ pub fn default_runs(
     runs.push(RunSpec {
         id: "harness:hang".into(),
         mode: "native",
+        machine: Machine::Legacy,
         mode_flag: Some("hang".into()),
         variant: KernelVariant::default(),
         loader,
@@ -234,6 +265,7 @@ pub fn default_runs(
     runs.push(RunSpec {
         id: "harness:fail-check".into(),
         mode: "native",
+        machine: Machine::Legacy,
         mode_flag: None,
         variant: KernelVariant {
             fail_check: Some("serial.scratch".into()),
@@ -247,6 +279,7 @@ pub fn default_runs(
     runs.push(RunSpec {
         id: "harness:broken-ve-ordering".into(),
         mode: "softtdx",
+        machine: Machine::Legacy,
         mode_flag: Some("softtdx".into()),
         variant: KernelVariant { broken_ve_ordering: true, ..KernelVariant::default() },
         loader,
@@ -260,6 +293,7 @@ pub fn default_runs(
     runs.push(RunSpec {
         id: "harness:broken-allowlist".into(),
         mode: "softtdx",
+        machine: Machine::Legacy,
         mode_flag: Some("softtdx".into()),
         variant: KernelVariant { broken_allowlist: true, ..KernelVariant::default() },
         loader,
@@ -270,6 +304,7 @@ pub fn default_runs(
     runs.push(RunSpec {
         id: "harness:broken-in-merge".into(),
         mode: "softtdx",
+        machine: Machine::Legacy,
         mode_flag: Some("softtdx".into()),
         variant: KernelVariant { broken_in_merge: true, ..KernelVariant::default() },
         loader,
@@ -281,6 +316,7 @@ pub fn default_runs(
         runs.push(RunSpec {
             id: "harness:broken-loader".into(),
             mode: "native",
+            machine: Machine::Legacy,
             mode_flag: None,
             variant: KernelVariant::default(),
             loader: LoaderKind::OwnBrokenHandoff,
@@ -289,9 +325,43 @@ pub fn default_runs(
             firmware: None,
         });
     }
+    // A probe that claims a PIC on the TD machine sends the PIC checks to a device that is not
+    // there: they must fail, not pass.
+    runs.push(RunSpec {
+        id: "harness:broken-pic-probe".into(),
+        mode: "native",
+        machine: Machine::Td,
+        mode_flag: None,
+        variant: KernelVariant { broken_pic_probe: true, ..KernelVariant::default() },
+        loader,
+        expect: Expect::Fail { check: "pic.mask_readback".into() },
+        timeout,
+        firmware: None,
+    });
+    // A kernel that leaves out the device checks passes its own self-test; the manifest must
+    // refuse it, natively and under softtdx (`test --tdx` judges with the same manifest).
+    for (mode, machine, missing) in
+        [("native", Machine::Legacy, "serial.scratch"), ("softtdx", Machine::Td, "pic.absent")]
+    {
+        runs.push(RunSpec {
+            id: format!(
+                "harness:no-device-checks{}",
+                if mode == "native" { "" } else { "-softtdx" }
+            ),
+            mode,
+            machine,
+            mode_flag: (mode == "softtdx").then(|| "softtdx".into()),
+            variant: KernelVariant { no_device_checks: true, ..KernelVariant::default() },
+            loader,
+            expect: Expect::Rejected { because: format!("missing check {missing}") },
+            timeout,
+            firmware: None,
+        });
+    }
     runs.push(RunSpec {
         id: "harness:secure-boot".into(),
         mode: "native",
+        machine: Machine::Legacy,
         mode_flag: None,
         variant: KernelVariant::default(),
         loader,
@@ -386,16 +456,11 @@ pub fn judge(
                     summary.passed, summary.failed, summary.skipped, lines.0, lines.1, lines.2
                 ));
             }
+            // Every check the manifest lists for this mode and machine, with its result; no
+            // other check.
+            Manifest::builtin().judge(spec.mode, spec.machine, &report.checks)?;
             if spec.mode == "softtdx" {
-                // Under the model nothing may be skipped, and the differential and fault checks
-                // must all have run (issue minimums: 40 and 6).
-                if let Some(skipped) = report.checks.iter().find(|c| c.result == CheckResult::Skip)
-                {
-                    return Err(format!(
-                        "softtdx run skipped {}: {}",
-                        skipped.name, skipped.detail
-                    ));
-                }
+                // Issue minimums: the differential and fault checks must really have run.
                 let passed = |prefix: &str| {
                     report
                         .checks
@@ -477,6 +542,21 @@ pub fn judge(
             }
             Ok(())
         }
+        Expect::Rejected { because } => {
+            if verdict != Verdict::Pass {
+                return Err(format!(
+                    "expected the kernel to pass its own self-test, got {verdict:?}"
+                ));
+            }
+            let as_pass = RunSpec { expect: Expect::Pass, ..spec.clone() };
+            match judge(&as_pass, verdict, status, report) {
+                Ok(()) => {
+                    Err(format!("the harness accepted the run; it must refuse it ({because})"))
+                }
+                Err(why) if why.contains(because.as_str()) => Ok(()),
+                Err(why) => Err(format!("refused for another reason: {why}; want {because:?}")),
+            }
+        }
         Expect::Refused => {
             if verdict != Verdict::Refused || report.kernel_started {
                 return Err(format!(
@@ -517,6 +597,7 @@ pub const HANDOFF_CHECKS: [&str; 5] = [
 pub struct RunReport {
     pub id: String,
     pub mode: String,
+    pub machine: Machine,
     pub loader: String,
     pub expect: String,
     pub verdict: Verdict,
@@ -565,6 +646,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
             return Ok(RunReport {
                 id: spec.id.clone(),
                 mode: spec.mode.into(),
+                machine: spec.machine,
                 loader: "upstream".into(),
                 expect: spec.expect.word().into(),
                 verdict: Verdict::Skip,
@@ -582,6 +664,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         firmware: &firmware,
         image,
         kvm: options.kvm,
+        machine: spec.machine,
         mode: spec.mode_flag.as_deref(),
         extra_args: &options.qemu_args,
     });
@@ -611,13 +694,20 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
     Ok(RunReport {
         id: spec.id.clone(),
         mode: spec.mode.into(),
+        machine: spec.machine,
         loader: spec.loader.name().into(),
         expect: spec.expect.word().into(),
         verdict,
         judged: if judged.is_ok() { "ok".into() } else { "wrong".into() },
-        reason: match &judged {
-            Ok(()) => why,
-            Err(e) => format!("{e} ({why})"),
+        reason: match (&judged, &spec.expect) {
+            // Say what the harness refused the kernel's pass for.
+            (Ok(()), Expect::Rejected { .. }) => {
+                let as_pass = RunSpec { expect: Expect::Pass, ..spec.clone() };
+                let refusal = judge(&as_pass, verdict, finished.status, &parsed).err();
+                format!("refused: {} ({why})", refusal.unwrap_or_default())
+            }
+            (Ok(()), _) => why,
+            (Err(e), _) => format!("{e} ({why})"),
         },
         qemu_status: finished.status,
         wall_ms: finished.wall.as_millis(),
@@ -669,6 +759,7 @@ fn host_tests_catch_broken_merge() -> Result<RunReport> {
     Ok(RunReport {
         id: HOST_MERGE_RUN_ID.into(),
         mode: "host".into(),
+        machine: Machine::Legacy,
         loader: "none".into(),
         expect: "fail".into(),
         verdict: if output.status.success() { Verdict::Pass } else { Verdict::Fail },
@@ -751,6 +842,7 @@ fn run_started(
         firmware: &options.firmware,
         image: &images[&image_key(&specs[0])],
         kvm: options.kvm,
+        machine: specs[0].machine,
         mode: specs[0].mode_flag.as_deref(),
         extra_args: &options.qemu_args,
     });
@@ -878,6 +970,12 @@ fn describe_variant(variant: &KernelVariant) -> String {
     if variant.broken_allowlist {
         parts.push("a port allowlist that lets every port through".to_owned());
     }
+    if variant.broken_pic_probe {
+        parts.push("the PIC probe inverted".to_owned());
+    }
+    if variant.no_device_checks {
+        parts.push("the device checks left out".to_owned());
+    }
     if parts.is_empty() {
         "(default)".to_owned()
     } else {
@@ -908,6 +1006,7 @@ pub fn run_td(
     let spec = RunSpec {
         id: "td".into(),
         mode: "td",
+        machine: Machine::Td,
         mode_flag: None,
         variant: KernelVariant::default(),
         loader,
@@ -941,6 +1040,7 @@ pub fn run_td(
         let run = RunReport {
             id: "td".into(),
             mode: "td".into(),
+            machine: Machine::Td,
             loader: loader.name().into(),
             expect: "pass".into(),
             verdict,
@@ -969,6 +1069,7 @@ mod tests {
         RunSpec {
             id: "t".into(),
             mode,
+            machine: Machine::Legacy,
             mode_flag: None,
             variant: KernelVariant::default(),
             loader: LoaderKind::Own,
@@ -982,18 +1083,23 @@ mod tests {
         Check { name: name.into(), result, detail: String::new() }
     }
 
-    /// A report whose CHECK lines agree with its SUMMARY: in softtdx mode 40 diff.* and 6
-    /// fault.* passes, in native mode 10 passes and a skip.
+    /// A report whose CHECK lines agree with its SUMMARY and with the manifest's column for
+    /// `mode` on the legacy machine (for another mode: the softtdx column, to be refused).
     fn passing_report(mode: &str, ve_io: u64) -> SerialReport {
+        use crate::manifest::Want;
         let first = if mode == "native" { "tdx: not a TD" } else { "tdx: TD detected: GPAW=48" };
-        let mut checks: Vec<Check> = Vec::new();
-        if mode == "native" {
-            checks.extend((0..10).map(|i| check(&format!("c{i}"), CheckResult::Pass)));
-            checks.push(check("tdx.vp_info", CheckResult::Skip));
-        } else {
-            checks.extend((0..40).map(|i| check(&format!("diff.{i}"), CheckResult::Pass)));
-            checks.extend((0..6).map(|i| check(&format!("fault.{i}"), CheckResult::Pass)));
-        }
+        let column = if mode == "native" { "native" } else { "softtdx" };
+        let checks: Vec<Check> = Manifest::builtin()
+            .expected(column, Machine::Legacy)
+            .unwrap()
+            .iter()
+            .map(|(name, want)| match want {
+                Want::Pass => check(name, CheckResult::Pass),
+                Want::Skip(reason) => {
+                    Check { name: name.clone(), result: CheckResult::Skip, detail: reason.clone() }
+                }
+            })
+            .collect();
         let count = |r| checks.iter().filter(|c| c.result == r).count() as u32;
         let summary = Summary {
             passed: count(CheckResult::Pass),
@@ -1047,16 +1153,44 @@ mod tests {
         assert!(judge_pass("native", &empty).is_err());
     }
 
+    /// The summary a report's CHECK lines add up to, after a test changed them.
+    fn resum(report: &mut SerialReport) {
+        let count = |r| report.checks.iter().filter(|c| c.result == r).count() as u32;
+        report.summary = Some(Summary {
+            passed: count(CheckResult::Pass),
+            failed: count(CheckResult::Fail),
+            skipped: count(CheckResult::Skip),
+        });
+    }
+
     #[test]
-    fn a_softtdx_pass_needs_its_differential_and_fault_checks_and_no_skips() {
+    fn a_softtdx_pass_needs_its_manifest_checks_and_no_other_skips() {
         let mut skipped = passing_report("softtdx", 9);
-        skipped.checks[0].result = CheckResult::Skip;
-        skipped.summary = Some(Summary { passed: 45, failed: 0, skipped: 1 });
-        assert!(judge_pass("softtdx", &skipped).is_err());
+        let diff = skipped.checks.iter_mut().find(|c| c.name.starts_with("diff.")).unwrap();
+        diff.result = CheckResult::Skip;
+        resum(&mut skipped);
+        assert!(judge_pass("softtdx", &skipped).unwrap_err().contains("expected pass, got skip"));
         let mut few = passing_report("softtdx", 9);
-        few.checks.truncate(44);
-        few.summary = Some(Summary { passed: 44, failed: 0, skipped: 0 });
-        assert!(judge_pass("softtdx", &few).is_err());
+        few.checks.retain(|c| !c.name.starts_with("diff.random."));
+        resum(&mut few);
+        assert!(judge_pass("softtdx", &few).unwrap_err().contains("missing check diff.random."));
+    }
+
+    #[test]
+    fn a_run_the_manifest_refuses_is_a_rejected_run() {
+        let because = "missing check serial.scratch";
+        let s = spec(Expect::Rejected { because: because.into() }, "native");
+        let mut without_serial = passing_report("native", 0);
+        without_serial.checks.retain(|c| !c.name.starts_with("serial."));
+        resum(&mut without_serial);
+        assert!(judge(&s, Verdict::Pass, Some(33), &without_serial).is_ok());
+        // A run the manifest accepts, or one that fails on its own, is not what was expected.
+        assert!(judge(&s, Verdict::Pass, Some(33), &passing_report("native", 0)).is_err());
+        assert!(judge(&s, Verdict::Fail, Some(35), &without_serial).is_err());
+        // Refused, but for another reason.
+        let other =
+            spec(Expect::Rejected { because: "missing check port.insb_fw_cfg".into() }, "native");
+        assert!(judge(&other, Verdict::Pass, Some(33), &without_serial).is_err());
     }
 
     #[test]
@@ -1171,11 +1305,25 @@ mod tests {
         assert!(runs.iter().any(|r| matches!(r.expect, Expect::Timeout { .. })));
         let secure_boot = runs.iter().find(|r| r.expect == Expect::Refused).unwrap();
         assert_eq!(secure_boot.firmware.as_deref(), Some(Path::new(SECURE_BOOT_FIRMWARE)));
-        assert_eq!(default_runs(Duration::from_secs(1), Some("x"), None).len(), 4);
+        assert_eq!(default_runs(Duration::from_secs(1), Some("x"), None).len(), 6);
         assert_eq!(
             default_runs(Duration::from_secs(1), Some("x"), Some(LoaderKind::Upstream)).len(),
-            2
+            4
         );
+        for (mode, machine) in [
+            ("native", Machine::Legacy),
+            ("softtdx", Machine::Legacy),
+            ("native", Machine::Td),
+            ("softtdx", Machine::Td),
+        ] {
+            assert!(
+                runs.iter().any(|r| r.expect == Expect::Pass
+                    && r.mode == mode
+                    && r.machine == machine
+                    && r.variant == KernelVariant::default()),
+                "no passing {mode} run on the {machine:?} machine"
+            );
+        }
     }
 
     #[test]
@@ -1193,6 +1341,8 @@ mod tests {
                 ("softtdx", LoaderKind::Own),
                 ("native:upstream", LoaderKind::Upstream),
                 ("softtdx:upstream", LoaderKind::Upstream),
+                ("td-machine:native", LoaderKind::Own),
+                ("td-machine:softtdx", LoaderKind::Own),
             ]
         );
         assert!(runs

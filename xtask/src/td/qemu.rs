@@ -18,11 +18,14 @@
 //!   SEPT_VE_DISABLE. See [`launch_warnings`]. The two forms are never mixed: QEMU applies
 //!   `-object` properties from a dictionary, so the order between `attributes` and
 //!   `sept-ve-disable` would be unspecified.
-//! - `-machine q35,kernel-irqchip=split,confidential-guest-support=tdx0`: `tdx_kvm_init`
-//!   requires a split irqchip (it picks one itself when the option is left at `auto`, and
-//!   fails with "TDX VM requires kernel_irqchip to be split" otherwise), turns SMM and the PIC
-//!   off. `kernel-irqchip` on `-machine` is the legacy spelling of the KVM accelerator's
-//!   property; `vl.c` (`qemu_apply_legacy_machine_options`) still forwards it.
+//! - `-machine q35,pic=off,smm=off,kernel-irqchip=split,confidential-guest-support=tdx0` and
+//!   the devices after it come from the shared `td` machine (`crate::machine`), which the TCG
+//!   runs boot too. `tdx_kvm_init` turns SMM and the PIC off when left at `auto` and refuses
+//!   `on`, so spelling `off` out changes nothing for a TD. It also requires a split irqchip (it
+//!   picks one itself when the option is left at `auto`, and fails with "TDX VM requires
+//!   kernel_irqchip to be split" otherwise). `kernel-irqchip` on `-machine` is the legacy
+//!   spelling of the KVM accelerator's property; `vl.c` (`qemu_apply_legacy_machine_options`)
+//!   still forwards it.
 //! - `-bios <TDVF>`: TDX has no read-only private memory, so no pflash: the firmware is loaded
 //!   with `-bios` and copied into private memory (`tdx.rst`, "TDVF").
 //! - `-nodefaults -serial stdio`: with `-nodefaults` there is no serial port unless one is asked
@@ -45,6 +48,7 @@
 //!   disk device is named explicitly so it exists whatever `-nodefaults` does. OVMF drives
 //!   virtio-blk through its IOMMU protocol, which bounces DMA through shared memory in a TD.
 
+use crate::machine::{Disk, Machine};
 use anyhow::{bail, Context as _, Result};
 use std::path::{Path, PathBuf};
 
@@ -59,8 +63,7 @@ pub const TD_ATTRIBUTE_DEBUG: u64 = 1 << 0;
 /// `TDX_TD_ATTRIBUTES_SEPT_VE_DISABLE`).
 pub const TD_ATTRIBUTE_SEPT_VE_DISABLE: u64 = 1 << 28;
 
-/// I/O port of the `isa-debug-exit` device; the kernel writes its exit code here.
-pub const DEBUG_EXIT_IOBASE: u16 = 0xf4;
+pub use crate::machine::DEBUG_EXIT_IOBASE;
 
 /// Default guest memory. Far more than the unikernel needs; TDVF and the bootloader are happy
 /// with it and it stays below the 2.75 GiB point where q35 splits RAM around the PCI hole.
@@ -192,41 +195,32 @@ pub fn td_qemu_args(l: &TdLaunch) -> Result<Vec<String>> {
         format!("tdx-guest,id={TDX_OBJECT_ID},sept-ve-disable={on_off}")
     };
 
-    let mut args: Vec<String> = [
-        "-accel",
-        "kvm",
-        "-cpu",
-        "host",
-        "-object",
-        &tdx_object,
-        "-machine",
-        &format!("q35,kernel-irqchip=split,confidential-guest-support={TDX_OBJECT_ID}"),
-        "-bios",
-        firmware,
-        "-nodefaults",
-        "-serial",
-        "stdio",
-        "-device",
-        &format!("isa-debug-exit,iobase={DEBUG_EXIT_IOBASE:#x},iosize=0x04"),
-        "-nic",
-        "none",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-action",
-        "panic=exit-failure",
-        "-smp",
-        &l.vcpus.to_string(),
-        "-m",
-        &format!("{}M", l.memory_mib),
-        "-drive",
-        &format!("if=none,id=disk0,format=raw,file={}", qemu_opt_escape(image)),
-        "-device",
-        "virtio-blk-pci,drive=disk0",
-    ]
-    .iter()
-    .map(|arg| arg.to_string())
-    .collect();
+    let mut args: Vec<String> =
+        ["-accel", "kvm", "-cpu", "host", "-object", &tdx_object].map(String::from).to_vec();
+    // The machine the TCG runs on `--machine td` use, plus the confidential-guest properties.
+    let confidential = format!("confidential-guest-support={TDX_OBJECT_ID}");
+    args.extend(Machine::Td.args(
+        &["kernel-irqchip=split", &confidential],
+        &Disk { file: &qemu_opt_escape(image), snapshot: false },
+    ));
+    args.extend(
+        [
+            "-bios",
+            firmware,
+            "-nic",
+            "none",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-action",
+            "panic=exit-failure",
+            "-smp",
+            &l.vcpus.to_string(),
+            "-m",
+            &format!("{}M", l.memory_mib),
+        ]
+        .map(String::from),
+    );
     args.extend(l.extra_args.iter().cloned());
     Ok(args)
 }
@@ -337,9 +331,14 @@ mod tests {
         assert_eq!(value_after(&args, "-serial"), ["stdio"]);
         assert_eq!(
             value_after(&args, "-device"),
-            ["isa-debug-exit,iobase=0xf4,iosize=0x04", "virtio-blk-pci,drive=disk0"]
+            ["virtio-blk-pci,drive=disk0", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
         );
         assert!(!args.iter().any(|a| a.contains("pflash")));
+        // The machine a TD gets, as the TCG runs on the `td` machine boot it.
+        assert_eq!(
+            value_after(&args, "-machine"),
+            ["q35,pic=off,smm=off,kernel-irqchip=split,confidential-guest-support=tdx0"]
+        );
     }
 
     #[test]
