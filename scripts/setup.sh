@@ -27,8 +27,8 @@ if [ "${#packages[@]}" -gt 0 ]; then
   apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
-# rust-toolchain.toml pins the nightly, its components and the kernel target; rustup installs
-# them on first use. Doing it here keeps the first `cargo xtask` quiet and fails early offline.
+# rust-toolchain.toml pins the nightly, its components and the kernel and loader targets; rustup
+# installs them on first use. Doing it here keeps the first `cargo xtask` quiet and fails early offline.
 if command -v rustup >/dev/null 2>&1; then
   (cd "$root" && rustup show active-toolchain >/dev/null 2>&1) || (cd "$root" && rustup toolchain install >/dev/null)
 else

@@ -69,9 +69,7 @@ impl Layout {
         if slot_of(virt) > slot_of(last) {
             return Err(LayoutError::NonCanonical(virt));
         }
-        for slot in slot_of(virt)..=slot_of(last) {
-            self.used[slot] = true;
-        }
+        self.used[slot_of(virt)..=slot_of(last)].fill(true);
         Ok(())
     }
 

@@ -88,8 +88,8 @@ impl<F: Frames> PageTables<F> {
 
     fn map(&mut self, virt: u64, phys: u64, flags: u64, level: u32) -> Result<(), MapError> {
         let size = if level == 1 { PAGE_4K } else { PAGE_2M };
-        if virt % size != 0 || phys % size != 0 {
-            return Err(MapError::Misaligned(if virt % size != 0 { virt } else { phys }));
+        if !virt.is_multiple_of(size) || !phys.is_multiple_of(size) {
+            return Err(MapError::Misaligned(if virt.is_multiple_of(size) { phys } else { virt }));
         }
         if !is_canonical(virt) {
             return Err(MapError::NonCanonical(virt));

@@ -28,7 +28,7 @@ fn e820_ram(ranges: &mut [(u64, u64); 32]) -> Option<usize> {
     let mut raw = [0u8; 32 * 20];
     let size = crate::bootflags::fw_cfg_file(b"etc/e820", &mut raw)?;
     let mut count = 0;
-    for entry in raw[..size.min(raw.len())].chunks_exact(20) {
+    for entry in raw[..size.min(raw.len())].as_chunks::<20>().0 {
         let field = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap_or([0; 8]));
         if u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) == 1 {
             ranges[count] = (field(0), field(0).saturating_add(field(8)));
@@ -49,9 +49,11 @@ fn usable_in_ram(boot_info: &BootInfo) -> Outcome {
     }
 }
 
-/// The kernel's PT_LOAD segments, from its own ELF header in memory: (link address, memory
-/// size, p_flags) for each, up to 16.
-fn own_segments(boot_info: &BootInfo) -> Result<([(u64, u64, u32); 16], usize), &'static str> {
+/// A PT_LOAD segment: link address, memory size, p_flags.
+type Segment = (u64, u64, u32);
+
+/// The kernel's PT_LOAD segments, from its own ELF header in memory, up to 16, and how many.
+fn own_segments(boot_info: &BootInfo) -> Result<([Segment; 16], usize), &'static str> {
     let base = boot_info.kernel_image_offset;
     let readable = |address: u64, len: u64| memory::check_access(address, len, false).is_ok();
     if !readable(base, 64) {
@@ -85,6 +87,8 @@ fn own_segments(boot_info: &BootInfo) -> Result<([(u64, u64, u32); 16], usize), 
 }
 
 /// Calls `f` with every page of `[start, start + len)`.
+// The error is the check's outcome, a fixed buffer by design (no heap on report paths).
+#[allow(clippy::result_large_err)]
 fn pages(
     start: u64,
     len: u64,
@@ -98,6 +102,7 @@ fn pages(
     Ok(())
 }
 
+#[allow(clippy::result_large_err)] // closures returning the outcome, as `pages`
 fn usable_avoids_loaded(boot_info: &BootInfo) -> Outcome {
     let regions = &boot_info.memory_regions;
     let (segments, count) = match own_segments(boot_info) {
@@ -197,6 +202,7 @@ fn stack_guard(boot_info: &BootInfo) -> Outcome {
     }
 }
 
+#[allow(clippy::result_large_err)] // closures returning the outcome, as `pages`
 fn kernel_permissions(boot_info: &BootInfo) -> Outcome {
     let (segments, count) = match own_segments(boot_info) {
         Ok(found) => found,
