@@ -6,14 +6,18 @@
 //! times under softtdx (every port access is a #VE emulated by the production handler through
 //! TDG.VP.VMCALL to the model). The softtdx figure includes the model's own work (single-step
 //! traps for every instruction, decoding, the TDX-module and VMM answers), which a real TD does
-//! not pay; the `nop` workload measures that per-instruction stepping cost, so it can be
-//! subtracted. `handler` is measured directly: instructions from a #VE's delivery to its
-//! handler's return, less the model's answers to the handler's TDCALLs, i.e. what the guest
-//! itself executes per #VE (trap entry and exit included, and the #UD entry and exit through
-//! which each TDCALL reaches the model, which on real TDX is the single TDCALL instruction).
-//! Output lines:
-//! `BENCH <name> iterations=N native=X softtdx=Y ves=Z handler=H` (per operation or per #VE,
-//! rounded down), then `BENCH END`.
+//! not pay; the `nop` workload measures that per-instruction stepping cost.
+//!
+//! `handler` and the `instructions.*` metrics are exact counts of what a TD executes, taken by
+//! single-stepping ([`crate::softtdx::count_instructions`]): for a #VE, every instruction from
+//! the first of the vector-20 stub to its `iretq`, each TDCALL counted as one, nothing of the
+//! model's #UD path or its resume hook; for `direct_io`, one call of the console's direct
+//! backend, from its first instruction to its `ret`. `instructions.calibration_nop` counts the
+//! `nop` workload (`nop; ret`), which must be 2.
+//!
+//! Output lines: `BENCH <name> iterations=N native=X softtdx=Y ves=Z handler=H` (per operation
+//! or per #VE, rounded down), `METRIC <key> <count> windows=<n>` and
+//! `METRIC <key> exits=<n> bytes=<n>`, then `BENCH END`.
 
 use crate::exit::ExitCode;
 use crate::port::{inb, inl, insb, outb};
@@ -85,6 +89,40 @@ fn cpuid_hypervisor() {
     let _ = core::arch::x86_64::__cpuid_count(0x4000_0000, 0);
 }
 
+/// One access through the console's direct backend (wrapper included): the LSR read.
+#[inline(never)]
+fn direct_lsr_read() -> u8 {
+    use uart_16550::backend::Backend;
+    // SAFETY: COM1 is the console's UART; offset 5 (LSR) is one of its registers, and reading
+    // it only clears error bits nothing here looks at.
+    unsafe { crate::console::DirectBackend::new(crate::console::COM1).read(5) }
+}
+
+/// The text the exits-per-byte figures send: 16 lines of 64 bytes (1 KiB, 1040 bytes on the
+/// wire with the CRs). Lines start with `#`, which the report parser ignores.
+fn console_text() -> alloc::string::String {
+    let mut text = alloc::string::String::new();
+    for line in 0..16 {
+        let _ = core::fmt::Write::write_fmt(
+            &mut text,
+            format_args!("# bench console line {line:02} {:.<39}\n", ""),
+        );
+    }
+    text
+}
+
+/// Bytes the UART sends for `text`: each newline goes out as CR LF.
+fn wire_bytes(text: &str) -> u64 {
+    (text.len() + text.bytes().filter(|&b| b == b'\n').count()) as u64
+}
+
+/// Host exits (TDVMCALLs) while `f` sends `text`.
+fn exits(text: &str, f: impl FnOnce(&str)) -> u64 {
+    let before = counters::TDCALL_VMCALL.get();
+    f(text);
+    counters::TDCALL_VMCALL.get() - before
+}
+
 pub fn run() -> ExitCode {
     let workloads: [(&str, fn()); 7] = [
         ("nop", nop),
@@ -98,21 +136,48 @@ pub fn run() -> ExitCode {
     // The figures are about the handler, not the model's ordering check (which single-steps
     // the handler up to its VEINFO.GET).
     crate::softtdx::set_ve_ordering_check(false);
+    let ve_stub =
+        crate::arch::trap::stub_address(crate::arch::idt::vector::VIRTUALIZATION as usize);
     println!("BENCH BEGIN iterations={ITERATIONS}");
     for (name, workload) in workloads {
         let native = natively(|| measure(workload));
         let ves_before = counters::VE_IO.get() + counters::VE_CPUID.get();
-        let (handled_before, guest_before) = crate::softtdx::guest_ve_totals();
         let through_model = measure(workload);
         let ves = (counters::VE_IO.get() + counters::VE_CPUID.get() - ves_before) / ITERATIONS;
-        let (handled_after, guest_after) = crate::softtdx::guest_ve_totals();
-        let handler =
-            (guest_after - guest_before).checked_div(handled_after - handled_before).unwrap_or(0);
+        // Exactly what a TD executes per #VE, from one more run of the workload.
+        let ((), instructions, windows) = crate::softtdx::count_instructions(ve_stub, workload);
+        let handler = instructions.checked_div(windows).unwrap_or(0);
         println!(
             "BENCH {name} iterations={ITERATIONS} native={native} softtdx={through_model} \
              ves={ves} handler={handler}"
         );
     }
+
+    // The counter's own check: `nop` is `nop; ret`, two instructions.
+    let (_, calibration, calibration_windows) =
+        crate::softtdx::count_instructions(nop as *const () as u64, nop);
+    println!("METRIC instructions.calibration_nop {calibration} windows={calibration_windows}");
+
+    let count_ve = |workload: fn()| {
+        let ((), instructions, windows) = crate::softtdx::count_instructions(ve_stub, workload);
+        (instructions, windows)
+    };
+    let (ve_in, in_windows) = count_ve(inb_scratch);
+    let (ve_out, out_windows) = count_ve(outb_scratch);
+    println!("METRIC instructions.ve_in {ve_in} windows={in_windows}");
+    println!("METRIC instructions.ve_out {ve_out} windows={out_windows}");
+    let (_, direct, direct_windows) =
+        crate::softtdx::count_instructions(direct_lsr_read as *const () as u64, direct_lsr_read);
+    println!("METRIC instructions.direct_io {direct} windows={direct_windows}");
+
+    let text = console_text();
+    let bytes = wire_bytes(&text);
+    let bytewise = exits(&text, crate::console::print_bytewise_pio);
+    let ve_buffered = exits(&text, crate::console::print_buffered_pio);
+    let direct_buffered = exits(&text, |text| crate::print!("{text}"));
+    println!("METRIC exits_per_byte.ve_bytewise exits={bytewise} bytes={bytes}");
+    println!("METRIC exits_per_byte.ve_buffered exits={ve_buffered} bytes={bytes}");
+    println!("METRIC exits_per_byte.direct_buffered exits={direct_buffered} bytes={bytes}");
     println!("BENCH END");
     ExitCode::Success
 }

@@ -39,6 +39,14 @@ pub struct DirectBackend {
     base: u16,
 }
 
+impl DirectBackend {
+    /// # Safety
+    /// The eight ports from `base` must be a 16550 that nothing else drives meanwhile.
+    pub const unsafe fn new(base: u16) -> Self {
+        Self { base }
+    }
+}
+
 impl Backend for DirectBackend {
     #[inline]
     unsafe fn read(&mut self, register_offset: u8) -> u8 {
@@ -81,7 +89,7 @@ pub fn init() {
     let uart = if crate::tdx::detect() {
         // SAFETY: COM1 is the standard 16550 port on every machine this kernel boots on, and
         // nothing else drives it except through this console or the emergency writer.
-        let mut uart = unsafe { Uart16550::new_with_backend(DirectBackend { base: COM1 }) };
+        let mut uart = unsafe { Uart16550::new_with_backend(DirectBackend::new(COM1)) };
         uart.init(Config::default()).ok().map(|()| Uart::Direct(uart))
     } else {
         // SAFETY: as above.

@@ -56,10 +56,20 @@ pub static BOOTLOADER_CONFIG: BootloaderConfig = {
 
 entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 
+/// RDTSC at kernel entry: under the bench's `-icount shift=0` it counts instructions, which
+/// gives `instructions.boot_to_verdict` (see `selftest::run`).
+#[cfg(feature = "softtdx")]
+pub static KERNEL_ENTRY_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    #[cfg(feature = "softtdx")]
+    // SAFETY: RDTSC has no side effects.
+    KERNEL_ENTRY_TSC
+        .store(unsafe { core::arch::x86_64::_rdtsc() }, core::sync::atomic::Ordering::Relaxed);
     // The firmware's IDT is still loaded but no longer mapped: any exception before this line
     // would triple-fault. Nothing above touches I/O, CPUID or MSRs.
     arch::init();
+    tdx::ve::register();
     // In a TD, every port access from here on raises #VE; the fatal paths must know that
     // before the first one.
     tdx::early_detect();

@@ -7,6 +7,7 @@
 use crate::{build, qemu};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ pub struct BenchLine {
     pub softtdx: u64,
     /// #VEs per operation under softtdx.
     pub ves: u64,
-    /// Instructions the guest itself executes per #VE: trap entry, handler, hypercall
-    /// wrappers, return; the model's answers to its TDCALLs excluded.
+    /// Instructions a TD executes per #VE, from the vector-20 stub's first instruction to its
+    /// `iretq`, each TDCALL counted as one (exact: single-stepped).
     pub handler: u64,
 }
 
@@ -56,31 +57,164 @@ pub fn step_cost(lines: &[BenchLine]) -> Option<f64> {
     (nop.native > 0).then(|| (nop.softtdx as f64 - nop.native as f64) / nop.native as f64)
 }
 
-pub fn run(firmware: &ovmf::Firmware, timeout: Duration, json: Option<PathBuf>) -> Result<bool> {
-    let qemu = qemu::qemu_binary()?;
-    let artifacts = build::build(&build::KernelVariant::default(), build::LoaderKind::Own, true)?;
+/// One `METRIC` line: an exact count, or host exits over console bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Metric {
+    Count(u64),
+    Ratio { exits: u64, bytes: u64 },
+}
+
+impl Metric {
+    pub fn value(self) -> f64 {
+        match self {
+            Metric::Count(n) => n as f64,
+            Metric::Ratio { exits, bytes } => exits as f64 / bytes as f64,
+        }
+    }
+}
+
+/// Parses `METRIC <key> <count> [windows=N]` and `METRIC <key> exits=E bytes=B` lines (also
+/// behind `# `, which the self-test's report parser ignores). A counted window figure is kept
+/// only when exactly one window closed, i.e. the count covers one whole #VE or call.
+pub fn parse_metrics(serial: &str) -> BTreeMap<String, Metric> {
+    let clean = crate::report::strip_ansi(serial);
+    let mut metrics = BTreeMap::new();
+    for line in clean.lines() {
+        let line = line.trim();
+        let Some(rest) = line.strip_prefix("# METRIC ").or_else(|| line.strip_prefix("METRIC "))
+        else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(key), Some(first)) = (words.next(), words.next()) else { continue };
+        let field = |word: Option<&str>, name: &str| -> Option<u64> {
+            word?.strip_prefix(name)?.strip_prefix('=')?.parse().ok()
+        };
+        let metric = if let Some(exits) = field(Some(first), "exits") {
+            match field(words.next(), "bytes") {
+                Some(bytes) if bytes > 0 => Metric::Ratio { exits, bytes },
+                _ => continue,
+            }
+        } else {
+            let Ok(count) = first.parse() else { continue };
+            match words.next() {
+                None => Metric::Count(count),
+                Some(windows) if field(Some(windows), "windows") == Some(1) => Metric::Count(count),
+                Some(_) => continue,
+            }
+        };
+        metrics.insert(key.to_owned(), metric);
+    }
+    metrics
+}
+
+/// The keys `--json` must carry (issue 9), in the order they are printed.
+pub const KEYS: [&str; 10] = [
+    "exits_per_byte.ve_bytewise",
+    "exits_per_byte.ve_buffered",
+    "exits_per_byte.direct_buffered",
+    "instructions.ve_in",
+    "instructions.ve_out",
+    "instructions.direct_io",
+    "instructions.boot_to_verdict",
+    "bytes.kernel_elf",
+    "bytes.image",
+    "bytes.kernel_elf_test_image",
+];
+
+/// Loadable bytes of an ELF64 file: the sum of `p_filesz` over its PT_LOAD segments (text and
+/// data; BSS takes no bytes). None if the header is not a little-endian ELF64 one.
+pub fn loadable_bytes(elf: &[u8]) -> Option<u64> {
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return None;
+    }
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
+    let phentsize = u16_at(0x36)? as usize;
+    let phnum = u16_at(0x38)? as usize;
+    let mut total = 0u64;
+    for i in 0..phnum {
+        let header = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        const PT_LOAD: u32 = 1;
+        if u32_at(header)? == PT_LOAD {
+            total = total.checked_add(u64_at(header + 0x20)?)?;
+        }
+    }
+    Some(total)
+}
+
+fn boot(
+    qemu: &std::path::Path,
+    firmware: &ovmf::Firmware,
+    image: &std::path::Path,
+    mode: Option<&str>,
+    timeout: Duration,
+    log_name: &str,
+) -> Result<String> {
     let extra = ["-icount".to_owned(), "shift=0".to_owned()];
     let args = qemu::boot_args(&qemu::BootSpec {
         firmware,
-        image: &artifacts.image,
+        image,
         kvm: false,
         machine: crate::machine::Machine::Legacy,
-        mode: Some("bench"),
+        mode,
         extra_args: &extra,
     });
-    println!("{}", qemu::command_line(&qemu, &args));
-    let finished = qemu::run(&qemu, &args, &qemu::Limits::timeout(timeout), false)?;
-    let lines = parse(&finished.output);
-    if finished.status != Some(33) || !finished.output.contains("BENCH END") {
-        let log = build::project_root().join("target/xtask-logs/bench.log");
-        std::fs::create_dir_all(log.parent().expect("has a parent"))?;
-        std::fs::write(&log, &finished.output)?;
+    println!("{}", qemu::command_line(qemu, &args));
+    let finished = qemu::run(qemu, &args, &qemu::Limits::timeout(timeout), false)?;
+    let log = build::project_root().join("target/xtask-logs").join(log_name);
+    std::fs::create_dir_all(log.parent().expect("has a parent"))?;
+    std::fs::write(&log, &finished.output)?;
+    if finished.status != Some(33) {
         bail!(
             "the bench boot did not finish (status {:?}); serial log in {}",
             finished.status,
             log.display()
         );
     }
+    Ok(finished.output)
+}
+
+pub fn run(firmware: &ovmf::Firmware, timeout: Duration, json: Option<PathBuf>) -> Result<bool> {
+    let qemu = qemu::qemu_binary()?;
+    let artifacts = build::build(&build::KernelVariant::default(), build::LoaderKind::Own, true)?;
+    let td_artifacts = build::build(&build::KernelVariant::td_image(), build::LoaderKind::Own, true)?;
+    let output = boot(&qemu, firmware, &artifacts.image, Some("bench"), timeout, "bench.log")?;
+    if !output.contains("BENCH END") {
+        bail!("the bench boot ended without BENCH END; serial log in target/xtask-logs/bench.log");
+    }
+    let lines = parse(&output);
+    let mut metrics = parse_metrics(&output);
+    // The self-test, natively, from kernel entry to its verdict.
+    let native = boot(&qemu, firmware, &artifacts.image, None, timeout, "bench-native.log")?;
+    metrics.extend(parse_metrics(&native));
+    let size = |path: &std::path::Path| -> Result<u64> {
+        Ok(std::fs::metadata(path)
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .len())
+    };
+    let elf_bytes = |path: &std::path::Path| -> Result<u64> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        loadable_bytes(&bytes).with_context(|| format!("{} is not an ELF64 file", path.display()))
+    };
+    metrics.insert("bytes.kernel_elf".into(), Metric::Count(elf_bytes(&td_artifacts.kernel)?));
+    metrics.insert("bytes.image".into(), Metric::Count(size(&td_artifacts.image)?));
+    metrics
+        .insert("bytes.kernel_elf_test_image".into(), Metric::Count(elf_bytes(&artifacts.kernel)?));
+    // The counting method's own check: the `nop` workload is `nop; ret`.
+    if metrics.get("instructions.calibration_nop") != Some(&Metric::Count(2)) {
+        bail!(
+            "the instruction counter is off: it counted {:?} for `nop; ret` (want 2)",
+            metrics.get("instructions.calibration_nop")
+        );
+    }
+    if let Some(missing) = KEYS.iter().find(|k| !metrics.contains_key(**k)) {
+        bail!("the bench output has no figure for {missing}; serial logs in target/xtask-logs/");
+    }
+
     let step = step_cost(&lines).context("no nop workload in the bench output")?;
     println!();
     println!("instructions per operation (QEMU -icount shift=0: RDTSC counts instructions)");
@@ -98,11 +232,31 @@ pub fn run(firmware: &ovmf::Firmware, timeout: Duration, json: Option<PathBuf>) 
     println!();
     println!("native/softtdx: per operation; softtdx includes the model's own work, which a TD");
     println!("does not pay (single-stepping alone costs {step:.0} instructions per instruction).");
-    println!("guest per #VE: what the guest executes from #VE delivery to the handler's return,");
-    println!("trap entry/exit included, the model's answers to its TDCALLs excluded.");
-    println!("(QEMU wall time {:.1} s, for information only.)", finished.wall.as_secs_f64());
+    println!("guest per #VE: exactly what a TD executes per #VE, from the vector-20 stub's first");
+    println!("instruction to its iretq, each TDCALL counted as one instruction (single-stepped).");
+    println!();
+    for key in KEYS {
+        match metrics[key] {
+            Metric::Count(n) => println!("{key:<32} {n}"),
+            Metric::Ratio { exits, bytes } => {
+                println!(
+                    "{key:<32} {:.4}  ({exits} exits / {bytes} bytes)",
+                    exits as f64 / bytes as f64
+                )
+            }
+        }
+    }
     if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&lines)?)
+        let mut object = serde_json::Map::new();
+        for key in KEYS {
+            let value = match metrics[key] {
+                Metric::Count(n) => serde_json::Value::from(n),
+                Metric::Ratio { .. } => serde_json::Value::from(metrics[key].value()),
+            };
+            object.insert(key.to_owned(), value);
+        }
+        object.insert("workloads".to_owned(), serde_json::to_value(&lines)?);
+        std::fs::write(&path, serde_json::to_string_pretty(&object)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(true)
@@ -111,6 +265,40 @@ pub fn run(firmware: &ovmf::Firmware, timeout: Duration, json: Option<PathBuf>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_metric_lines() {
+        let serial = "METRIC instructions.ve_in 120 windows=1\r\n\
+                      METRIC instructions.ve_out 130 windows=2\r\n\
+                      # METRIC instructions.boot_to_verdict 5000\r\n\
+                      METRIC exits_per_byte.direct_buffered exits=1105 bytes=1040\r\n\
+                      METRIC exits_per_byte.bad exits=3 bytes=0\r\nMETRIC broken\r\n";
+        let metrics = parse_metrics(serial);
+        assert_eq!(metrics.len(), 3);
+        assert_eq!(metrics["instructions.ve_in"], Metric::Count(120));
+        assert_eq!(metrics["instructions.boot_to_verdict"], Metric::Count(5000));
+        let ratio = metrics["exits_per_byte.direct_buffered"];
+        assert_eq!(ratio, Metric::Ratio { exits: 1105, bytes: 1040 });
+        assert!((ratio.value() - 1.0625).abs() < 1e-9);
+    }
+
+    #[test]
+    fn loadable_bytes_sums_pt_load_file_sizes() {
+        let mut elf = vec![0u8; 64 + 3 * 56];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&3u16.to_le_bytes());
+        for (i, (kind, filesz)) in [(1u32, 100u64), (4, 7), (1, 23)].into_iter().enumerate() {
+            let at = 64 + i * 56;
+            elf[at..at + 4].copy_from_slice(&kind.to_le_bytes());
+            elf[at + 0x20..at + 0x28].copy_from_slice(&filesz.to_le_bytes());
+        }
+        assert_eq!(loadable_bytes(&elf), Some(123));
+        assert_eq!(loadable_bytes(&elf[..40]), None);
+        elf[0x38..0x3a].copy_from_slice(&9u16.to_le_bytes());
+        assert_eq!(loadable_bytes(&elf), None);
+    }
 
     #[test]
     fn parses_bench_lines_and_derives_costs() {

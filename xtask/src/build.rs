@@ -37,6 +37,11 @@ pub struct KernelVariant {
 }
 
 impl KernelVariant {
+    /// The kernel a TD boots (`cargo xtask build`, `--tdx`).
+    pub fn td_image() -> Self {
+        Self::default()
+    }
+
     fn target_dir_name(&self) -> String {
         let mut name = String::from("kernel");
         if let Some(check) = &self.fail_check {

@@ -6,10 +6,15 @@
 //! restores every register from the frame (handlers change RIP and GPRs through it) and
 //! `iretq`s. The #VE handler needs exactly this: it must read and write the interrupted RAX,
 //! RCX, RSI and RDI, which `extern "x86-interrupt"` handlers cannot reach.
+//!
+//! This module does not know who handles what: handlers are registered per vector
+//! ([`register`]), as are a hook that runs before every return ([`set_resume_hook`], softtdx)
+//! and the host report of the unexpected-exception path ([`set_fatal_reporter`], TDX).
 
-use super::idt::{vector, EXCEPTION_VECTORS};
+use super::idt::EXCEPTION_VECTORS;
 use crate::console::EmergencyWriter;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// The interrupted context as the trap path saved it, lowest address first.
 #[derive(Clone, Copy, Debug, Default)]
@@ -190,6 +195,13 @@ core::arch::global_asm!(
     "    cld",
     "    mov rdi, rsp",
     "    call {dispatch}",
+    // The resume hook, if one is registered (`set_resume_hook`), with the same frame.
+    "    mov rdi, rsp",
+    "    mov rax, qword ptr [rip + {hook}]",
+    "    test rax, rax",
+    "    jz 2f",
+    "    call rax",
+    "2:",
     "    pop r15",
     "    pop r14",
     "    pop r13",
@@ -209,6 +221,7 @@ core::arch::global_asm!(
     "    add rsp, 16",
     "    iretq",
     dispatch = sym trap_dispatch,
+    hook = sym RESUME_HOOK,
 );
 
 extern "C" {
@@ -255,18 +268,46 @@ pub mod expected {
     }
 }
 
+/// A handler registered for one vector: returns whether it handled the exception (false lets
+/// an armed expectation or the unexpected-exception report have it).
+pub type Handler = fn(&mut TrapFrame) -> bool;
+/// Runs after every handled exception, just before the trap path restores the registers
+/// (softtdx's CPU looks at the instruction about to resume). Called from `trap_common`; when
+/// none is registered the trap path spends three instructions on finding that out.
+pub type ResumeHook = extern "sysv64" fn(&mut TrapFrame);
+/// Tells the host that the kernel cannot continue (ReportFatalError in a TD).
+pub type FatalReporter = fn(&str);
+
+/// Registered handlers, as `fn` pointers cast to usize (0 = none). The trap path does not know
+/// who handles what: `tdx` registers #VE at boot, softtdx its #DB and #UD when it is enabled.
+static HANDLERS: [AtomicUsize; EXCEPTION_VECTORS] =
+    [const { AtomicUsize::new(0) }; EXCEPTION_VECTORS];
+static RESUME_HOOK: AtomicUsize = AtomicUsize::new(0);
+static FATAL_REPORTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers `handler` for `vector`, replacing any earlier one.
+pub fn register(vector: u64, handler: Handler) {
+    HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
+}
+
+/// Registers the hook that runs before every return from a handled exception.
+pub fn set_resume_hook(hook: ResumeHook) {
+    RESUME_HOOK.store(hook as usize, Ordering::Release);
+}
+
+/// Registers what the unexpected-exception report calls to tell the host.
+pub fn set_fatal_reporter(reporter: FatalReporter) {
+    FATAL_REPORTER.store(reporter as usize, Ordering::Release);
+}
+
 /// Called by `trap_common` for every exception.
 extern "sysv64" fn trap_dispatch(frame: &mut TrapFrame) {
-    let handled = match frame.vector {
-        vector::VIRTUALIZATION => {
-            crate::tdx::ve::handle_virtualization_exception(frame);
-            true
-        }
-        #[cfg(feature = "softtdx")]
-        vector::DEBUG => crate::softtdx::handle_debug(frame),
-        #[cfg(feature = "softtdx")]
-        vector::INVALID_OPCODE => crate::softtdx::handle_invalid_opcode(frame),
-        _ => false,
+    // The stubs push vectors 0-31 only; the mask keeps the index in bounds without a branch.
+    let handler = HANDLERS[frame.vector as usize % EXCEPTION_VECTORS].load(Ordering::Acquire);
+    let handled = handler != 0 && {
+        // SAFETY: only `register` stores non-zero values, and each is a `Handler`.
+        let handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
+        handler(frame)
     };
     if !handled {
         match expected::take(frame.vector) {
@@ -274,10 +315,6 @@ extern "sysv64" fn trap_dispatch(frame: &mut TrapFrame) {
             None => unexpected_exception(frame),
         }
     }
-    // While softtdx single-steps, the instruction a handler returns to runs before the next
-    // single-step trap: the model must look at it first. Outside the model this does nothing.
-    #[cfg(feature = "softtdx")]
-    crate::softtdx::before_resume(frame);
 }
 
 fn unexpected_exception(frame: &TrapFrame) -> ! {
@@ -293,7 +330,12 @@ fn unexpected_exception(frame: &TrapFrame) -> ! {
         cr2
     );
     frame.dump(&mut out);
-    crate::tdx::report_fatal_error("unexpected exception");
+    let reporter = FATAL_REPORTER.load(Ordering::Acquire);
+    if reporter != 0 {
+        // SAFETY: only `set_fatal_reporter` stores non-zero values, each a `FatalReporter`.
+        let reporter = unsafe { core::mem::transmute::<usize, FatalReporter>(reporter) };
+        reporter("unexpected exception");
+    }
     crate::exit::exit(crate::exit::ExitCode::Failure)
 }
 

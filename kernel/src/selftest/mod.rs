@@ -123,6 +123,15 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
         let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {name}={value}"));
     }
     println!("{line}");
+    #[cfg(feature = "softtdx")]
+    {
+        let entry = crate::KERNEL_ENTRY_TSC.load(core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: RDTSC has no side effects.
+        let now = unsafe { core::arch::x86_64::_rdtsc() };
+        // A comment line for the report parser; an instruction count under `-icount shift=0`
+        // (`cargo xtask bench`), TSC ticks otherwise.
+        println!("# METRIC instructions.boot_to_verdict {}", now - entry);
+    }
     println!("SUMMARY passed={} failed={} skipped={}", tally.passed, tally.failed, tally.skipped);
     if tally.failed == 0 {
         ExitCode::Success

@@ -53,50 +53,94 @@ const UNKNOWN_EXIT_REASON: u32 = 0xFFFF;
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-/// Bench accounting (`cargo xtask bench`), in RDTSC units (instructions under QEMU's
-/// `-icount shift=0`): when the #VE in flight was delivered, how much of its handling was the
-/// model answering TDCALLs, and totals over all #VEs handled.
-mod timing {
+/// Exact instruction counts for `cargo xtask bench`: single-step traps counted in a window.
+///
+/// A window opens at the single-step trap whose RIP is `start` (the first instruction of a
+/// function, or of the vector-20 stub) and closes at the first trap whose RSP lies above the
+/// RSP it opened with (the function's `ret`, or the stub's `iretq`, has run). Every trap in
+/// between is one instruction executed; a TDCALL, which faults (#UD) instead of completing and
+/// trapping, is counted once when the model answers it. Nothing of the model's own handlers is
+/// counted: they run with TF clear. Windows reopen at the next arrival at `start`.
+mod counting {
     use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-    static DELIVERED_AT: AtomicU64 = AtomicU64::new(0);
-    static MODEL_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
-    static HANDLED: AtomicU64 = AtomicU64::new(0);
-    static GUEST_TOTAL: AtomicU64 = AtomicU64::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
+    static OPEN_RSP: AtomicU64 = AtomicU64::new(0);
+    static PAUSED_RSP: AtomicU64 = AtomicU64::new(0);
+    static INSTRUCTIONS: AtomicU64 = AtomicU64::new(0);
+    static WINDOWS: AtomicU64 = AtomicU64::new(0);
 
-    pub fn now() -> u64 {
-        // SAFETY: RDTSC has no side effects.
-        unsafe { core::arch::x86_64::_rdtsc() }
+    pub fn armed() -> bool {
+        START.load(Relaxed) != 0
     }
 
-    pub fn delivered() {
-        MODEL_IN_FLIGHT.store(0, Relaxed);
-        DELIVERED_AT.store(now(), Relaxed);
-    }
-
-    pub fn model_answered(since: u64) {
-        MODEL_IN_FLIGHT.fetch_add(now() - since, Relaxed);
-    }
-
-    /// The #VE handler returned: count its time, less the model's.
-    pub fn handled() {
-        let delivered_at = DELIVERED_AT.swap(0, Relaxed);
-        if delivered_at != 0 {
-            let total = now() - delivered_at;
-            GUEST_TOTAL.fetch_add(total.saturating_sub(MODEL_IN_FLIGHT.load(Relaxed)), Relaxed);
-            HANDLED.fetch_add(1, Relaxed);
+    /// A single-step trap: the instruction before `rip` has completed.
+    ///
+    /// The model's resume hook, which the trap path calls before every return (so also inside
+    /// a counted #VE handler), is not what a TD runs: from the trap at its entry (after the
+    /// `call`) to the trap after its `ret`, nothing is counted. In a TD the trap path loads the
+    /// empty hook slot, tests it and branches past the `call`; those three instructions are
+    /// counted here too, the `call` itself is not.
+    pub fn step(rip: u64, rsp: u64) {
+        let start = START.load(Relaxed);
+        if start == 0 {
+            return;
+        }
+        let open_rsp = OPEN_RSP.load(Relaxed);
+        let paused_rsp = PAUSED_RSP.load(Relaxed);
+        if open_rsp != 0 && paused_rsp != 0 {
+            if rsp > paused_rsp {
+                PAUSED_RSP.store(0, Relaxed);
+            }
+            return;
+        }
+        if open_rsp != 0 && rip == super::before_resume as *const () as u64 {
+            PAUSED_RSP.store(rsp, Relaxed);
+            return;
+        }
+        if open_rsp != 0 {
+            INSTRUCTIONS.fetch_add(1, Relaxed);
+            if rsp > open_rsp {
+                OPEN_RSP.store(0, Relaxed);
+                WINDOWS.fetch_add(1, Relaxed);
+            }
+        }
+        if OPEN_RSP.load(Relaxed) == 0 && rip == start {
+            OPEN_RSP.store(rsp, Relaxed);
         }
     }
 
-    pub fn totals() -> (u64, u64) {
-        (HANDLED.load(Relaxed), GUEST_TOTAL.load(Relaxed))
+    /// The model answered a TDCALL: one instruction, if a window is open.
+    pub fn tdcall() {
+        if START.load(Relaxed) != 0 && OPEN_RSP.load(Relaxed) != 0 {
+            INSTRUCTIONS.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn arm(start: u64) {
+        INSTRUCTIONS.store(0, Relaxed);
+        WINDOWS.store(0, Relaxed);
+        OPEN_RSP.store(0, Relaxed);
+        PAUSED_RSP.store(0, Relaxed);
+        START.store(start, Relaxed);
+    }
+
+    /// Disarms; returns the instructions of every closed window and how many closed.
+    pub fn disarm() -> (u64, u64) {
+        START.store(0, Relaxed);
+        OPEN_RSP.store(0, Relaxed);
+        (INSTRUCTIONS.load(Relaxed), WINDOWS.load(Relaxed))
     }
 }
 
-/// How many #VEs the guest handled under the model, and the instructions it spent on them from
-/// delivery to the handler's return, less the model's answers to its TDCALLs (bench only).
-pub fn guest_ve_totals() -> (u64, u64) {
-    timing::totals()
+/// Runs `f` single-stepped and counts, exactly, the instructions executed from each arrival at
+/// `start` until the code there returns (see [`counting`]): returns (instructions, windows).
+/// Bench only; while armed, delivered #VE handlers are single-stepped to their `iretq`.
+pub fn count_instructions<R>(start: u64, f: impl FnOnce() -> R) -> (R, u64, u64) {
+    counting::arm(start);
+    let result = f();
+    let (instructions, windows) = counting::disarm();
+    (result, instructions, windows)
 }
 
 struct Model {
@@ -188,6 +232,10 @@ pub fn enable(scenario: Option<FatalScenario>) -> Result<(), &'static str> {
         SOFTTDX_VE_ENTRY = crate::arch::idt::gate_handler(crate::arch::idt::vector::VIRTUALIZATION)
     };
     model().scenario = scenario;
+    use crate::arch::{idt::vector, trap};
+    trap::register(vector::DEBUG, handle_debug);
+    trap::register(vector::INVALID_OPCODE, handle_invalid_opcode);
+    trap::set_resume_hook(before_resume);
     ACTIVE.store(true, Ordering::SeqCst);
     // Every #DB from here on is acknowledged by `handle_debug`.
     crate::arch::set_single_step();
@@ -244,7 +292,7 @@ pub fn clear_injection() -> bool {
 
 /// #DB: acknowledges a single-step trap. The instruction at RIP is looked at by
 /// [`before_resume`], which the dispatcher calls next.
-pub fn handle_debug(_frame: &mut TrapFrame) -> bool {
+fn handle_debug(frame: &mut TrapFrame) -> bool {
     if !is_active() {
         return false;
     }
@@ -256,18 +304,21 @@ pub fn handle_debug(_frame: &mut TrapFrame) -> bool {
         core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nomem, nostack));
         core::arch::asm!("mov dr6, {}", in(reg) DR6_CLEAR, options(nomem, nostack));
     }
-    dr6 & DR6_SINGLE_STEP != 0
+    let single_step = dr6 & DR6_SINGLE_STEP != 0;
+    if single_step {
+        counting::step(frame.rip, frame.rsp);
+    }
+    single_step
 }
 
 /// #UD: if the faulting instruction is TDCALL, answers it as the TDX module would.
-pub fn handle_invalid_opcode(frame: &mut TrapFrame) -> bool {
-    let started = timing::now();
+fn handle_invalid_opcode(frame: &mut TrapFrame) -> bool {
     if !is_active() || !fetch(frame.rip).0.starts_with(&TDCALL_BYTES) {
         return false;
     }
+    counting::tdcall();
     tdx_module(frame);
     frame.rip += TDCALL_BYTES.len() as u64;
-    timing::model_answered(started);
     true
 }
 
@@ -294,13 +345,18 @@ fn fetch(rip: u64) -> ([u8; MAX_INSTRUCTION_LENGTH], usize) {
 
 /// The model's CPU: looks at the instruction about to run and either lets it run natively,
 /// answers it as the TDX module would (CPUID 0 and 0x21), or delivers #VE for it.
-pub fn before_resume(frame: &mut TrapFrame) {
+extern "sysv64" fn before_resume(frame: &mut TrapFrame) {
+    // Inside a #VE handler whose instructions the bench is counting, this hook itself runs
+    // single-stepped: it must not hold the model's lock when the next step trap arrives.
+    crate::arch::without_single_step(|| resume(frame));
+}
+
+fn resume(frame: &mut TrapFrame) {
     if !is_active() {
         return;
     }
     if frame.vector == crate::arch::idt::vector::VIRTUALIZATION {
         // The #VE handler is returning to the interrupted context.
-        timing::handled();
         let mut model = model();
         if let Some(from) = model.ve_in_flight.take() {
             if model.watch == Some(from) {
@@ -441,7 +497,7 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
     }
     model.pending_ve = Some(info);
     model.ve_in_flight = Some(frame.rip);
-    let keep_stepping = model.check_ve_ordering;
+    let keep_stepping = model.check_ve_ordering || counting::armed();
     drop(model);
     // SAFETY: single CPU, inside an exception handler: nothing else reads the frame slots
     // until the trampoline, which runs right after this handler's iretq.
@@ -449,7 +505,6 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
         SOFTTDX_VE_FRAME = [frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss];
     }
     frame.rip = softtdx_deliver_ve as *const () as u64;
-    timing::delivered();
     // The CPU clears IF and TF when it delivers an exception. The model keeps TF on until the
     // handler's TDG.VP.VEINFO.GET (see `tdx_module`), so that it sees every instruction the
     // handler runs before it: one that raises #VE there is a #DF on real hardware.
@@ -484,8 +539,11 @@ fn tdx_module(frame: &mut TrapFrame) {
             match model.pending_ve.take() {
                 Some(ve) => {
                     let out = ve.to_outputs();
-                    // The handler now runs as the CPU delivered it: without single-stepping.
-                    frame.rflags &= !rflags::TF;
+                    // The handler now runs as the CPU delivered it: without single-stepping
+                    // (unless the bench is counting its instructions).
+                    if !counting::armed() {
+                        frame.rflags &= !rflags::TF;
+                    }
                     frame.rax = TDX_SUCCESS;
                     frame.rcx = out.rcx;
                     frame.rdx = out.rdx;

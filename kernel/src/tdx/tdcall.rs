@@ -155,10 +155,31 @@ pub fn vp_info() -> Result<TdInfo, TdcallError> {
 /// TDG.VP.VEINFO.GET (leaf 3): the information of the pending #VE, which it also clears
 /// (TDX Module ABI, "TDG.VP.VEINFO.GET Leaf"). Until it runs, a second #VE is a #DF and all
 /// interrupts, NMI included, stay blocked.
+///
+/// The first call of every #VE, so it loads and stores only what the leaf uses: RAX in (leaf)
+/// and out (status); RCX, RDX, R8, R9, R10 out. The TDX module preserves every other GPR
+/// (as Linux's `__tdcall_ret` relies on too).
+#[inline(always)]
 pub fn vp_veinfo_get() -> Result<VeInfo, TdcallError> {
     counters::TDCALL_VEINFO_GET.increment();
-    let mut regs = TdcallRegs::default();
-    // SAFETY: TDG.VP.VEINFO.GET only returns values in registers (and clears the VE info).
-    unsafe { call(TdcallLeaf::VpVeinfoGet, &mut regs)? };
-    Ok(VeInfo::from_veinfo_get_outputs(regs.rcx, regs.rdx, regs.r8, regs.r9, regs.r10))
+    let (status, rcx, rdx, r8, r9, r10): (u64, u64, u64, u64, u64, u64);
+    // SAFETY: TDG.VP.VEINFO.GET only returns values in the registers named here (and clears
+    // the VE info); it touches no guest memory and the stack is not used.
+    unsafe {
+        core::arch::asm!(
+            ".byte 0x66, 0x0f, 0x01, 0xcc",
+            inlateout("rax") TdcallLeaf::VpVeinfoGet as u64 => status,
+            lateout("rcx") rcx,
+            lateout("rdx") rdx,
+            lateout("r8") r8,
+            lateout("r9") r9,
+            lateout("r10") r10,
+            lateout("r11") _,
+            options(nostack),
+        )
+    };
+    if status != TdxStatus::SUCCESS {
+        return Err(TdcallError { leaf: TdcallLeaf::VpVeinfoGet, status });
+    }
+    Ok(VeInfo::from_veinfo_get_outputs(rcx, rdx, r8, r9, r10))
 }

@@ -8,8 +8,8 @@
 
 use super::tdcall::{self, TdcallError, TdcallRegs};
 use crate::counters;
-use tdx_ve::abi::{TdVmCallStatus, TdVmCallSubFunction, TdcallLeaf};
-use tdx_ve::io::PortWidth;
+use tdx_ve::abi::{TdVmCallStatus, TdVmCallSubFunction, TdcallLeaf, TdxStatus};
+use tdx_ve::io::{IoDirection, PortWidth};
 
 /// Why a hypercall did not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,27 +52,69 @@ fn vmcall(sub_function: TdVmCallSubFunction, regs: &mut TdcallRegs) -> Result<()
     result
 }
 
+/// TDG.VP.VMCALL<Instruction.IO> (GHCI 1.5, 3.9) with only the registers it uses: RAX (leaf,
+/// then TDCALL status), RCX (bitmap), R10 (standard call, then status), R11 (sub-function,
+/// then data read), R12 size, R13 direction, R14 port, R15 value written. R12-R15 are exposed
+/// and may come back as the host left them: they are declared clobbered, so nothing reads
+/// them, and as callee-saved registers they are restored before any caller sees them (as in
+/// Linux's `__tdx_hypercall`). Returns (TDCALL status, GHCI status, R11).
+#[inline(always)]
+fn io_vmcall(width: PortWidth, direction: IoDirection, port: u16, value: u64) -> (u64, u64, u64) {
+    let (status, vmcall_status, r11): (u64, u64, u64);
+    // SAFETY: TDG.VP.VMCALL passes only the exposed registers (RCX bitmap) to the host and back;
+    // the host cannot touch private guest memory, and the stack is not used.
+    unsafe {
+        core::arch::asm!(
+            ".byte 0x66, 0x0f, 0x01, 0xcc",
+            inlateout("rax") TdcallLeaf::VpVmcall as u64 => status,
+            inlateout("rcx") TdVmCallSubFunction::Io.register_bitmap() => _,
+            inlateout("r10") 0u64 => vmcall_status,
+            inlateout("r11") TdVmCallSubFunction::Io.code() => r11,
+            inlateout("r12") width as u64 => _,
+            inlateout("r13") direction.ghci_code() => _,
+            inlateout("r14") port as u64 => _,
+            inlateout("r15") value => _,
+            options(nostack),
+        )
+    };
+    (status, vmcall_status, r11)
+}
+
+/// Turns the two statuses of a hypercall into a result, counting failures.
+#[inline(always)]
+fn check(
+    sub_function: TdVmCallSubFunction,
+    tdcall_status: u64,
+    vmcall_status: u64,
+) -> Result<(), VmcallError> {
+    counters::TDCALL_VMCALL.increment();
+    if tdcall_status == TdxStatus::SUCCESS && vmcall_status == 0 {
+        return Ok(());
+    }
+    counters::TDVMCALL_FAILED.increment();
+    if tdcall_status != TdxStatus::SUCCESS {
+        let leaf = TdcallLeaf::VpVmcall;
+        return Err(VmcallError::Tdcall(TdcallError { leaf, status: tdcall_status }));
+    }
+    Err(VmcallError::Status { sub_function, status: TdVmCallStatus::from(vmcall_status) })
+}
+
 /// TDG.VP.VMCALL<Instruction.IO>, read (GHCI 1.5, 3.9): the value of `port`, masked to `width`.
+#[inline(always)]
 pub fn io_read(port: u16, width: PortWidth) -> Result<u64, VmcallError> {
     counters::TDVMCALL_IO.increment();
-    let mut regs =
-        TdcallRegs { r12: width as u64, r13: 0, r14: port as u64, ..TdcallRegs::default() };
-    vmcall(TdVmCallSubFunction::Io, &mut regs)?;
-    Ok(regs.r11 & width.mask())
+    let (status, vmcall_status, data) = io_vmcall(width, IoDirection::In, port, 0);
+    check(TdVmCallSubFunction::Io, status, vmcall_status)?;
+    Ok(data & width.mask())
 }
 
 /// TDG.VP.VMCALL<Instruction.IO>, write (GHCI 1.5, 3.9): writes the low `width` bytes of
 /// `value` to `port`.
+#[inline(always)]
 pub fn io_write(port: u16, width: PortWidth, value: u64) -> Result<(), VmcallError> {
     counters::TDVMCALL_IO.increment();
-    let mut regs = TdcallRegs {
-        r12: width as u64,
-        r13: 1,
-        r14: port as u64,
-        r15: value & width.mask(),
-        ..TdcallRegs::default()
-    };
-    vmcall(TdVmCallSubFunction::Io, &mut regs)
+    let (status, vmcall_status, _) = io_vmcall(width, IoDirection::Out, port, value & width.mask());
+    check(TdVmCallSubFunction::Io, status, vmcall_status)
 }
 
 /// TDG.VP.VMCALL<Instruction.HLT> (GHCI 1.5, 3.8): halt until the next interrupt, or for

@@ -45,11 +45,39 @@ pub const PORTS: [PortRange; 9] = [
     range("PCI CONFIG_DATA", 0xCFC, 0xCFF, false),
 ];
 
+/// Every listed port is below this bound, so a bitmap of it answers [`allowed`].
+pub const BITMAP_PORTS: usize = 0x1000;
+
+/// The table as a bitmap of the first [`BITMAP_PORTS`] ports, built at compile time: the #VE
+/// handler asks once per access, so the lookup is a shift, a load and a bit test.
+pub const fn bitmap(include_test_only: bool) -> [u64; BITMAP_PORTS / 64] {
+    let mut map = [0u64; BITMAP_PORTS / 64];
+    let mut row = 0;
+    while row < PORTS.len() {
+        let r = PORTS[row];
+        assert!((r.last as usize) < BITMAP_PORTS, "a listed port lies above the bitmap");
+        if include_test_only || !r.test_only {
+            let mut port = r.first as usize;
+            while port <= r.last as usize {
+                map[port / 64] |= 1 << (port % 64);
+                port += 1;
+            }
+        }
+        row += 1;
+    }
+    map
+}
+
+const BITMAP: [u64; BITMAP_PORTS / 64] = bitmap(false);
+const BITMAP_WITH_TEST_ONLY: [u64; BITMAP_PORTS / 64] = bitmap(true);
+
 /// Whether an access at `port` is let through: the port an access starts at selects the device
 /// (a VMM dispatches it by that port), so that port must belong to an allowed row.
 #[inline]
 pub fn allowed(port: u16, include_test_only: bool) -> bool {
-    PORTS.iter().any(|r| (include_test_only || !r.test_only) && port >= r.first && port <= r.last)
+    let map = if include_test_only { &BITMAP_WITH_TEST_ONLY } else { &BITMAP };
+    let port = port as usize;
+    port < BITMAP_PORTS && map[port / 64] >> (port % 64) & 1 != 0
 }
 
 /// The device a port belongs to, for diagnostics.

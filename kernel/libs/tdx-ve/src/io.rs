@@ -178,6 +178,25 @@ impl IoExitQualification {
         })
     }
 
+    /// The #VE handler's fast path: IN or OUT of a register (no string), as (width, direction,
+    /// port), for exactly the values [`IoExitQualification::decode`] accepts with `string`
+    /// clear; None for everything else (string I/O, or anything `decode` rejects).
+    #[inline]
+    pub const fn decode_port_io(raw: u64) -> Option<(PortWidth, IoDirection, u16)> {
+        if raw & (Self::RESERVED_MASK | Self::STRING) != 0 {
+            return None;
+        }
+        let width = match raw & 0b111 {
+            0 => PortWidth::Byte,
+            1 => PortWidth::Word,
+            3 => PortWidth::Dword,
+            _ => return None,
+        };
+        let direction =
+            if raw & Self::DIRECTION_IN != 0 { IoDirection::In } else { IoDirection::Out };
+        Some((width, direction, (raw >> 16) as u16))
+    }
+
     /// Encodes the qualification in the VMX layout. For every value `decode` accepts,
     /// `decode(raw)?.encode() == raw`.
     #[must_use]
@@ -434,6 +453,20 @@ mod tests {
 
     fn any_width() -> impl Strategy<Value = PortWidth> {
         prop::sample::select(PortWidth::ALL.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn decode_port_io_agrees_with_decode(raw in any::<u64>(), low in 0u64..0x80, port in any::<u16>()) {
+            // Half of the cases with reserved bits clear, so that the fast path is exercised.
+            for raw in [raw, low | (port as u64) << 16] {
+                let reference = IoExitQualification::decode(raw)
+                    .ok()
+                    .filter(|a| !a.string)
+                    .map(|a| (a.width, a.direction, a.port));
+                prop_assert_eq!(IoExitQualification::decode_port_io(raw), reference);
+            }
+        }
     }
 
     proptest! {
