@@ -180,7 +180,8 @@ fn boot(
 pub fn run(firmware: &ovmf::Firmware, timeout: Duration, json: Option<PathBuf>) -> Result<bool> {
     let qemu = qemu::qemu_binary()?;
     let artifacts = build::build(&build::KernelVariant::default(), build::LoaderKind::Own, true)?;
-    let td_artifacts = build::build(&build::KernelVariant::td_image(), build::LoaderKind::Own, true)?;
+    let td_artifacts =
+        build::build(&build::KernelVariant::td_image(), build::LoaderKind::Own, true)?;
     let output = boot(&qemu, firmware, &artifacts.image, Some("bench"), timeout, "bench.log")?;
     if !output.contains("BENCH END") {
         bail!("the bench boot ended without BENCH END; serial log in target/xtask-logs/bench.log");
