@@ -346,6 +346,7 @@ fn run_command(cli: Cli) -> Result<bool> {
         }
         Command::Bench { firmware, timeout, json } => {
             let firmware = find_firmware(&firmware)?;
+            firmware::print_announcement(&firmware);
             bench::run(&firmware, Duration::from_secs(timeout), json)
         }
         Command::Doctor { firmware, memory } => {

@@ -706,6 +706,10 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
                 let refusal = judge(&as_pass, verdict, finished.status, &parsed).err();
                 format!("refused: {} ({why})", refusal.unwrap_or_default())
             }
+            // A run with its own firmware names it.
+            (Ok(()), _) if spec.firmware.is_some() => {
+                format!("with {}: {why}", firmware.code.display())
+            }
             (Ok(()), _) => why,
             (Err(e), _) => format!("{e} ({why})"),
         },

@@ -184,6 +184,20 @@ fn run_with_secure_boot_firmware_stops_at_the_refusal() {
         .expect("a wall time");
     assert!(seconds < (timeout / 4) as f64, "stopped only after {seconds} s: {verdict}");
     assert!(!stdout.contains("SELFTEST BEGIN"), "the kernel ran: {stdout}");
+    // Before booting, the firmware was described and flagged.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let described = stderr.lines().find(|l| l.starts_with("firmware: ")).expect("a firmware line");
+    assert!(described.contains("given with --firmware"), "{described}");
+    let descriptor = "/usr/share/qemu/firmware/40-edk2-x86_64-secure-enrolled.json";
+    if std::path::Path::new(descriptor).exists() {
+        assert!(described.contains(&format!("described by {descriptor}")), "{described}");
+    }
+    assert!(
+        stderr.lines().any(|l| l.starts_with("warning: ")
+            && l.contains("OVMF_CODE_4M.ms.fd enforces Secure Boot")
+            && l.contains("OVMF_VARS_4M.ms.fd")),
+        "no Secure Boot warning before the boot: {stderr}"
+    );
 }
 
 /// Killing xtask (as Ctrl-C does) takes QEMU with it: no orphans.
