@@ -401,8 +401,8 @@ fn install_hint() -> String {
 /// ranks descriptors come first, then the earlier one:
 ///
 /// - for [`Purpose::Tcg`]: a UEFI build for x86_64 q35 that QEMU can load with pflash or
-///   `-bios`, without enrolled keys (those are never chosen); builds that need SMM or are made
-///   for a confidential guest (`requires-smm`, `intel-tdx`) rank after generic ones;
+///   `-bios`, without enrolled keys and without `requires-smm` (those are never chosen); builds
+///   made for a confidential guest (`intel-tdx`) rank after generic ones;
 /// - for [`Purpose::Td`]: one image loadable with `-bios` and without `requires-smm`; a
 ///   dedicated TDX build (`intel-tdx` feature, or a known TDX path) first, then any other
 ///   combined image whose file carries TDVF metadata, then those with enrolled keys last.
@@ -558,7 +558,13 @@ fn rank_descriptor(found: &Found, purpose: Purpose) -> Result<(u8, SecureBoot), 
             if enrolled {
                 return Err("enrolled-keys: Secure Boot would refuse our unsigned loader".into());
             }
-            Ok((if smm || tdx { 1 } else { 0 }, secure_boot))
+            if smm {
+                // firmware.json: such a build needs `-machine smm=on` and, with Secure Boot,
+                // `-global driver=cfi.pflash01,property=secure,value=on`; our command lines set
+                // neither, and the TD-shaped machine of the softtdx runs has `smm=off`.
+                return Err("requires-smm: our q35 command lines do not set up SMM".into());
+            }
+            Ok((if tdx { 1 } else { 0 }, secure_boot))
         }
         Purpose::Td => {
             if smm {

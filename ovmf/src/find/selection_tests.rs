@@ -164,6 +164,7 @@ fn bookworm_tcg_takes_the_descriptor_without_keys_or_smm_and_says_why() {
         reason.contains("40-edk2-x86_64-secure-enrolled.json: enrolled-keys"),
         "the reason must say why the enrolled build was passed over: {reason}"
     );
+    assert!(reason.contains("50-edk2-x86_64-secure.json: requires-smm"), "{reason}");
     assert!(!reason.contains('\n'));
     assert!(firmware.warnings.is_empty());
 }
@@ -273,10 +274,11 @@ fn an_empty_file_in_etc_hides_the_vendor_descriptor() {
     let fx = Fixture::new();
     fx.bookworm();
     fx.descriptor(Dir::Etc, "60-edk2-x86_64.json", "");
-    // With 60 hidden and 40 enrolled, the SMM build (50, empty varstore) and the known
-    // paths remain; the known generic OVMF.fd ranks before a build that needs SMM.
+    // With 60 hidden, 40 enrolled and 50 needing SMM, the known paths remain: the generic
+    // OVMF.fd comes first in their order.
     let firmware = find(&fx.options(Purpose::Tcg)).unwrap();
     assert_eq!(firmware.code, fx.path("usr/share/ovmf/OVMF.fd"));
+    assert!(firmware.reason.contains("50-edk2-x86_64-secure.json: requires-smm"));
     assert!(firmware.warnings.is_empty());
 }
 
