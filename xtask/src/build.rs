@@ -34,6 +34,8 @@ pub struct KernelVariant {
     pub broken_pic_probe: bool,
     /// Build without the device checks (kernel feature `no-device-checks`).
     pub no_device_checks: bool,
+    /// Build with a port access that bypasses the #VE path (kernel feature `audit-bypass`).
+    pub audit_bypass: bool,
 }
 
 impl KernelVariant {
@@ -62,6 +64,9 @@ impl KernelVariant {
         }
         if self.no_device_checks {
             name.push_str("-no-device-checks");
+        }
+        if self.audit_bypass {
+            name.push_str("-audit-bypass");
         }
         name
     }
@@ -98,11 +103,8 @@ pub struct Artifacts {
 /// A cargo for a nested build (kernel or loader): it must not inherit what the outer `cargo
 /// xtask` set for the host build (target, features, rustflags), but keeps what the user set up
 /// for cargo itself (home, registries, network, proxies).
-fn nested_cargo(root: &Path) -> Command {
+pub fn nested_cargo(root: &Path) -> Command {
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // The outer `cargo xtask` sets variables (target, features, rustflags) meant for the host
-    // build; the kernel build must not inherit them.
-    // What the user set up for cargo itself (home, registries, network, proxies) stays.
     const KEEP: [&str; 6] = [
         "CARGO_HOME",
         "CARGO_NET_",
@@ -181,6 +183,9 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
     }
     if variant.no_device_checks {
         cargo.args(["--features", "no-device-checks"]);
+    }
+    if variant.audit_bypass {
+        cargo.args(["--features", "audit-bypass"]);
     }
     match &variant.fail_check {
         Some(check) => cargo.env("TDX_UNIKERNEL_FAIL_CHECK", check),

@@ -2,6 +2,7 @@
 //!
 //! Errors end the process with one line on stderr and a non-zero status, never a backtrace.
 
+mod audit;
 mod bench;
 mod build;
 mod firmware;
@@ -148,6 +149,21 @@ enum Command {
         /// Write the figures as JSON here.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+    },
+    /// Audit, instruction by instruction under QEMU TCG, what a TD would do with the boot path
+    /// (loader entry to the kernel's LIDT) or, with --softtdx, with the softtdx run.
+    TdAudit {
+        #[command(flatten)]
+        firmware: FirmwareArgs,
+        /// The loader whose boot path is audited.
+        #[arg(long, value_enum, default_value = "upstream")]
+        loader: audit::Loader,
+        /// Audit the softtdx run instead: no native #VE-class instruction outside the model.
+        #[arg(long)]
+        softtdx: bool,
+        /// Stop QEMU after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
     },
     /// Check whether this host can launch a TD: one line per requirement and a verdict.
     Doctor {
@@ -348,6 +364,23 @@ fn run_command(cli: Cli) -> Result<bool> {
             let firmware = find_firmware(&firmware)?;
             firmware::print_announcement(&firmware);
             bench::run(&firmware, Duration::from_secs(timeout), json)
+        }
+        Command::TdAudit { firmware, loader, softtdx, timeout } => {
+            let firmware = find_firmware(&firmware)?;
+            let timeout = Duration::from_secs(timeout);
+            let result = if softtdx {
+                audit::audit_softtdx(&firmware, timeout, false)?
+            } else {
+                audit::audit_boot_path(loader, &firmware, timeout)?
+            };
+            println!("{}", result.report);
+            eprintln!(
+                "(audit wall time {:.1} s, plugin log {} bytes: {})",
+                result.wall.as_secs_f64(),
+                result.log_bytes,
+                result.log_path.display()
+            );
+            Ok(result.passed)
         }
         Command::Doctor { firmware, memory } => {
             let qemu = qemu::qemu_binary().unwrap_or_else(|_| PathBuf::from("qemu-system-x86_64"));

@@ -369,6 +369,7 @@ pub fn default_runs(
         timeout,
         firmware: Some(PathBuf::from(SECURE_BOOT_FIRMWARE)),
     });
+    runs.extend(crate::audit::harness::runs(timeout));
     runs
 }
 
@@ -638,6 +639,9 @@ fn run_firmware(spec: &RunSpec, options: &Options) -> Result<ovmf::Firmware, Str
 
 fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Result<RunReport> {
     let log = logs_dir().join(format!("{}.log", spec.id.replace(':', "-")));
+    if spec.mode == "audit" {
+        return crate::audit::harness::execute(spec, &options.firmware, log);
+    }
     let firmware = match run_firmware(spec, options) {
         Ok(firmware) => firmware,
         Err(reason) => {

@@ -115,9 +115,11 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     #[cfg(not(feature = "softtdx"))]
     tally.record("diff.*", skip!("built without the softtdx model"));
     allowlist::run_final(&mut tally);
+    #[cfg(feature = "audit-bypass")]
+    audit_bypass();
 
     // Snapshot first: printing itself raises I/O #VEs in a TD.
-    let snapshot = counters::ALL.map(|c| (c.name, c.get()));
+    let snapshot = counters::snapshot();
     let mut line = alloc::string::String::from("COUNTERS");
     for (name, value) in snapshot {
         let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {name}={value}"));
@@ -138,6 +140,16 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     } else {
         ExitCode::Failure
     }
+}
+
+/// Test-only (feature `audit-bypass`): a port write that bypasses the #VE path under softtdx,
+/// for the harness run that proves `cargo xtask td-audit --softtdx` catches it. The model would
+/// not see it: single-stepping is off. Not inlined, so the audit names this function.
+#[cfg(feature = "audit-bypass")]
+#[inline(never)]
+fn audit_bypass() {
+    // SAFETY: port 0x80 is the POST diagnostic port; writing it has no memory side effects.
+    natively(|| unsafe { crate::port::outb(0x80, 0) });
 }
 
 /// Runs `f` with single-stepping off, so that softtdx does not intercept it: for resetting

@@ -1,0 +1,95 @@
+//! The audit runs of `cargo xtask test` (`"mode": "audit"`): each is a [`RunSpec`] whose
+//! `mode_flag` names the audit, judged here instead of from a serial self-test.
+
+use super::{audit_boot_path, audit_softtdx, Loader};
+use crate::report::{Check, CheckResult};
+use crate::test::{Expect, RunReport, RunSpec, Verdict};
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The audit runs: the boot path of the default loader (today the upstream one, expected to
+/// fail on its EFER write), the softtdx run, and the softtdx run with a port access that
+/// bypasses the #VE path (expected to fail naming it).
+pub fn runs(timeout: Duration) -> Vec<RunSpec> {
+    let spec = |id: &str, flag: &str, expect: Expect, bypass: bool| RunSpec {
+        id: id.into(),
+        mode: "audit",
+        mode_flag: Some(flag.into()),
+        variant: crate::build::KernelVariant { audit_bypass: bypass, ..Default::default() },
+        expect,
+        timeout,
+        firmware: None,
+    };
+    vec![
+        spec(
+            "audit:upstream",
+            "upstream",
+            Expect::Fail {
+                check: "WRMSR IA32_EFER (0xc0000080) in bootloader_x86_64_common::enable_nxe_bit"
+                    .into(),
+            },
+            false,
+        ),
+        spec("audit:softtdx", "softtdx", Expect::Pass, false),
+        spec(
+            "audit:softtdx-bypass",
+            "softtdx",
+            Expect::Fail { check: "port I/O in kernel::selftest::audit_bypass".into() },
+            true,
+        ),
+    ]
+}
+
+/// Runs one audit and judges it against its expectation.
+pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Result<RunReport> {
+    let flag = spec.mode_flag.as_deref().unwrap_or("");
+    let result = match flag {
+        "upstream" => audit_boot_path(Loader::Upstream, firmware, spec.timeout),
+        "own" => audit_boot_path(Loader::Own, firmware, spec.timeout),
+        _ => audit_softtdx(firmware, spec.timeout, spec.variant.audit_bypass),
+    };
+    let (verdict, reason, text, wall, log_bytes) = match result {
+        Ok(audit) => (
+            if audit.passed { Verdict::Pass } else { Verdict::Fail },
+            audit.verdict.clone(),
+            audit.report,
+            audit.wall,
+            audit.log_bytes,
+        ),
+        // An audit that cannot run (no plugin, QEMU died) is a failure of the run itself.
+        Err(error) => {
+            (Verdict::Crash, format!("{error:#}"), format!("error: {error:#}\n"), Duration::ZERO, 0)
+        }
+    };
+    std::fs::write(&log, &text).with_context(|| format!("cannot write {}", log.display()))?;
+    let judged = match &spec.expect {
+        Expect::Pass => verdict == Verdict::Pass,
+        Expect::Fail { check } => verdict == Verdict::Fail && reason.contains(check.as_str()),
+        _ => false,
+    };
+    let name = format!("audit.{}", spec.id.trim_start_matches("audit:"));
+    let tests = vec![Check {
+        name,
+        result: if verdict == Verdict::Pass { CheckResult::Pass } else { CheckResult::Fail },
+        detail: format!("plugin log {log_bytes} bytes"),
+    }];
+    Ok(RunReport {
+        id: spec.id.clone(),
+        mode: "audit".into(),
+        loader: if flag == "own" { "own".into() } else { "upstream".into() },
+        expect: match spec.expect {
+            Expect::Pass => "pass".into(),
+            _ => "fail".into(),
+        },
+        verdict,
+        judged: if judged { "ok".into() } else { "wrong".into() },
+        reason,
+        qemu_status: None,
+        wall_ms: wall.as_millis(),
+        tests,
+        counters: BTreeMap::new(),
+        log: log.display().to_string(),
+    })
+}

@@ -1,0 +1,702 @@
+//! `cargo xtask td-audit`: boot the image under QEMU TCG with the td-audit plugin
+//! (xtask/td-audit) and check, instruction by instruction, what a TD would do with the boot path
+//! and with the softtdx run. The rules come from `td-rules`; see the README, "td-audit".
+//!
+//! - [`log`]: the plugin's log; [`operands`]: decoding and constant operands; [`symbols`]: the
+//!   images (entry, size, function names from the kernel ELF and the loader's PDB).
+//! - [`boot_path`]: from the loader's entry to the kernel's own LIDT, nothing after
+//!   ExitBootServices may raise #VE or #GP, and everything before must be handled by TDVF.
+//! - [`softtdx`]: with the model on, no kernel instruction outside the model (and the native half
+//!   of the differential checks) executes port I/O, HLT or a #VE-class MSR/CPUID access, and
+//!   the model's host side makes as many port accesses as the kernel counted in `tdvmcall.io`.
+
+pub mod harness;
+pub mod log;
+pub mod operands;
+pub mod symbols;
+
+#[cfg(test)]
+#[path = "../../td-audit/src/opcode.rs"]
+mod plugin_opcode;
+
+use crate::build;
+use anyhow::{bail, Context, Result};
+use operands::Decoded;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use symbols::Image;
+use td_rules::{classify, Instruction as TdInstruction, Outcome, ALL_VERSIONS};
+
+/// Which loader the image is made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Loader {
+    /// rust-osdev bootloader 0.11.17's UEFI stage.
+    Upstream,
+    /// This project's own loader (issue 8).
+    Own,
+}
+
+/// The result of one audit.
+#[derive(Debug)]
+pub struct Audit {
+    pub passed: bool,
+    /// The full report; its last line is the verdict.
+    pub report: String,
+    pub verdict: String,
+    pub wall: Duration,
+    pub log_bytes: u64,
+    pub log_path: PathBuf,
+}
+
+/// One recorded instruction that executed, decoded and named.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub image: String,
+    pub offset: u64,
+    pub vaddr: u64,
+    pub bytes: Vec<u8>,
+    pub disassembly: String,
+    pub function: Option<String>,
+    pub decoded: Decoded,
+    pub kind: String,
+    pub executions: log::Executions,
+}
+
+impl Entry {
+    fn describe(&self) -> String {
+        let bytes: Vec<String> = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}+{:#x} ({:#x}) [{}] {} in {}",
+            self.image,
+            self.offset,
+            self.vaddr,
+            bytes.join(" "),
+            self.disassembly,
+            self.function.as_deref().unwrap_or("<no symbol>")
+        )
+    }
+}
+
+/// Decodes every recorded instruction that executed at least once.
+pub fn entries(log: &log::PluginLog, images: &[Image]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    for translation in &log.translations {
+        let Some(executions) = log.executions.get(&translation.id).copied() else { continue };
+        let Some((image, base)) = images
+            .iter()
+            .filter_map(|image| log.images.get(&image.name).map(|&base| (image, base)))
+            .find(|(image, base)| translation.vaddr.wrapping_sub(*base) < image.size)
+        else {
+            continue;
+        };
+        let offset = translation.vaddr - base;
+        let (decoded, disassembly) =
+            operands::decode(translation.block_start, &translation.bytes, translation.vaddr)
+                .unwrap_or((Decoded::Other, "(undecodable)".into()));
+        let length = iced_x86::Decoder::with_ip(
+            64,
+            &translation.bytes[(translation.vaddr - translation.block_start) as usize..],
+            translation.vaddr,
+            iced_x86::DecoderOptions::NONE,
+        )
+        .decode()
+        .len();
+        let start = (translation.vaddr - translation.block_start) as usize;
+        entries.push(Entry {
+            image: image.name.clone(),
+            offset,
+            vaddr: translation.vaddr,
+            bytes: translation.bytes[start..(start + length).min(translation.bytes.len())].to_vec(),
+            disassembly,
+            function: image.function_at(offset).map(|f| f.name.clone()),
+            decoded,
+            kind: translation.kind.clone(),
+            executions,
+        });
+    }
+    entries.sort_by_key(|e| e.executions.first);
+    entries
+}
+
+/// A function name cut to a length that fits a verdict line.
+fn short(name: &str) -> String {
+    const MAX: usize = 90;
+    match name.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &name[..at]),
+        None => name.to_owned(),
+    }
+}
+
+/// The outcome in every module version, as text: "#VE(32)" when all agree, else per version.
+pub fn outcomes_text(instruction: &TdInstruction) -> String {
+    let text = |outcome: Outcome| match outcome {
+        Outcome::Native => "native".to_string(),
+        Outcome::Ve { exit_reason } => format!("#VE({exit_reason})"),
+        Outcome::Gp => "#GP".into(),
+        Outcome::Ud => "#UD".into(),
+        Outcome::DependsOn { on, possible, .. } => {
+            let mut parts = Vec::new();
+            for (bit, name) in [
+                (td_rules::N, "native"),
+                (td_rules::V, "#VE"),
+                (td_rules::G, "#GP"),
+                (td_rules::U, "#UD"),
+            ] {
+                if possible.contains(bit) {
+                    parts.push(name);
+                }
+            }
+            let why = match on {
+                td_rules::Condition::UnknownOperand => "unknown operand",
+                td_rules::Condition::Value => "depends on the value",
+                td_rules::Condition::TdConfiguration => "depends on the TD configuration",
+            };
+            format!("{} ({why})", parts.join(" or "))
+        }
+    };
+    let all: Vec<String> =
+        ALL_VERSIONS.iter().map(|&v| text(classify(instruction, v).outcome)).collect();
+    if all.iter().all(|t| *t == all[0]) {
+        format!("{} in every module version", all[0])
+    } else {
+        ALL_VERSIONS
+            .iter()
+            .zip(&all)
+            .map(|(v, t)| format!("{}: {t}", v.name()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// What an instruction is, in words: "WRMSR IA32_EFER", "CPUID 0x21/0", "port I/O".
+pub fn instruction_name(instruction: &TdInstruction) -> String {
+    let msr_name = |msr: Option<u32>| match msr {
+        Some(msr) => match td_rules::msr_row(msr) {
+            Some(row) => format!("{} ({msr:#x})", row.name),
+            None => format!("{msr:#x}"),
+        },
+        None => "unknown MSR".into(),
+    };
+    match instruction {
+        TdInstruction::Rdmsr { msr } => format!("RDMSR {}", msr_name(*msr)),
+        TdInstruction::Wrmsr { msr, .. } => format!("WRMSR {}", msr_name(*msr)),
+        TdInstruction::Cpuid { leaf, subleaf } => {
+            let show = |v: Option<u32>| v.map(|v| format!("{v:#x}")).unwrap_or("unknown".into());
+            format!("CPUID leaf {} subleaf {}", show(*leaf), show(*subleaf))
+        }
+        TdInstruction::MovToCr0(_) => "MOV to CR0".into(),
+        TdInstruction::MovToCr4(_) => "MOV to CR4".into(),
+        TdInstruction::PortIo => "port I/O".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Exit reasons TDVF's #VE handler emulates before ExitBootServices (EDK2
+/// OvmfPkg/Library/CcExitLib/CcExitVeHandler.c, as summarised in ../shared/TDX-FACTS.md and
+/// LOADER-FACTS.md): CPUID, HLT, I/O, RDMSR, WRMSR (forwarded to the host) and EPT violations.
+const TDVF_HANDLED_EXIT_REASONS: [u16; 6] = [10, 12, 30, 31, 32, 48];
+
+/// Whether TDVF handles this instruction in every module version: it never #GPs or #UDs, and
+/// every #VE it may raise is one TDVF emulates. A WRMSR to IA32_EFER (or to an unknown MSR) is
+/// not: TDVF forwards it and the host refuses EFER (LOADER-FACTS.md), and TDVF then halts.
+pub fn tdvf_handles(instruction: &TdInstruction) -> bool {
+    if let TdInstruction::Wrmsr { msr, .. } = instruction {
+        if *msr == Some(td_rules::IA32_EFER) || msr.is_none() {
+            return false;
+        }
+    }
+    ALL_VERSIONS.iter().all(|&v| {
+        let outcome = classify(instruction, v).outcome;
+        let possible = outcome.possible();
+        let reason = match outcome {
+            Outcome::Ve { exit_reason } | Outcome::DependsOn { exit_reason, .. } => exit_reason,
+            _ => 0,
+        };
+        !possible.contains(td_rules::G)
+            && !possible.contains(td_rules::U)
+            && (!possible.contains(td_rules::V) || TDVF_HANDLED_EXIT_REASONS.contains(&reason))
+    })
+}
+
+/// The boot-path judgement, from the decoded entries.
+pub mod boot_path {
+    use super::*;
+
+    /// Which side of ExitBootServices an entry executed on.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Sides {
+        pub before: bool,
+        pub after: bool,
+    }
+
+    pub struct Judgement {
+        pub lines: Vec<String>,
+        pub problems: Vec<String>,
+        pub passed: bool,
+        pub summary: String,
+    }
+
+    /// Judges the window from the loader's entry to the kernel's first LIDT.
+    pub fn judge(entries: &[Entry]) -> Result<Judgement> {
+        let loader_entry = entries
+            .iter()
+            .find(|e| e.image == "loader" && e.kind == "entry")
+            .map(|e| e.executions.first)
+            .context(
+                "the loader's entry point never executed (was the image's loader recognised?)",
+            )?;
+        let lidt = entries
+            .iter()
+            .filter(|e| e.image == "kernel" && e.decoded == Decoded::Lidt)
+            .map(|e| e.executions.first)
+            .min();
+        // ExitBootServices: the loader's last call through EFI_BOOT_SERVICES+0xE8, or the first
+        // entry into a function named `...::exit_boot_services` (marked by the audit), whichever
+        // comes first. The earlier point is the conservative one: more counts as "after".
+        let call = entries
+            .iter()
+            .filter(|e| e.image == "loader" && e.decoded == Decoded::ExitBootServicesCall)
+            .map(|e| {
+                (
+                    e.executions.last,
+                    "the loader's last call through EFI_BOOT_SERVICES+0xE8".to_string(),
+                )
+            })
+            .max_by_key(|(seq, _)| *seq);
+        let entered = entries
+            .iter()
+            .filter(|e| e.image == "loader" && e.kind == "mark")
+            .map(|e| {
+                let name = e.function.as_deref().unwrap_or("<no symbol>");
+                (e.executions.first, format!("first entry into {name}"))
+            })
+            .min_by_key(|(seq, _)| *seq);
+        let ebs = [call, entered].into_iter().flatten().min_by_key(|(seq, _)| *seq);
+        let mut lines = Vec::new();
+        let mut problems = Vec::new();
+        let mut checked = 0;
+        lines.push(match &ebs {
+            Some((seq, how)) => format!("ExitBootServices: {how} (event {seq})"),
+            None => "ExitBootServices: not seen (no call through EFI_BOOT_SERVICES+0xE8, no exit_boot_services function entered); every entry counts as after it".into(),
+        });
+        let ebs = ebs.map(|(seq, _)| seq);
+        lines.push(match lidt {
+            Some(seq) => format!("window: loader entry (event {loader_entry}) to the kernel's first LIDT (event {seq})"),
+            None => format!("window: loader entry (event {loader_entry}) to the end of the run (the kernel never executed LIDT)"),
+        });
+        for entry in entries {
+            let Decoded::Rule(instruction) = entry.decoded else { continue };
+            let in_window = entry.executions.first >= loader_entry
+                && lidt.is_none_or(|end| entry.executions.first < end);
+            if !in_window {
+                continue;
+            }
+            checked += 1;
+            if td_rules::is_native_in_every_version(&instruction) {
+                continue;
+            }
+            let sides = Sides {
+                before: ebs.is_some_and(|e| entry.executions.first < e),
+                after: ebs.is_none_or(|e| entry.executions.last > e),
+            };
+            let problem = sides.after || !tdvf_handles(&instruction);
+            let side = match (sides.before, sides.after) {
+                (true, true) => "before+after",
+                (true, false) => "before",
+                _ => "after",
+            };
+            let line = format!(
+                "{} {side:<12} {}: {} x{}: {}",
+                if problem { "UNSAFE" } else { "ok    " },
+                entry.describe(),
+                instruction_name(&instruction),
+                entry.executions.count,
+                outcomes_text(&instruction)
+            );
+            if problem {
+                let text = format!(
+                    "{} in {}",
+                    instruction_name(&instruction),
+                    short(entry.function.as_deref().unwrap_or("<no symbol>"))
+                );
+                if !problems.contains(&text) {
+                    problems.push(text);
+                }
+            }
+            lines.push(line);
+        }
+        let passed = problems.is_empty();
+        let summary = format!(
+            "{checked} candidate instructions executed in the window, {} unsafe",
+            problems.len()
+        );
+        Ok(Judgement { lines, problems, passed, summary })
+    }
+}
+
+/// The softtdx judgement.
+pub mod softtdx {
+    use super::*;
+
+    /// Code allowed to execute #VE-class instructions natively with softtdx on, and why. Each
+    /// is reported with its count; nothing else may.
+    pub const EXEMPT: [(&str, &str); 6] = [
+        ("kernel::softtdx::", "the model: it plays the TDX module and the host VMM"),
+        ("kernel::selftest::diff::", "the differential checks' native half"),
+        ("diff_", "the differential checks' instruction forms (global_asm! in selftest/diff.rs), run natively and through the model"),
+        ("kernel::selftest::td::", "the TD checks' native reference readings (`natively`), compared with the #VE result"),
+        ("kernel::selftest::allowlist::", "the allowlist checks' native look at the denied port (`natively`)"),
+        ("kernel::bench::", "the benchmark's native baseline (bench mode only)"),
+    ];
+
+    /// Why `function` may run #VE-class instructions natively, if it may.
+    pub fn exempt(function: &str) -> Option<&'static str> {
+        // `<kernel::softtdx::X as Trait>::f` belongs to the module of X.
+        let function = function.strip_prefix('<').unwrap_or(function);
+        EXEMPT.iter().find(|(prefix, _)| function.starts_with(prefix)).map(|(_, why)| *why)
+    }
+
+    /// Whether `function` is the model's host side, whose port accesses are the VMM's.
+    pub fn host_side(function: &str) -> bool {
+        function.starts_with("kernel::softtdx::vmm::")
+    }
+
+    pub struct Judgement {
+        pub lines: Vec<String>,
+        pub problems: Vec<String>,
+        pub host_port_accesses: u64,
+    }
+
+    /// Judges the entries after the model was enabled (`enabled`: the event number of the first
+    /// execution of `softtdx::before_resume`).
+    pub fn judge(entries: &[Entry], enabled: u64) -> Judgement {
+        let mut lines = Vec::new();
+        let mut problems = Vec::new();
+        let mut host_port_accesses = 0;
+        // Reason -> (functions, native executions), reported in the order of EXEMPT.
+        let mut exempted: Vec<(&str, Vec<String>, u64)> = Vec::new();
+        for entry in entries.iter().filter(|e| e.image == "kernel") {
+            let Decoded::Rule(instruction) = entry.decoded else { continue };
+            let function = entry.function.as_deref().unwrap_or("<no symbol>");
+            if instruction == TdInstruction::PortIo && host_side(function) {
+                host_port_accesses += entry.executions.at_snap;
+            }
+            if entry.executions.last <= enabled
+                || td_rules::is_native_in_every_version(&instruction)
+            {
+                continue;
+            }
+            if let Some(why) = exempt(function) {
+                let index = match exempted.iter().position(|(w, _, _)| *w == why) {
+                    Some(index) => index,
+                    None => {
+                        exempted.push((why, Vec::new(), 0));
+                        exempted.len() - 1
+                    }
+                };
+                let (_, functions, executions) = &mut exempted[index];
+                if !functions.iter().any(|f| f == function) {
+                    functions.push(function.to_owned());
+                }
+                *executions += entry.executions.count;
+                continue;
+            }
+            let text = format!("{} in {}", instruction_name(&instruction), short(function));
+            if !problems.contains(&text) {
+                problems.push(text);
+            }
+            lines.push(format!(
+                "UNSAFE {}: {} executed natively x{} with softtdx on: {}",
+                entry.describe(),
+                instruction_name(&instruction),
+                entry.executions.count,
+                outcomes_text(&instruction)
+            ));
+        }
+        let mut exempt_lines: Vec<String> = exempted
+            .iter()
+            .map(|(why, functions, executions)| {
+                format!(
+                    "exempt ({why}): {executions} native executions in {}",
+                    functions.join(", ")
+                )
+            })
+            .collect();
+        exempt_lines.append(&mut lines);
+        Judgement { lines: exempt_lines, problems, host_port_accesses }
+    }
+}
+
+/// A cargo command without the outer cargo's CARGO*/RUST* variables (see build.rs).
+fn nested_cargo() -> Command {
+    build::nested_cargo()
+}
+
+/// Builds the plugin (a cdylib) in its own target directory; returns the .so.
+pub fn build_plugin() -> Result<PathBuf> {
+    let root = build::project_root();
+    let target_dir = root.join("target/td-audit/plugin");
+    let status = nested_cargo()
+        .current_dir(&root)
+        .args(["build", "--quiet", "--release", "--package", "td-audit", "--target-dir"])
+        .arg(&target_dir)
+        .status()
+        .context("cannot run cargo to build the td-audit plugin")?;
+    if !status.success() {
+        bail!("td-audit plugin build failed ({status})");
+    }
+    Ok(target_dir.join("release/libtd_audit.so"))
+}
+
+/// The upstream loader's .efi as the `bootloader` crate's build script left it, checked to be
+/// the one inside `image`.
+fn upstream_loader_efi(image: &Path) -> Result<PathBuf> {
+    let root = build::project_root().join("target");
+    let mut candidates = Vec::new();
+    for profile in ["debug", "release"] {
+        let Ok(dirs) = std::fs::read_dir(root.join(profile).join("build")) else { continue };
+        for dir in dirs.flatten() {
+            if !dir.file_name().to_string_lossy().starts_with("bootloader") {
+                continue;
+            }
+            // Cargo's layouts: build/bootloader-HASH/out and build/bootloader/HASH/out.
+            let mut outs = vec![dir.path().join("out/bin/bootloader-x86_64-uefi.efi")];
+            if let Ok(hashes) = std::fs::read_dir(dir.path()) {
+                outs.extend(
+                    hashes.flatten().map(|h| h.path().join("out/bin/bootloader-x86_64-uefi.efi")),
+                );
+            }
+            candidates.extend(outs.into_iter().filter(|p| p.is_file()));
+        }
+    }
+    let image_bytes =
+        std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
+    for candidate in candidates {
+        let efi = std::fs::read(&candidate)?;
+        if efi.len() > 64 && image_bytes.windows(efi.len()).any(|w| w == efi) {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "cannot find the upstream loader's .efi in target/*/build/bootloader*/ that is inside {}",
+        image.display()
+    )
+}
+
+/// The PDB of bootloader-x86_64-uefi 0.11.17, built the way the `bootloader` crate's build
+/// script builds it (cargo install --locked, x86_64-unknown-uefi, build-std=core), but into a
+/// target directory that is kept, so the PDB survives. Reuses an earlier build.
+/// Returns (PDB, the .efi linked with it).
+fn upstream_loader_pdb() -> Result<(PathBuf, PathBuf)> {
+    let dir = build::project_root().join("target/td-audit/upstream-loader");
+    let release = dir.join("target/x86_64-unknown-uefi/release");
+    let pdb = release.join("bootloader_x86_64_uefi.pdb");
+    // cargo install copies the linked .efi into the root's bin/ and keeps the PDB in release/.
+    let efi = dir.join("bin/bootloader-x86_64-uefi.efi");
+    if pdb.is_file() && efi.is_file() {
+        return Ok((pdb, efi));
+    }
+    eprintln!("==> building bootloader-x86_64-uefi 0.11.17 once for its PDB (function names)");
+    let status = nested_cargo()
+        .args(["install", "bootloader-x86_64-uefi", "--version", "0.11.17", "--locked"])
+        .args(["--target", "x86_64-unknown-uefi", "-Zbuild-std=core"])
+        .args(["-Zbuild-std-features=compiler-builtins-mem", "--quiet", "--root"])
+        .arg(&dir)
+        .arg("--target-dir")
+        .arg(dir.join("target"))
+        .current_dir(build::project_root())
+        .status()
+        .context("cannot run cargo install")?;
+    if !status.success() || !pdb.is_file() || !efi.is_file() {
+        bail!("building bootloader-x86_64-uefi 0.11.17 for its PDB failed ({status})");
+    }
+    Ok((pdb, efi))
+}
+
+/// Boots `image` under TCG with the plugin; returns the parsed log and the serial output.
+fn boot_with_plugin(
+    firmware: &ovmf::Firmware,
+    image: &Path,
+    mode: Option<&str>,
+    images: &[&Image],
+    marks: &[String],
+    log_path: &Path,
+    timeout: Duration,
+) -> Result<(log::PluginLog, String, u64)> {
+    let plugin = build_plugin()?;
+    let qemu = crate::qemu::qemu_binary()?;
+    let _ = std::fs::remove_file(log_path);
+    let mut option = format!("{},out={}", plugin.display(), log_path.display());
+    for image in images {
+        option.push(',');
+        option.push_str(&image.plugin_option());
+    }
+    for mark in marks {
+        option.push(',');
+        option.push_str(mark);
+    }
+    let extra = vec!["-plugin".to_string(), option];
+    let args = crate::qemu::boot_args(&crate::qemu::BootSpec {
+        firmware,
+        image,
+        kvm: false,
+        mode,
+        extra_args: &extra,
+    });
+    eprintln!("    {}", crate::qemu::command_line(&qemu, &args));
+    let finished = crate::qemu::run(&qemu, &args, &crate::qemu::Limits::timeout(timeout), false)?;
+    if finished.timed_out {
+        bail!("QEMU did not finish within {} s", timeout.as_secs());
+    }
+    let text = std::fs::read_to_string(log_path).map_err(|e| {
+        let qemu_said = crate::qemu::stderr_part(&finished.output).unwrap_or("").to_owned();
+        anyhow::anyhow!("no plugin log {} ({e}); QEMU said: {qemu_said}", log_path.display())
+    })?;
+    let bytes = text.len() as u64;
+    let log = log::parse(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((log, finished.output, bytes))
+}
+
+fn logs_dir() -> Result<PathBuf> {
+    let dir = build::project_root().join("target/xtask-logs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The loader's functions named `...::exit_boot_services` (the `uefi` crate's wrapper).
+fn exit_boot_services_functions(image: &Image) -> Vec<symbols::Function> {
+    image.functions.iter().filter(|f| f.name.ends_with("::exit_boot_services")).cloned().collect()
+}
+
+/// `cargo xtask td-audit --loader L`: the boot path from the loader's entry to the kernel's LIDT.
+pub fn audit_boot_path(
+    loader: Loader,
+    firmware: &ovmf::Firmware,
+    timeout: Duration,
+) -> Result<Audit> {
+    if loader == Loader::Own {
+        bail!("--loader own: this project's own loader does not exist yet (issue 8); only --loader upstream can be audited");
+    }
+    let start = Instant::now();
+    let artifacts = build::build(&build::KernelVariant::default(), true)?;
+    let kernel = symbols::kernel_image(&artifacts.kernel)?;
+    let efi = upstream_loader_efi(&artifacts.image)?;
+    let (pdb, linked) = upstream_loader_pdb()?;
+    let loader_image = symbols::loader_image(&efi, Some((&pdb, &linked)))?;
+    let log_path = logs_dir()?.join("td-audit-upstream.plugin.log");
+    let ebs_functions = exit_boot_services_functions(&loader_image);
+    let marks: Vec<String> =
+        ebs_functions.iter().map(|f| format!("mark=loader:{:x}", f.start)).collect();
+    let (log, _serial, log_bytes) = boot_with_plugin(
+        firmware,
+        &artifacts.image,
+        None,
+        &[&loader_image, &kernel],
+        &marks,
+        &log_path,
+        timeout,
+    )?;
+    let images = [loader_image, kernel];
+    let entries = entries(&log, &images);
+    let judgement = boot_path::judge(&entries)?;
+    let mut report = String::new();
+    report.push_str(&format!(
+        "loader: {} (functions: {}); kernel: {} (functions: {})\n",
+        efi.display(),
+        images[0].symbol_source,
+        artifacts.kernel.display(),
+        images[1].symbol_source
+    ));
+    for line in &judgement.lines {
+        report.push_str(line);
+        report.push('\n');
+    }
+    report.push_str(&judgement.summary);
+    report.push('\n');
+    let verdict = if judgement.passed {
+        format!("td-audit --loader upstream: PASS: nothing after ExitBootServices raises #VE or #GP, and TDVF handles everything before ({})", judgement.summary)
+    } else {
+        format!("td-audit --loader upstream: FAIL: {}", judgement.problems.join("; "))
+    };
+    report.push_str(&verdict);
+    Ok(Audit {
+        passed: judgement.passed,
+        report,
+        verdict,
+        wall: start.elapsed(),
+        log_bytes,
+        log_path,
+    })
+}
+
+/// The kernel's `tdvmcall.io` from the COUNTERS line of the serial output.
+pub fn counted_io(serial: &str) -> Option<u64> {
+    let line = serial.lines().find(|l| l.starts_with("COUNTERS "))?;
+    line.split(' ').find_map(|field| field.strip_prefix("tdvmcall.io=")?.parse().ok())
+}
+
+/// `cargo xtask td-audit --softtdx`: the softtdx run, checked from outside by QEMU's decoder.
+/// `bypass` builds the kernel with the test-only `audit-bypass` feature (expected to fail).
+pub fn audit_softtdx(firmware: &ovmf::Firmware, timeout: Duration, bypass: bool) -> Result<Audit> {
+    let start = Instant::now();
+    let variant = build::KernelVariant { audit_bypass: bypass, ..Default::default() };
+    let artifacts = build::build(&variant, true)?;
+    let kernel = symbols::kernel_image(&artifacts.kernel)?;
+    // The model's CPU first runs at the first single-step #DB, right after `softtdx::enable`:
+    // from then on the model sees every instruction before it runs.
+    let enable = kernel
+        .function_named("kernel::softtdx::before_resume")
+        .context("the kernel has no kernel::softtdx::before_resume symbol")?;
+    let snapshot = kernel
+        .function_named("kernel::counters::snapshot")
+        .context("the kernel has no kernel::counters::snapshot symbol")?;
+    let name = if bypass { "td-audit-softtdx-bypass" } else { "td-audit-softtdx" };
+    let log_path = logs_dir()?.join(format!("{name}.plugin.log"));
+    let marks = [format!("mark=kernel:{enable:x}"), format!("snap=kernel:{snapshot:x}")];
+    let (log, serial, log_bytes) = boot_with_plugin(
+        firmware,
+        &artifacts.image,
+        Some("softtdx"),
+        &[&kernel],
+        &marks,
+        &log_path,
+        timeout,
+    )?;
+    let images = [kernel];
+    let entries = entries(&log, &images);
+    let enabled = entries.iter().find(|e| e.kind == "mark").map(|e| e.executions.first).context(
+        "kernel::softtdx::before_resume never executed: the run did not turn the model on",
+    )?;
+    if !entries.iter().any(|e| e.kind == "snap") {
+        bail!("kernel::counters::snapshot never executed: the self-test did not finish");
+    }
+    let judgement = softtdx::judge(&entries, enabled);
+    let counted =
+        counted_io(&serial).context("the serial output has no COUNTERS line with tdvmcall.io")?;
+    let mut report = String::new();
+    for line in &judgement.lines {
+        report.push_str(line);
+        report.push('\n');
+    }
+    let counts_match = counted == judgement.host_port_accesses && counted > 0;
+    report.push_str(&format!(
+        "port accesses by the model's host side (kernel::softtdx::vmm, counted by the plugin up to the counter snapshot): {}; kernel's tdvmcall.io: {counted}\n",
+        judgement.host_port_accesses
+    ));
+    let mut problems = judgement.problems.clone();
+    if !counts_match {
+        problems.push(format!(
+            "host-side port accesses {} != tdvmcall.io {counted}",
+            judgement.host_port_accesses
+        ));
+    }
+    let passed = problems.is_empty();
+    let verdict = if passed {
+        format!("td-audit --softtdx: PASS: no #VE-class instruction ran natively outside the model; {counted} port accesses through the #VE path, as counted")
+    } else {
+        format!("td-audit --softtdx: FAIL: {}", problems.join("; "))
+    };
+    report.push_str(&verdict);
+    Ok(Audit { passed, report, verdict, wall: start.elapsed(), log_bytes, log_path })
+}
