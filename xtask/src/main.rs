@@ -155,10 +155,11 @@ enum Command {
     TdAudit {
         #[command(flatten)]
         firmware: FirmwareArgs,
-        /// The loader whose boot path is audited.
-        #[arg(long, value_enum, default_value = "upstream")]
-        loader: audit::Loader,
-        /// Audit the softtdx run instead: no native #VE-class instruction outside the model.
+        #[command(flatten)]
+        loader: LoaderArgs,
+        /// Boot with softtdx on and also audit the softtdx run: no #VE-class instruction runs
+        /// natively outside the model, and the model's host side makes as many port accesses
+        /// as the kernel counted.
         #[arg(long)]
         softtdx: bool,
         /// Stop QEMU after this many seconds.
@@ -368,11 +369,8 @@ fn run_command(cli: Cli) -> Result<bool> {
         Command::TdAudit { firmware, loader, softtdx, timeout } => {
             let firmware = find_firmware(&firmware)?;
             let timeout = Duration::from_secs(timeout);
-            let result = if softtdx {
-                audit::audit_softtdx(&firmware, timeout, false)?
-            } else {
-                audit::audit_boot_path(loader, &firmware, timeout)?
-            };
+            let request = audit::Request { loader: loader.loader, softtdx, bypass: false };
+            let result = audit::audit(request, &firmware, timeout)?;
             println!("{}", result.report);
             eprintln!(
                 "(audit wall time {:.1} s, plugin log {} bytes: {})",

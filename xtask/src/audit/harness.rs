@@ -1,7 +1,8 @@
 //! The audit runs of `cargo xtask test` (`"mode": "audit"`): each is a [`RunSpec`] whose
 //! `mode_flag` names the audit, judged here instead of from a serial self-test.
 
-use super::{audit_boot_path, audit_softtdx, Loader};
+use super::{audit, Request};
+use crate::build::LoaderKind;
 use crate::report::{Check, CheckResult};
 use crate::test::{Expect, RunReport, RunSpec, Verdict};
 use anyhow::{Context, Result};
@@ -9,33 +10,36 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The audit runs: the boot path of the default loader (today the upstream one, expected to
-/// fail on its EFER write), the softtdx run, and the softtdx run with a port access that
-/// bypasses the #VE path (expected to fail naming it).
+/// The audit runs (three boots): our loader's boot path together with the softtdx run, the
+/// upstream loader's boot path (expected to fail on its EFER write), and the softtdx run of a
+/// kernel with a port access that bypasses the #VE path (expected to fail naming it).
 pub fn runs(timeout: Duration) -> Vec<RunSpec> {
-    let spec = |id: &str, flag: &str, expect: Expect, bypass: bool| RunSpec {
+    let spec = |id: &str, loader, softtdx: bool, expect: Expect, bypass: bool| RunSpec {
         id: id.into(),
         mode: "audit",
-        mode_flag: Some(flag.into()),
+        mode_flag: softtdx.then(|| "softtdx".into()),
         variant: crate::build::KernelVariant { audit_bypass: bypass, ..Default::default() },
+        loader,
         expect,
         timeout,
         firmware: None,
     };
     vec![
+        spec("audit:own", LoaderKind::Own, true, Expect::Pass, false),
         spec(
             "audit:upstream",
-            "upstream",
+            LoaderKind::Upstream,
+            false,
             Expect::Fail {
                 check: "WRMSR IA32_EFER (0xc0000080) in bootloader_x86_64_common::enable_nxe_bit"
                     .into(),
             },
             false,
         ),
-        spec("audit:softtdx", "softtdx", Expect::Pass, false),
         spec(
             "audit:softtdx-bypass",
-            "softtdx",
+            LoaderKind::Own,
+            true,
             Expect::Fail { check: "port I/O in kernel::selftest::audit_bypass".into() },
             true,
         ),
@@ -44,12 +48,12 @@ pub fn runs(timeout: Duration) -> Vec<RunSpec> {
 
 /// Runs one audit and judges it against its expectation.
 pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Result<RunReport> {
-    let flag = spec.mode_flag.as_deref().unwrap_or("");
-    let result = match flag {
-        "upstream" => audit_boot_path(Loader::Upstream, firmware, spec.timeout),
-        "own" => audit_boot_path(Loader::Own, firmware, spec.timeout),
-        _ => audit_softtdx(firmware, spec.timeout, spec.variant.audit_bypass),
+    let request = Request {
+        loader: spec.loader,
+        softtdx: spec.mode_flag.is_some(),
+        bypass: spec.variant.audit_bypass,
     };
+    let result = audit(request, firmware, spec.timeout);
     let (verdict, reason, text, wall, log_bytes) = match result {
         Ok(audit) => (
             if audit.passed { Verdict::Pass } else { Verdict::Fail },
@@ -78,7 +82,7 @@ pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Resul
     Ok(RunReport {
         id: spec.id.clone(),
         mode: "audit".into(),
-        loader: if flag == "own" { "own".into() } else { "upstream".into() },
+        loader: spec.loader.name().into(),
         expect: match spec.expect {
             Expect::Pass => "pass".into(),
             _ => "fail".into(),

@@ -19,7 +19,7 @@ pub mod symbols;
 #[path = "../../td-audit/src/opcode.rs"]
 mod plugin_opcode;
 
-use crate::build;
+use crate::build::{self, LoaderKind};
 use anyhow::{bail, Context, Result};
 use operands::Decoded;
 use std::path::{Path, PathBuf};
@@ -27,15 +27,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use symbols::Image;
 use td_rules::{classify, Instruction as TdInstruction, Outcome, ALL_VERSIONS};
-
-/// Which loader the image is made with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Loader {
-    /// rust-osdev bootloader 0.11.17's UEFI stage.
-    Upstream,
-    /// This project's own loader (issue 8).
-    Own,
-}
 
 /// The result of one audit.
 #[derive(Debug)]
@@ -233,7 +224,6 @@ pub mod boot_path {
     pub struct Judgement {
         pub lines: Vec<String>,
         pub problems: Vec<String>,
-        pub passed: bool,
         pub summary: String,
     }
 
@@ -326,12 +316,11 @@ pub mod boot_path {
             }
             lines.push(line);
         }
-        let passed = problems.is_empty();
         let summary = format!(
             "{checked} candidate instructions executed in the window, {} unsafe",
             problems.len()
         );
-        Ok(Judgement { lines, problems, passed, summary })
+        Ok(Judgement { lines, problems, summary })
     }
 }
 
@@ -430,7 +419,7 @@ pub mod softtdx {
 
 /// A cargo command without the outer cargo's CARGO*/RUST* variables (see build.rs).
 fn nested_cargo() -> Command {
-    build::nested_cargo()
+    build::nested_cargo(&build::project_root())
 }
 
 /// Builds the plugin (a cdylib) in its own target directory; returns the .so.
@@ -569,134 +558,163 @@ fn exit_boot_services_functions(image: &Image) -> Vec<symbols::Function> {
     image.functions.iter().filter(|f| f.name.ends_with("::exit_boot_services")).cloned().collect()
 }
 
-/// `cargo xtask td-audit --loader L`: the boot path from the loader's entry to the kernel's LIDT.
-pub fn audit_boot_path(
-    loader: Loader,
-    firmware: &ovmf::Firmware,
-    timeout: Duration,
-) -> Result<Audit> {
-    if loader == Loader::Own {
-        bail!("--loader own: this project's own loader does not exist yet (issue 8); only --loader upstream can be audited");
+/// What to audit.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    pub loader: LoaderKind,
+    /// Boot with softtdx on and also judge the softtdx run.
+    pub softtdx: bool,
+    /// Build the kernel with the test-only `audit-bypass` feature.
+    pub bypass: bool,
+}
+
+impl Request {
+    fn name(&self) -> String {
+        let mut name = format!("td-audit --loader {}", self.loader.name());
+        if self.softtdx {
+            name.push_str(" --softtdx");
+        }
+        if self.bypass {
+            name.push_str(" (kernel with audit-bypass)");
+        }
+        name
     }
+}
+
+/// The loader in `image`, with function names: ours from its PDB beside the .efi, upstream from
+/// the PDB of a rebuild of the same crate.
+fn loader_image(loader: LoaderKind, image: &Path) -> Result<(Image, PathBuf)> {
+    match loader {
+        LoaderKind::Own => {
+            let efi = build::build_loader(true)?;
+            let pdb = efi.with_file_name("loader.pdb");
+            let image_bytes =
+                std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
+            let efi_bytes = std::fs::read(&efi)?;
+            if !image_bytes.windows(efi_bytes.len()).any(|w| w == efi_bytes) {
+                bail!("{} is not inside {}", efi.display(), image.display());
+            }
+            let pdb = pdb.is_file().then_some(pdb);
+            let loaded = symbols::loader_image(&efi, pdb.as_deref().map(|p| (p, efi.as_path())))?;
+            Ok((loaded, efi))
+        }
+        LoaderKind::Upstream => {
+            let efi = upstream_loader_efi(image)?;
+            let (pdb, linked) = upstream_loader_pdb()?;
+            Ok((symbols::loader_image(&efi, Some((&pdb, &linked)))?, efi))
+        }
+    }
+}
+
+/// `cargo xtask td-audit`: one boot under TCG with the plugin; the boot path from the loader's
+/// entry to the kernel's LIDT is always judged, the softtdx run too with `softtdx`.
+pub fn audit(request: Request, firmware: &ovmf::Firmware, timeout: Duration) -> Result<Audit> {
     let start = Instant::now();
-    let artifacts = build::build(&build::KernelVariant::default(), true)?;
+    let variant = build::KernelVariant { audit_bypass: request.bypass, ..Default::default() };
+    let artifacts = build::build(&variant, request.loader, true)?;
     let kernel = symbols::kernel_image(&artifacts.kernel)?;
-    let efi = upstream_loader_efi(&artifacts.image)?;
-    let (pdb, linked) = upstream_loader_pdb()?;
-    let loader_image = symbols::loader_image(&efi, Some((&pdb, &linked)))?;
-    let log_path = logs_dir()?.join("td-audit-upstream.plugin.log");
-    let ebs_functions = exit_boot_services_functions(&loader_image);
-    let marks: Vec<String> =
-        ebs_functions.iter().map(|f| format!("mark=loader:{:x}", f.start)).collect();
-    let (log, _serial, log_bytes) = boot_with_plugin(
+    let (loader, efi) = loader_image(request.loader, &artifacts.image)?;
+    let mut marks: Vec<String> = exit_boot_services_functions(&loader)
+        .iter()
+        .map(|f| format!("mark=loader:{:x}", f.start))
+        .collect();
+    if request.softtdx {
+        // The model's CPU first runs at the first single-step #DB, right after
+        // `softtdx::enable`: from then on the model sees every instruction before it runs.
+        let enabled = kernel
+            .function_named("kernel::softtdx::before_resume")
+            .context("the kernel has no kernel::softtdx::before_resume symbol")?;
+        let snapshot = kernel
+            .function_named("kernel::counters::snapshot")
+            .context("the kernel has no kernel::counters::snapshot symbol")?;
+        marks.push(format!("mark=kernel:{enabled:x}"));
+        marks.push(format!("snap=kernel:{snapshot:x}"));
+    }
+    let mut log_name = format!("td-audit-{}", request.loader.name());
+    if request.softtdx {
+        log_name.push_str("-softtdx");
+    }
+    if request.bypass {
+        log_name.push_str("-bypass");
+    }
+    let log_path = logs_dir()?.join(format!("{log_name}.plugin.log"));
+    let mode = request.softtdx.then_some("softtdx");
+    let (log, serial, log_bytes) = boot_with_plugin(
         firmware,
         &artifacts.image,
-        None,
-        &[&loader_image, &kernel],
+        mode,
+        &[&loader, &kernel],
         &marks,
         &log_path,
         timeout,
     )?;
-    let images = [loader_image, kernel];
+    let images = [loader, kernel];
     let entries = entries(&log, &images);
-    let judgement = boot_path::judge(&entries)?;
-    let mut report = String::new();
-    report.push_str(&format!(
-        "loader: {} (functions: {}); kernel: {} (functions: {})\n",
+
+    let mut report = format!(
+        "loader: {} (functions: {})\nkernel: {} (functions: {})\n",
         efi.display(),
         images[0].symbol_source,
         artifacts.kernel.display(),
         images[1].symbol_source
-    ));
-    for line in &judgement.lines {
+    );
+    let boot = boot_path::judge(&entries)?;
+    report.push_str("== boot path\n");
+    for line in &boot.lines {
         report.push_str(line);
         report.push('\n');
     }
-    report.push_str(&judgement.summary);
+    report.push_str(&boot.summary);
     report.push('\n');
-    let verdict = if judgement.passed {
-        format!("td-audit --loader upstream: PASS: nothing after ExitBootServices raises #VE or #GP, and TDVF handles everything before ({})", judgement.summary)
+    let mut problems = boot.problems.clone();
+    let mut good = vec![format!(
+        "boot path: nothing after ExitBootServices raises #VE or #GP, TDVF handles everything before ({})",
+        boot.summary
+    )];
+    if request.softtdx {
+        let enabled = entries
+            .iter()
+            .find(|e| e.image == "kernel" && e.kind == "mark")
+            .map(|e| e.executions.first)
+            .context("kernel::softtdx::before_resume never executed: the model never ran")?;
+        if !entries.iter().any(|e| e.kind == "snap") {
+            bail!("kernel::counters::snapshot never executed: the self-test did not finish");
+        }
+        let judgement = softtdx::judge(&entries, enabled);
+        let counted = counted_io(&serial)
+            .context("the serial output has no COUNTERS line with tdvmcall.io")?;
+        report.push_str("== softtdx run\n");
+        for line in &judgement.lines {
+            report.push_str(line);
+            report.push('\n');
+        }
+        report.push_str(&format!(
+            "port accesses by the model's host side (kernel::softtdx::vmm, counted by the plugin up to the counter snapshot): {}; kernel's tdvmcall.io: {counted}\n",
+            judgement.host_port_accesses
+        ));
+        problems.extend(judgement.problems.iter().cloned());
+        if counted != judgement.host_port_accesses || counted == 0 {
+            problems.push(format!(
+                "host-side port accesses {} != tdvmcall.io {counted}",
+                judgement.host_port_accesses
+            ));
+        }
+        good.push(format!(
+            "softtdx: no #VE-class instruction ran natively outside the model, {counted} port accesses through the #VE path as counted"
+        ));
+    }
+    let passed = problems.is_empty();
+    let verdict = if passed {
+        format!("{}: PASS: {}", request.name(), good.join("; "))
     } else {
-        format!("td-audit --loader upstream: FAIL: {}", judgement.problems.join("; "))
+        format!("{}: FAIL: {}", request.name(), problems.join("; "))
     };
     report.push_str(&verdict);
-    Ok(Audit {
-        passed: judgement.passed,
-        report,
-        verdict,
-        wall: start.elapsed(),
-        log_bytes,
-        log_path,
-    })
+    Ok(Audit { passed, report, verdict, wall: start.elapsed(), log_bytes, log_path })
 }
 
 /// The kernel's `tdvmcall.io` from the COUNTERS line of the serial output.
 pub fn counted_io(serial: &str) -> Option<u64> {
     let line = serial.lines().find(|l| l.starts_with("COUNTERS "))?;
     line.split(' ').find_map(|field| field.strip_prefix("tdvmcall.io=")?.parse().ok())
-}
-
-/// `cargo xtask td-audit --softtdx`: the softtdx run, checked from outside by QEMU's decoder.
-/// `bypass` builds the kernel with the test-only `audit-bypass` feature (expected to fail).
-pub fn audit_softtdx(firmware: &ovmf::Firmware, timeout: Duration, bypass: bool) -> Result<Audit> {
-    let start = Instant::now();
-    let variant = build::KernelVariant { audit_bypass: bypass, ..Default::default() };
-    let artifacts = build::build(&variant, true)?;
-    let kernel = symbols::kernel_image(&artifacts.kernel)?;
-    // The model's CPU first runs at the first single-step #DB, right after `softtdx::enable`:
-    // from then on the model sees every instruction before it runs.
-    let enable = kernel
-        .function_named("kernel::softtdx::before_resume")
-        .context("the kernel has no kernel::softtdx::before_resume symbol")?;
-    let snapshot = kernel
-        .function_named("kernel::counters::snapshot")
-        .context("the kernel has no kernel::counters::snapshot symbol")?;
-    let name = if bypass { "td-audit-softtdx-bypass" } else { "td-audit-softtdx" };
-    let log_path = logs_dir()?.join(format!("{name}.plugin.log"));
-    let marks = [format!("mark=kernel:{enable:x}"), format!("snap=kernel:{snapshot:x}")];
-    let (log, serial, log_bytes) = boot_with_plugin(
-        firmware,
-        &artifacts.image,
-        Some("softtdx"),
-        &[&kernel],
-        &marks,
-        &log_path,
-        timeout,
-    )?;
-    let images = [kernel];
-    let entries = entries(&log, &images);
-    let enabled = entries.iter().find(|e| e.kind == "mark").map(|e| e.executions.first).context(
-        "kernel::softtdx::before_resume never executed: the run did not turn the model on",
-    )?;
-    if !entries.iter().any(|e| e.kind == "snap") {
-        bail!("kernel::counters::snapshot never executed: the self-test did not finish");
-    }
-    let judgement = softtdx::judge(&entries, enabled);
-    let counted =
-        counted_io(&serial).context("the serial output has no COUNTERS line with tdvmcall.io")?;
-    let mut report = String::new();
-    for line in &judgement.lines {
-        report.push_str(line);
-        report.push('\n');
-    }
-    let counts_match = counted == judgement.host_port_accesses && counted > 0;
-    report.push_str(&format!(
-        "port accesses by the model's host side (kernel::softtdx::vmm, counted by the plugin up to the counter snapshot): {}; kernel's tdvmcall.io: {counted}\n",
-        judgement.host_port_accesses
-    ));
-    let mut problems = judgement.problems.clone();
-    if !counts_match {
-        problems.push(format!(
-            "host-side port accesses {} != tdvmcall.io {counted}",
-            judgement.host_port_accesses
-        ));
-    }
-    let passed = problems.is_empty();
-    let verdict = if passed {
-        format!("td-audit --softtdx: PASS: no #VE-class instruction ran natively outside the model; {counted} port accesses through the #VE path, as counted")
-    } else {
-        format!("td-audit --softtdx: FAIL: {}", problems.join("; "))
-    };
-    report.push_str(&verdict);
-    Ok(Audit { passed, report, verdict, wall: start.elapsed(), log_bytes, log_path })
 }
