@@ -585,8 +585,8 @@ impl Request {
 /// the PDB of a rebuild of the same crate.
 fn loader_image(loader: LoaderKind, image: &Path) -> Result<(Image, PathBuf)> {
     match loader {
-        LoaderKind::Own => {
-            let efi = build::build_loader(true)?;
+        LoaderKind::Own | LoaderKind::OwnBrokenHandoff => {
+            let efi = build::build_loader(loader == LoaderKind::OwnBrokenHandoff, true)?;
             let pdb = efi.with_file_name("loader.pdb");
             let image_bytes =
                 std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
