@@ -512,7 +512,7 @@ fn boot_with_plugin(
     marks: &[String],
     log_path: &Path,
     timeout: Duration,
-) -> Result<(log::PluginLog, String, u64)> {
+) -> Result<(log::PluginLog, String, u64, String)> {
     let plugin = build_plugin()?;
     let qemu = crate::qemu::qemu_binary()?;
     let _ = std::fs::remove_file(log_path);
@@ -533,7 +533,7 @@ fn boot_with_plugin(
         mode,
         extra_args: &extra,
     });
-    eprintln!("    {}", crate::qemu::command_line(&qemu, &args));
+    let command = crate::qemu::command_line(&qemu, &args);
     let finished = crate::qemu::run(&qemu, &args, &crate::qemu::Limits::timeout(timeout), false)?;
     if finished.timed_out {
         bail!("QEMU did not finish within {} s", timeout.as_secs());
@@ -544,7 +544,7 @@ fn boot_with_plugin(
     })?;
     let bytes = text.len() as u64;
     let log = log::parse(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((log, finished.output, bytes))
+    Ok((log, finished.output, bytes, command))
 }
 
 fn logs_dir() -> Result<PathBuf> {
@@ -639,7 +639,7 @@ pub fn audit(request: Request, firmware: &ovmf::Firmware, timeout: Duration) -> 
     }
     let log_path = logs_dir()?.join(format!("{log_name}.plugin.log"));
     let mode = request.softtdx.then_some("softtdx");
-    let (log, serial, log_bytes) = boot_with_plugin(
+    let (log, serial, log_bytes, command) = boot_with_plugin(
         firmware,
         &artifacts.image,
         mode,
@@ -652,7 +652,7 @@ pub fn audit(request: Request, firmware: &ovmf::Firmware, timeout: Duration) -> 
     let entries = entries(&log, &images);
 
     let mut report = format!(
-        "loader: {} (functions: {})\nkernel: {} (functions: {})\n",
+        "{command}\nloader: {} (functions: {})\nkernel: {} (functions: {})\n",
         efi.display(),
         images[0].symbol_source,
         artifacts.kernel.display(),
@@ -717,4 +717,142 @@ pub fn audit(request: Request, firmware: &ovmf::Firmware, timeout: Duration) -> 
 pub fn counted_io(serial: &str) -> Option<u64> {
     let line = serial.lines().find(|l| l.starts_with("COUNTERS "))?;
     line.split(' ').find_map(|field| field.strip_prefix("tdvmcall.io=")?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use td_rules::{Instruction as T, WrittenValue};
+
+    fn entry(
+        image: &str,
+        function: &str,
+        decoded: Decoded,
+        kind: &str,
+        first: u64,
+        last: u64,
+    ) -> Entry {
+        Entry {
+            image: image.into(),
+            offset: 0,
+            vaddr: 0,
+            bytes: vec![],
+            disassembly: String::new(),
+            function: Some(function.into()),
+            decoded,
+            kind: kind.into(),
+            executions: log::Executions { count: 1, first, last, at_snap: 1 },
+        }
+    }
+
+    fn efer_write() -> Decoded {
+        Decoded::Rule(T::Wrmsr {
+            msr: Some(td_rules::IA32_EFER),
+            value: WrittenValue::read_modify(1 << 11, 0),
+        })
+    }
+
+    #[test]
+    fn boot_path_fails_on_an_efer_write_after_exit_boot_services() {
+        let entries = [
+            entry("loader", "efi_main", Decoded::Other, "entry", 0, 0),
+            entry("loader", "uefi::boot::exit_boot_services", Decoded::Other, "mark", 1, 1),
+            entry("loader", "enable_nxe_bit", efer_write(), "priv", 2, 2),
+            entry("kernel", "kernel::arch::init", Decoded::Lidt, "lidt", 3, 3),
+            // After the kernel's LIDT: outside the window.
+            entry("kernel", "kernel::console::init", Decoded::Rule(T::PortIo), "io", 4, 9),
+        ];
+        let judgement = boot_path::judge(&entries).unwrap();
+        assert_eq!(judgement.problems, ["WRMSR IA32_EFER (0xc0000080) in enable_nxe_bit"]);
+        assert!(judgement.lines.iter().any(|l| l.starts_with("UNSAFE after")));
+    }
+
+    #[test]
+    fn before_exit_boot_services_only_what_tdvf_emulates_is_allowed() {
+        let port_io = entry("loader", "efi_main", Decoded::Rule(T::PortIo), "io", 1, 1);
+        let unknown_rdmsr =
+            entry("loader", "probe", Decoded::Rule(T::Rdmsr { msr: None }), "priv", 2, 2);
+        let cpuid_0 = entry(
+            "loader",
+            "efi_main",
+            Decoded::Rule(T::Cpuid { leaf: Some(0), subleaf: None }),
+            "priv",
+            7,
+            7,
+        );
+        let entries = [
+            entry("loader", "efi_main", Decoded::Other, "entry", 0, 0),
+            port_io,
+            unknown_rdmsr,
+            entry("loader", "efi_main", Decoded::ExitBootServicesCall, "ebs-call", 5, 5),
+            cpuid_0,
+        ];
+        let judgement = boot_path::judge(&entries).unwrap();
+        // Port I/O before the exit is TDVF's to emulate; an RDMSR of an unknown MSR may #GP.
+        assert_eq!(judgement.problems, ["RDMSR unknown MSR in probe"]);
+        // No LIDT seen: the window runs to the end, and CPUID 0 is native anyway.
+        assert!(judgement.lines.iter().any(|l| l.contains("never executed LIDT")));
+    }
+
+    #[test]
+    fn without_an_exit_boot_services_point_everything_counts_as_after() {
+        let entries = [
+            entry("loader", "efi_main", Decoded::Other, "entry", 0, 0),
+            entry("loader", "efi_main", Decoded::Rule(T::PortIo), "io", 1, 1),
+        ];
+        let judgement = boot_path::judge(&entries).unwrap();
+        assert_eq!(judgement.problems.len(), 1);
+        assert!(boot_path::judge(&entries[1..]).is_err(), "no loader entry must be an error");
+    }
+
+    #[test]
+    fn softtdx_exempts_the_model_and_counts_host_port_accesses_at_the_snapshot() {
+        let mut host =
+            entry("kernel", "kernel::softtdx::vmm::vmcall", Decoded::Rule(T::PortIo), "io", 5, 90);
+        host.executions.count = 12;
+        host.executions.at_snap = 10;
+        let entries = [
+            // Before the model ran: ignored.
+            entry("kernel", "kernel::bootflags::read", Decoded::Rule(T::PortIo), "io", 1, 2),
+            host,
+            entry("kernel", "<kernel::softtdx::Model as X>::f", Decoded::Rule(T::Hlt), "hlt", 6, 6),
+            entry("kernel", "diff_in_dx_b", Decoded::Rule(T::PortIo), "io", 7, 7),
+            entry("kernel", "kernel::selftest::audit_bypass", Decoded::Rule(T::PortIo), "io", 8, 8),
+            entry(
+                "kernel",
+                "kernel::tdx::detect",
+                Decoded::Rule(T::Cpuid { leaf: Some(0), subleaf: Some(0) }),
+                "priv",
+                9,
+                9,
+            ),
+        ];
+        let judgement = softtdx::judge(&entries, 3);
+        assert_eq!(judgement.host_port_accesses, 10);
+        assert_eq!(judgement.problems, ["port I/O in kernel::selftest::audit_bypass"]);
+        assert!(softtdx::exempt("kernel::selftest::audit_bypass").is_none());
+        assert!(softtdx::exempt(
+            "<kernel::softtdx::vmm::HostConsole as core::fmt::Write>::write_str"
+        )
+        .is_some());
+    }
+
+    #[test]
+    fn counters_line_gives_tdvmcall_io() {
+        let serial = "x\nCOUNTERS ve.io=3 tdvmcall.io=42 tdvmcall.hlt=0\nSUMMARY passed=1\n";
+        assert_eq!(counted_io(serial), Some(42));
+        assert_eq!(counted_io("no counters"), None);
+    }
+
+    #[test]
+    fn tdvf_handles_port_io_and_cpuid_but_not_efer_writes_or_gp() {
+        assert!(tdvf_handles(&T::PortIo));
+        assert!(tdvf_handles(&T::Cpuid { leaf: Some(0x4000_0000), subleaf: Some(0) }));
+        assert!(!tdvf_handles(&T::Wrmsr {
+            msr: Some(td_rules::IA32_EFER),
+            value: WrittenValue::UNKNOWN
+        }));
+        assert!(!tdvf_handles(&T::Vmx));
+        assert!(!tdvf_handles(&T::MovToCr4(WrittenValue::read_modify(0, 1 << 6))));
+    }
 }
