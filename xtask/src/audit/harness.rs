@@ -20,6 +20,7 @@ pub fn runs(timeout: Duration) -> Vec<RunSpec> {
         mode_flag: softtdx.then(|| "softtdx".into()),
         variant: crate::build::KernelVariant { audit_bypass: bypass, ..Default::default() },
         loader,
+        machine: crate::machine::Machine::Legacy,
         expect,
         timeout,
         firmware: None,
@@ -83,6 +84,7 @@ pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Resul
         id: spec.id.clone(),
         mode: "audit".into(),
         loader: spec.loader.name().into(),
+        machine: spec.machine,
         expect: match spec.expect {
             Expect::Pass => "pass".into(),
             _ => "fail".into(),

@@ -527,6 +527,8 @@ fn boot_with_plugin(
     }
     let extra = vec!["-plugin".to_string(), option];
     let args = crate::qemu::boot_args(&crate::qemu::BootSpec {
+        // The q35 machine the other TCG runs use (the audit judges instructions, not devices).
+        machine: crate::machine::Machine::Legacy,
         firmware,
         image,
         kvm: false,
