@@ -284,6 +284,12 @@ pub mod boot_path {
             }
             checked += 1;
             if td_rules::is_native_in_every_version(&instruction) {
+                lines.push(format!(
+                    "native       {}: {} x{}",
+                    entry.describe(),
+                    instruction_name(&instruction),
+                    entry.executions.count
+                ));
                 continue;
             }
             let sides = Sides {
