@@ -336,13 +336,12 @@ pub mod softtdx {
 
     /// Code allowed to execute #VE-class instructions natively with softtdx on, and why. Each
     /// is reported with its count; nothing else may.
-    pub const EXEMPT: [(&str, &str); 6] = [
+    pub const EXEMPT: [(&str, &str); 5] = [
         ("kernel::softtdx::", "the model: it plays the TDX module and the host VMM"),
         ("kernel::selftest::diff::", "the differential checks' native half"),
         ("diff_", "the differential checks' instruction forms (global_asm! in selftest/diff.rs), run natively and through the model"),
         ("kernel::selftest::td::", "the TD checks' native reference readings (`natively`), compared with the #VE result"),
         ("kernel::selftest::allowlist::", "the allowlist checks' native look at the denied port (`natively`)"),
-        ("kernel::bench::", "the benchmark's native baseline (bench mode only)"),
     ];
 
     /// Why `function` may run #VE-class instructions natively, if it may.
