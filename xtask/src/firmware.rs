@@ -44,6 +44,16 @@ pub fn find(explicit: Option<PathBuf>, purpose: ovmf::Purpose) -> Result<ovmf::F
     Ok(ovmf::find(&options(explicit, purpose, scratch))?)
 }
 
+/// The firmware this host offers for `purpose` when neither `--firmware` nor `OVMF_PATH` is
+/// given, if any (for the advice after a Secure Boot refusal).
+pub fn alternative(purpose: ovmf::Purpose) -> Option<PathBuf> {
+    let scratch = std::env::temp_dir().join(format!("xtask-alternative-{}", std::process::id()));
+    let options = ovmf::FindOptions { env: None, ..options(None, purpose, scratch.clone()) };
+    let found = ovmf::find(&options).ok().map(|firmware| firmware.code);
+    let _ = std::fs::remove_dir_all(&scratch);
+    found
+}
+
 /// The lines to show before booting: `firmware: ...` with the reason, then one `warning: ...`
 /// per skipped descriptor and for a firmware that enforces Secure Boot.
 pub fn announce(firmware: &ovmf::Firmware) -> Vec<String> {

@@ -304,7 +304,7 @@ fn run_command(cli: Cli) -> Result<bool> {
             launch.image =
                 build::build(&build::KernelVariant::default(), loader.loader, false)?.image;
             let args = td::qemu::td_qemu_args(&launch)?;
-            boot_on_terminal(&launch.qemu, &args, timeout)
+            boot_on_terminal(&launch.qemu, &args, timeout, ovmf::Purpose::Td)
         }
         Command::Run { firmware, kvm, softtdx, machine, timeout, qemu_args, loader, .. } => {
             let firmware = find_firmware(&firmware)?;
@@ -319,7 +319,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 extra_args: &qemu_args,
             });
             firmware::print_announcement(&firmware);
-            boot_on_terminal(&qemu, &args, timeout)
+            boot_on_terminal(&qemu, &args, timeout, ovmf::Purpose::Tcg)
         }
         Command::Test {
             firmware, timeout, json, qemu_args, td, skip_host_tests, loader, ..
@@ -440,13 +440,22 @@ fn run_command(cli: Cli) -> Result<bool> {
 }
 
 /// `cargo xtask run`: echoes the command, boots with the serial console on this terminal, and
-/// ends with the verdict (and QEMU's own complaint when there is one).
-fn boot_on_terminal(qemu: &std::path::Path, args: &[String], timeout: u64) -> Result<bool> {
+/// ends with the verdict (and QEMU's own complaint when there is one). When the firmware
+/// refused the loader, the verdict names the firmware this host offers instead for `purpose`.
+fn boot_on_terminal(
+    qemu: &std::path::Path,
+    args: &[String],
+    timeout: u64,
+    purpose: ovmf::Purpose,
+) -> Result<bool> {
     println!("{}", qemu::command_line(qemu, args));
     let limits = qemu::Limits::timeout(Duration::from_secs(timeout));
     let finished = qemu::run(qemu, args, &limits, true)?;
     let parsed = report::parse(&finished.output);
-    let (verdict, why) = test::verdict(finished.status, finished.timed_out, &parsed);
+    let (verdict, mut why) = test::verdict(finished.status, finished.timed_out, &parsed);
+    if let (test::Verdict::Refused, Some(line)) = (verdict, &parsed.firmware_refusal) {
+        why = secure_boot::refusal_reason_with(line, firmware::alternative(purpose).as_deref());
+    }
     println!();
     if verdict != test::Verdict::Pass {
         if let Some(errors) = qemu::stderr_part(&finished.output) {

@@ -49,12 +49,27 @@ pub fn find_refusal(serial: &str) -> Option<String> {
 /// The one line a run ends with when the firmware refused the loader: what happened, why, and
 /// what to use instead.
 pub fn refusal_reason(line: &str) -> String {
-    format!(
+    refusal_reason_with(line, None)
+}
+
+/// [`refusal_reason`], naming `instead` (the firmware this host offers without
+/// `--firmware`/`OVMF_PATH`) when there is one, else the usual distribution paths.
+pub fn refusal_reason_with(line: &str, instead: Option<&std::path::Path>) -> String {
+    let head = format!(
         "the firmware enforces Secure Boot and refused our unsigned loader ({line}); use a firmware \
-         without enrolled keys instead: drop --firmware/OVMF_PATH to let xtask choose one, or pass \
-         e.g. /usr/share/OVMF/OVMF_CODE_4M.fd (Debian, TCG), /usr/share/edk2/ovmf/OVMF_CODE.fd \
-         (Fedora), /usr/share/ovmf/OVMF.fd (Debian/Ubuntu, TCG or a TD)"
-    )
+         without enrolled keys instead"
+    );
+    match instead {
+        Some(path) => format!(
+            "{head}: --firmware {} (what xtask picks on this host without --firmware/OVMF_PATH)",
+            path.display()
+        ),
+        None => format!(
+            "{head}: drop --firmware/OVMF_PATH to let xtask choose one, or pass e.g. \
+             /usr/share/OVMF/OVMF_CODE_4M.fd (Debian, TCG), /usr/share/edk2/ovmf/OVMF_CODE.fd \
+             (Fedora), /usr/share/ovmf/OVMF.fd (Debian/Ubuntu, TCG or a TD)"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -109,5 +124,14 @@ BdsDxe: Press any key to enter the Boot Manager Menu.\r\n";
         assert!(!reason.contains('\n'));
         assert!(reason.contains("Secure Boot") && reason.contains("unsigned"), "{reason}");
         assert!(reason.contains("/usr/share/OVMF/OVMF_CODE_4M.fd"), "{reason}");
+        let here = refusal_reason_with("x: Access Denied", Some(std::path::Path::new("/fw/A.fd")));
+        assert!(
+            here.ends_with(
+                "--firmware /fw/A.fd (what xtask picks on this host without \
+                                --firmware/OVMF_PATH)"
+            ),
+            "{here}"
+        );
+        assert!(!here.contains('\n'));
     }
 }

@@ -177,6 +177,10 @@ fn run_with_secure_boot_firmware_stops_at_the_refusal() {
     let verdict = stdout.lines().find(|l| l.starts_with("verdict: ")).expect("a verdict line");
     assert!(verdict.starts_with("verdict: Refused after "), "{verdict}");
     assert!(verdict.contains("enforces Secure Boot") && verdict.contains("Access Denied"));
+    // What to use instead: the firmware this host offers, which must not be the refusing one.
+    let instead = verdict.split("use a firmware without enrolled keys instead: ").nth(1);
+    let instead = instead.expect("advice on what to use instead");
+    assert!(!instead.contains(".ms.fd"), "{verdict}");
     // QEMU's wall time, from the verdict line: the refusal comes a few seconds into the boot.
     let seconds: f64 = verdict["verdict: Refused after ".len()..]
         .split_once(' ')
