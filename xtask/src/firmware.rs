@@ -178,7 +178,7 @@ mod tests {
         );
         std::fs::write(firmware_dir.join("60-tdx.json"), descriptor).unwrap();
         std::fs::write(firmware_dir.join("70-broken.json"), "{").unwrap();
-        let loaded = ovmf::descriptor::load(&[firmware_dir.clone()]);
+        let loaded = ovmf::descriptor::load(std::slice::from_ref(&firmware_dir));
         let text = describe_file(&image, &loaded);
         assert!(text.contains("60-tdx.json\n  description: TDX with MS keys\n"), "{text}");
         assert!(text.contains("  features: enrolled-keys, intel-tdx, secure-boot\n"), "{text}");
