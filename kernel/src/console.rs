@@ -47,8 +47,10 @@ impl DirectBackend {
     }
 }
 
+// Not inlined: the driver calls these from many places, and each inlined copy of a hypercall
+// with its allowlist and error path is large (the kernel a TD boots stays under 96 KiB).
 impl Backend for DirectBackend {
-    #[inline]
+    #[inline(never)]
     unsafe fn read(&mut self, register_offset: u8) -> u8 {
         let port = self.base + register_offset as u16;
         match crate::tdx::io::read(port, PortWidth::Byte) {
@@ -57,7 +59,7 @@ impl Backend for DirectBackend {
         }
     }
 
-    #[inline]
+    #[inline(never)]
     unsafe fn write(&mut self, register_offset: u8, value: u8) {
         let port = self.base + register_offset as u16;
         if let Err(error) = crate::tdx::io::write(port, PortWidth::Byte, value as u64) {
@@ -172,7 +174,7 @@ pub fn _print(args: fmt::Arguments) {
 
 /// Sends `text` byte by byte, one LSR poll and one THR write per byte, as the console did
 /// before it buffered: the bench's reference for exits per byte.
-#[cfg(feature = "softtdx")]
+#[cfg(feature = "test-modes")]
 pub fn print_bytewise_pio(text: &str) {
     let _ = with_pio_uart(|uart| {
         for byte in text.bytes() {
@@ -186,7 +188,7 @@ pub fn print_bytewise_pio(text: &str) {
 
 /// Sends `text` buffered, through `PioBackend` (so through #VE in a TD): the bench's reference
 /// for what buffering alone saves.
-#[cfg(feature = "softtdx")]
+#[cfg(feature = "test-modes")]
 pub fn print_buffered_pio(text: &str) {
     let _ = with_pio_uart(|uart| {
         let mut send = |bytes: &[u8]| uart.send_bytes_exact(bytes);

@@ -23,21 +23,25 @@
 extern crate alloc;
 
 mod arch;
-#[cfg(feature = "softtdx")]
+#[cfg(feature = "test-modes")]
 mod bench;
+#[cfg(feature = "test-modes")]
 mod bootflags;
 mod cc;
 mod console;
 mod counters;
 mod exit;
 mod fmtbuf;
+mod fw_cfg;
 mod heap;
 mod memory;
 mod port;
 mod selftest;
-#[cfg(feature = "softtdx")]
+#[cfg(feature = "test-modes")]
 mod softtdx;
 mod tdx;
+#[cfg(feature = "test-modes")]
+mod testmodes;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{entry_point, BootInfo};
@@ -58,11 +62,11 @@ entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 
 /// RDTSC at kernel entry: under the bench's `-icount shift=0` it counts instructions, which
 /// gives `instructions.boot_to_verdict` (see `selftest::run`).
-#[cfg(feature = "softtdx")]
+#[cfg(feature = "test-modes")]
 pub static KERNEL_ENTRY_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
-    #[cfg(feature = "softtdx")]
+    #[cfg(feature = "test-modes")]
     // SAFETY: RDTSC has no side effects.
     KERNEL_ENTRY_TSC
         .store(unsafe { core::arch::x86_64::_rdtsc() }, core::sync::atomic::Ordering::Relaxed);
@@ -76,101 +80,25 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     memory::init(boot_info);
     heap::init(boot_info);
 
-    // Nothing prints before TD detection, so that in a TD the TD info comes first. The boot
-    // flags are read before it because they may switch the softtdx model on, which is what
-    // makes TD detection succeed under plain QEMU.
-    let flags = bootflags::read();
-
-    #[cfg(feature = "softtdx")]
-    if let bootflags::Mode::Softtdx(_) | bootflags::Mode::Bench = flags.mode {
-        let fault = match flags.mode {
-            bootflags::Mode::Softtdx(fault) => fault,
-            _ => None,
-        };
-        if let Err(reason) = softtdx::enable(fault) {
-            println!("tdx-unikernel: softtdx refused: {reason}");
-            exit::exit(exit::ExitCode::Failure);
-        }
-    }
-    #[cfg(not(feature = "softtdx"))]
-    if let bootflags::Mode::Softtdx(_) | bootflags::Mode::Bench = flags.mode {
-        println!("tdx-unikernel: softtdx requested but this kernel was built without it");
-        exit::exit(exit::ExitCode::Failure);
-    }
+    // Nothing prints before TD detection, so that in a TD the TD info comes first. In the test
+    // image the boot flags are read before it, because they may switch the softtdx model on,
+    // which is what makes TD detection succeed under plain QEMU.
+    #[cfg(feature = "test-modes")]
+    let flags = testmodes::enter();
 
     // After the model is on: under softtdx, too, the console must use the direct backend.
     console::init();
     tdx::init();
     println!("tdx-unikernel: kernel entered, GDT/TSS/IDT installed");
-    if flags.unparsed {
-        println!("tdx-unikernel: unknown boot mode in fw_cfg opt/tdx-unikernel/mode");
-        exit::exit(exit::ExitCode::Failure);
-    }
-    println!("tdx-unikernel: boot mode: {}", flags.mode.name());
-
-    match flags.mode {
-        bootflags::Mode::Crash(crash) => provoke(crash),
-        bootflags::Mode::Softtdx(Some(bootflags::FatalScenario::StringIoUnmapped)) => {
-            provoke_unmapped_string_io()
-        }
-        _ => {}
-    }
-    if let bootflags::Mode::Hang = flags.mode {
-        println!("tdx-unikernel: hang requested by the boot flags; spinning forever");
-        loop {
-            core::hint::spin_loop();
-        }
-    }
-
-    #[cfg(feature = "softtdx")]
-    if let bootflags::Mode::Bench = flags.mode {
-        exit::exit(bench::run());
-    }
+    #[cfg(feature = "test-modes")]
+    testmodes::run(&flags);
+    #[cfg(not(feature = "test-modes"))]
+    println!(
+        "tdx-unikernel: boot mode: none (this image reads no boot mode; it runs the self-test)"
+    );
 
     let verdict = selftest::run(boot_info);
     exit::exit(verdict)
-}
-
-/// An address in the canonical lower half that the loader leaves unmapped.
-const UNMAPPED: u64 = 0x0000_7FFF_DEAD_0000;
-
-fn provoke(crash: bootflags::Crash) -> ! {
-    match crash {
-        bootflags::Crash::PageFault => {
-            println!("tdx-unikernel: reading unmapped address {UNMAPPED:#x} on request");
-            // SAFETY: not safe at all, on purpose: the read faults and the unexpected-exception
-            // path must report it and stop the kernel.
-            let value = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
-            panic!("read of an unmapped address returned {value:#x}")
-        }
-        bootflags::Crash::Panic => panic!("deliberate panic requested by the boot flags"),
-        bootflags::Crash::TripleFault => {
-            println!("tdx-unikernel: loading an empty IDT and raising #BP on request");
-            let empty = x86_64::structures::DescriptorTablePointer {
-                limit: 0,
-                base: x86_64::VirtAddr::new(0),
-            };
-            // SAFETY: not safe, on purpose: with no IDT the #BP cannot be delivered, nor the
-            // #DF after it, and the CPU shuts down (a triple fault).
-            unsafe {
-                x86_64::instructions::tables::lidt(&empty);
-                core::arch::asm!("int3");
-            }
-            panic!("an exception was delivered without an IDT")
-        }
-    }
-}
-
-/// `rep insb` into an unmapped buffer. Natively that is a page fault; in a TD (softtdx here)
-/// the #VE handler must find the bad operand before touching it and stop cleanly.
-fn provoke_unmapped_string_io() -> ! {
-    println!("tdx-unikernel: rep insb into unmapped address {UNMAPPED:#x} on request");
-    // SAFETY: not safe, on purpose (see above); the handler refuses the access.
-    unsafe {
-        core::arch::asm!("rep insb", in("dx") 0x511u16, inout("rdi") UNMAPPED => _,
-                         inout("rcx") 4usize => _, options(nostack, preserves_flags));
-    }
-    panic!("rep insb into an unmapped buffer completed")
 }
 
 #[panic_handler]

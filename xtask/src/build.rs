@@ -16,11 +16,15 @@ pub fn project_root() -> PathBuf {
         .to_owned()
 }
 
-/// A kernel variant. The default is what users run; the others exist so the harness can prove
-/// that it notices failures, and each builds into its own target directory so that switching
+/// A kernel variant. The default is the test image; [`KernelVariant::td_image`] is the kernel a
+/// TD boots; the others exist so the harness can prove that it notices failures, and each builds into its own target directory so that switching
 /// between them never invalidates the default build.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelVariant {
+    /// The kernel a TD boots: built without the kernel feature `test-modes` (no boot modes
+    /// from fw_cfg, no crash/hang/fault scenarios, no bench, no softtdx). Every other variant is
+    /// a test image and has it.
+    pub td_image: bool,
     /// Build the named self-test check with its result inverted.
     pub fail_check: Option<String>,
     /// Build with the deliberately wrong IN merge (tdx-ve feature `broken-in-merge`).
@@ -41,11 +45,11 @@ pub struct KernelVariant {
 impl KernelVariant {
     /// The kernel a TD boots (`cargo xtask build`, `--tdx`).
     pub fn td_image() -> Self {
-        Self::default()
+        Self { td_image: true, ..Self::default() }
     }
 
     fn target_dir_name(&self) -> String {
-        let mut name = String::from("kernel");
+        let mut name = String::from(if self.td_image { "kernel-td" } else { "kernel" });
         if let Some(check) = &self.fail_check {
             name.push_str("-fail-");
             name.extend(check.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }));
@@ -168,6 +172,9 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
         .arg(&target_dir);
     if quiet {
         cargo.arg("--quiet");
+    }
+    if !variant.td_image {
+        cargo.args(["--features", "test-modes"]);
     }
     if variant.broken_in_merge {
         cargo.args(["--features", "broken-in-merge"]);

@@ -264,7 +264,7 @@ fn find_firmware(args: &FirmwareArgs) -> Result<ovmf::Firmware> {
 fn run_command(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Build { loader } => {
-            let artifacts = build::build(&build::KernelVariant::default(), loader.loader, false)?;
+            let artifacts = build::build(&build::KernelVariant::td_image(), loader.loader, false)?;
             println!("kernel: {}", artifacts.kernel.display());
             println!("image:  {}", artifacts.image.display());
             Ok(true)
@@ -291,8 +291,9 @@ fn run_command(cli: Cli) -> Result<bool> {
         }
         Command::Run { firmware, td, qemu_args, timeout, loader, .. } if td.tdx => {
             let firmware = find_td_firmware(&firmware)?;
-            let image =
-                build::project_root().join("target/kernel").join(build::image_name(loader.loader));
+            let image = build::project_root()
+                .join("target/kernel-td")
+                .join(build::image_name(loader.loader));
             let mut launch = td_launch(&td, firmware.code.clone(), image, qemu_args)?;
             if td.dry_run {
                 println!("{}", td::qemu::td_command_line(&launch)?);
@@ -302,14 +303,19 @@ fn run_command(cli: Cli) -> Result<bool> {
             td_preflight(&launch)?;
             firmware::print_announcement(&firmware);
             launch.image =
-                build::build(&build::KernelVariant::default(), loader.loader, false)?.image;
+                build::build(&build::KernelVariant::td_image(), loader.loader, false)?.image;
             let args = td::qemu::td_qemu_args(&launch)?;
             boot_on_terminal(&launch.qemu, &args, timeout, ovmf::Purpose::Td)
         }
         Command::Run { firmware, kvm, softtdx, machine, timeout, qemu_args, loader, .. } => {
             let firmware = find_firmware(&firmware)?;
             let qemu = qemu::qemu_binary()?;
-            let artifacts = build::build(&build::KernelVariant::default(), loader.loader, false)?;
+            // softtdx lives in the test image only; without it, run the kernel a TD boots.
+            let variant = match softtdx {
+                true => build::KernelVariant::default(),
+                false => build::KernelVariant::td_image(),
+            };
+            let artifacts = build::build(&variant, loader.loader, false)?;
             let args = qemu::boot_args(&qemu::BootSpec {
                 firmware: &firmware,
                 image: &artifacts.image,
@@ -326,7 +332,8 @@ fn run_command(cli: Cli) -> Result<bool> {
         } if td.tdx => {
             let loader = loader.unwrap_or_default();
             let firmware = find_td_firmware(&firmware)?;
-            let image = build::project_root().join("target/kernel").join(build::image_name(loader));
+            let image =
+                build::project_root().join("target/kernel-td").join(build::image_name(loader));
             let launch = td_launch(&td, firmware.code.clone(), image, qemu_args)?;
             if td.dry_run {
                 println!("{}", td::qemu::td_command_line(&launch)?);
@@ -413,7 +420,7 @@ fn run_command(cli: Cli) -> Result<bool> {
             let image = match image {
                 Some(image) => image,
                 None => {
-                    build::build(&build::KernelVariant::default(), build::LoaderKind::Own, true)?
+                    build::build(&build::KernelVariant::td_image(), build::LoaderKind::Own, true)?
                         .image
                 }
             };

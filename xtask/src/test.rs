@@ -18,6 +18,8 @@
 //! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
 //! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
 //!   differential checks to fail.
+//! - `td-image:hang-mode-ignored`: the kernel a TD boots, on the TD machine, with a hang
+//!   requested in fw_cfg; expect the self-test to run and pass (that image reads no boot mode).
 //! - `harness:broken-allowlist`: a kernel whose port allowlist lets every port through; expect
 //!   the allowlist checks to fail.
 //! - `harness:broken-ve-ordering`: a kernel whose #VE handler does port I/O before
@@ -207,6 +209,19 @@ pub fn default_runs(
         // The user asked for a broken kernel: run it as if it were the real one.
         return runs;
     }
+    // The kernel a TD boots (`--tdx`, `cargo xtask build`) takes no orders from fw_cfg, which
+    // the host controls: with a hang requested there it still runs the self-test and passes.
+    runs.push(RunSpec {
+        id: "td-image:hang-mode-ignored".into(),
+        mode: "native",
+        machine: Machine::Td,
+        mode_flag: Some("hang".into()),
+        variant: KernelVariant::td_image(),
+        loader,
+        expect: Expect::Pass,
+        timeout,
+        firmware: None,
+    });
     for (scenario, reason) in FATAL_SCENARIOS {
         runs.push(RunSpec {
             id: format!("fatal:{scenario}"),
@@ -987,8 +1002,11 @@ fn describe_variant(variant: &KernelVariant) -> String {
     if variant.no_device_checks {
         parts.push("the device checks left out".to_owned());
     }
+    if variant.td_image {
+        return "(the kernel a TD boots, without test-modes)".to_owned();
+    }
     if parts.is_empty() {
-        "(default)".to_owned()
+        "(test image)".to_owned()
     } else {
         format!("with {}", parts.join(" and "))
     }
@@ -1004,8 +1022,8 @@ pub fn run_td(
     skip_host_tests: bool,
 ) -> Result<bool> {
     let host_ok = if skip_host_tests { true } else { host_tests()? };
-    println!("==> building kernel (default), {} loader", loader.name());
-    launch.image = build::build(&KernelVariant::default(), loader, true)?.image;
+    println!("==> building the kernel a TD boots, {} loader", loader.name());
+    launch.image = build::build(&KernelVariant::td_image(), loader, true)?.image;
     let args = crate::td::qemu::td_qemu_args(&launch)?;
     println!("==> booting in a TD: {}", qemu::command_line(&launch.qemu, &args));
     std::fs::create_dir_all(logs_dir())?;
@@ -1338,6 +1356,17 @@ mod tests {
     }
 
     #[test]
+    fn the_td_image_is_booted_with_a_hang_mode_and_must_pass() {
+        let runs = default_runs(Duration::from_secs(120), None, None);
+        let run = runs.iter().find(|r| r.id == "td-image:hang-mode-ignored").expect("the run");
+        assert_eq!(run.variant, KernelVariant::td_image());
+        assert_eq!(run.mode_flag.as_deref(), Some("hang"));
+        assert_eq!((run.expect.clone(), run.machine), (Expect::Pass, Machine::Td));
+        // Only that run boots the TD image; every other run needs the test modes.
+        assert!(runs.iter().filter(|r| r.variant.td_image).count() == 1);
+    }
+
+    #[test]
     fn the_pass_runs_boot_under_both_loaders_and_the_rest_under_ours() {
         let runs = default_runs(Duration::from_secs(120), None, None);
         let pass: Vec<(&str, LoaderKind)> = runs
@@ -1354,6 +1383,7 @@ mod tests {
                 ("softtdx:upstream", LoaderKind::Upstream),
                 ("td-machine:native", LoaderKind::Own),
                 ("td-machine:softtdx", LoaderKind::Own),
+                ("td-image:hang-mode-ignored", LoaderKind::Own),
             ]
         );
         assert!(runs

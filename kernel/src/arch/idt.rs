@@ -10,6 +10,7 @@ use x86_64::VirtAddr;
 
 /// Exception vectors the kernel refers to by name (Intel SDM Vol. 3A, Table 6-1).
 pub mod vector {
+    #[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Only the test image uses it.
     pub const DEBUG: u64 = 1;
     pub const NMI: u64 = 2;
     pub const BREAKPOINT: u64 = 3;
@@ -61,6 +62,7 @@ impl GateDescriptor {
         }
     }
 
+    #[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Only the test image uses it.
     fn handler(&self) -> u64 {
         self.offset_low as u64 | (self.offset_middle as u64) << 16 | (self.offset_high as u64) << 32
     }
@@ -96,6 +98,7 @@ pub fn init() {
 
 /// The handler address the IDT holds for `vector`: what the CPU would jump to when it delivers
 /// that exception. softtdx uses it to deliver #VE through the real gate.
+#[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Only the test image uses it.
 pub fn gate_handler(vector: u64) -> u64 {
     // SAFETY: the IDT is only written by `init`, before any reader runs.
     let idt = unsafe { &*core::ptr::addr_of!(IDT) };

@@ -11,8 +11,10 @@ pub mod rflags {
     /// Interrupt enable flag.
     pub const IF: u64 = 1 << 9;
     /// Direction flag: string instructions step downwards when set.
+    #[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Only the test image uses it.
     pub const DF: u64 = 1 << 10;
     /// Resume flag: suppresses instruction breakpoints for one instruction.
+    #[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Only the test image uses it.
     pub const RF: u64 = 1 << 16;
 }
 

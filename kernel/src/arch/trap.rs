@@ -274,6 +274,7 @@ pub type Handler = fn(&mut TrapFrame) -> bool;
 /// Runs after every handled exception, just before the trap path restores the registers
 /// (softtdx's CPU looks at the instruction about to resume). Called from `trap_common`; when
 /// none is registered the trap path spends three instructions on finding that out.
+#[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Only the test image uses it.
 pub type ResumeHook = extern "sysv64" fn(&mut TrapFrame);
 /// Tells the host that the kernel cannot continue (ReportFatalError in a TD).
 pub type FatalReporter = fn(&str);
@@ -291,6 +292,7 @@ pub fn register(vector: u64, handler: Handler) {
 }
 
 /// Registers the hook that runs before every return from a handled exception.
+#[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Only the test image uses it.
 pub fn set_resume_hook(hook: ResumeHook) {
     RESUME_HOOK.store(hook as usize, Ordering::Release);
 }

@@ -74,9 +74,9 @@ pub fn run_final(tally: &mut Tally) {
 }
 
 fn softtdx_active() -> bool {
-    #[cfg(feature = "softtdx")]
+    #[cfg(feature = "test-modes")]
     return crate::softtdx::is_active();
-    #[cfg(not(feature = "softtdx"))]
+    #[cfg(not(feature = "test-modes"))]
     return false;
 }
 

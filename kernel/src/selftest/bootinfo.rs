@@ -26,7 +26,7 @@ pub fn run(ctx: &Context, tally: &mut Tally) {
 /// QEMU's RAM ranges (`etc/e820`, entries of address u64, length u64, type u32; type 1 = RAM).
 fn e820_ram(ranges: &mut [(u64, u64); 32]) -> Option<usize> {
     let mut raw = [0u8; 32 * 20];
-    let size = crate::bootflags::fw_cfg_file(b"etc/e820", &mut raw)?;
+    let size = crate::fw_cfg::file(b"etc/e820", &mut raw)?;
     let mut count = 0;
     for entry in raw[..size.min(raw.len())].as_chunks::<20>().0 {
         let field = |at: usize| u64::from_le_bytes(entry[at..at + 8].try_into().unwrap_or([0; 8]));

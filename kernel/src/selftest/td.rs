@@ -68,7 +68,7 @@ fn cpuid_ve() -> Outcome {
     if ves != 1 {
         return fail!("CPUID {HYPERVISOR_LEAF:#x} took {ves} #VEs, want 1");
     }
-    #[cfg(feature = "softtdx")]
+    #[cfg(feature = "test-modes")]
     if crate::softtdx::is_active() {
         let reference = natively(|| cpuid(HYPERVISOR_LEAF));
         if reference != through_ve {
@@ -140,9 +140,9 @@ fn hlt_ve() -> Outcome {
 }
 
 fn softtdx_active() -> bool {
-    #[cfg(feature = "softtdx")]
+    #[cfg(feature = "test-modes")]
     return crate::softtdx::is_active();
-    #[cfg(not(feature = "softtdx"))]
+    #[cfg(not(feature = "test-modes"))]
     return false;
 }
 

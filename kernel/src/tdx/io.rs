@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use tdx_ve::io::{IoDirection, PortWidth};
 
 /// The test images also drive the devices of the softtdx differential checks.
-const INCLUDE_TEST_ONLY: bool = cfg!(feature = "softtdx") && !cfg!(feature = "broken-allowlist");
+const INCLUDE_TEST_ONLY: bool = cfg!(feature = "test-modes") && !cfg!(feature = "broken-allowlist");
 
 /// One bit per port: whether its first denial has been logged.
 static LOGGED: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];

@@ -1,0 +1,57 @@
+//! QEMU's fw_cfg device: named files read through its I/O ports (QEMU docs/specs/fw_cfg.rst:
+//! selector port 0x510 (16-bit write), data port 0x511 (byte reads), signature "QEMU" under
+//! selector 0, file directory under selector 0x19 (big-endian count, then 64-byte entries:
+//! size, select, reserved, 56-byte name)).
+//!
+//! What the host puts there is the host's: the kernel reads it only to check the boot handoff
+//! (`etc/e820`) and, in the test image, for its boot mode.
+
+use crate::port::{inb, outw};
+
+const FW_CFG_SELECTOR: u16 = 0x510;
+const FW_CFG_DATA: u16 = 0x511;
+const FW_CFG_SIGNATURE: u16 = 0x0000;
+const FW_CFG_FILE_DIR: u16 = 0x0019;
+
+fn select(key: u16) {
+    // SAFETY: fw_cfg's selector port only chooses which item the data port returns.
+    unsafe { outw(FW_CFG_SELECTOR, key) };
+}
+
+fn read_bytes(buffer: &mut [u8]) {
+    for byte in buffer.iter_mut() {
+        // SAFETY: reading the fw_cfg data port only advances the item's read offset.
+        *byte = unsafe { inb(FW_CFG_DATA) };
+    }
+}
+
+/// Reads fw_cfg file `name` into `buffer`; returns its full size (which may exceed the buffer,
+/// whose first bytes are then filled), or `None` without fw_cfg or without that file.
+pub fn file(name: &[u8], buffer: &mut [u8]) -> Option<usize> {
+    select(FW_CFG_SIGNATURE);
+    let mut signature = [0u8; 4];
+    read_bytes(&mut signature);
+    if &signature != b"QEMU" {
+        return None;
+    }
+    select(FW_CFG_FILE_DIR);
+    let mut count = [0u8; 4];
+    read_bytes(&mut count);
+    let count = u32::from_be_bytes(count).min(4096);
+    for _ in 0..count {
+        let mut entry = [0u8; 64];
+        read_bytes(&mut entry);
+        let size = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]) as usize;
+        let key = u16::from_be_bytes([entry[4], entry[5]]);
+        let entry_name = &entry[8..];
+        let name_len = entry_name.iter().position(|&b| b == 0).unwrap_or(entry_name.len());
+        if &entry_name[..name_len] != name {
+            continue;
+        }
+        let len = size.min(buffer.len());
+        select(key);
+        read_bytes(&mut buffer[..len]);
+        return Some(size);
+    }
+    None
+}

@@ -1,0 +1,90 @@
+//! What only the test and bench image does (cargo feature `test-modes`): read the boot mode
+//! from fw_cfg, switch softtdx on, crash, hang or run the benchmarks on request.
+//!
+//! The host controls fw_cfg, so none of this is in the kernel a TD boots: that one runs the
+//! self-test and nothing else.
+
+use crate::bootflags::{self, BootFlags, Mode};
+use crate::{bench, exit, println, softtdx};
+
+/// Reads the boot flags and, if they ask for it, switches softtdx on. Prints nothing (in a TD,
+/// or under softtdx, the TD info must be the kernel's first line).
+pub fn enter() -> BootFlags {
+    let flags = bootflags::read();
+    if let Mode::Softtdx(_) | Mode::Bench = flags.mode {
+        let fault = match flags.mode {
+            Mode::Softtdx(fault) => fault,
+            _ => None,
+        };
+        if let Err(reason) = softtdx::enable(fault) {
+            println!("tdx-unikernel: softtdx refused: {reason}");
+            exit::exit(exit::ExitCode::Failure);
+        }
+    }
+    flags
+}
+
+/// Announces the boot mode and runs the ones that replace the self-test.
+pub fn run(flags: &BootFlags) {
+    if flags.unparsed {
+        println!("tdx-unikernel: unknown boot mode in fw_cfg opt/tdx-unikernel/mode");
+        exit::exit(exit::ExitCode::Failure);
+    }
+    println!("tdx-unikernel: boot mode: {}", flags.mode.name());
+    match flags.mode {
+        Mode::Crash(crash) => provoke(crash),
+        Mode::Softtdx(Some(bootflags::FatalScenario::StringIoUnmapped)) => {
+            provoke_unmapped_string_io()
+        }
+        Mode::Hang => {
+            println!("tdx-unikernel: hang requested by the boot flags; spinning forever");
+            loop {
+                core::hint::spin_loop();
+            }
+        }
+        Mode::Bench => exit::exit(bench::run()),
+        _ => {}
+    }
+}
+
+/// An address in the canonical lower half that the loader leaves unmapped.
+const UNMAPPED: u64 = 0x0000_7FFF_DEAD_0000;
+
+fn provoke(crash: bootflags::Crash) -> ! {
+    match crash {
+        bootflags::Crash::PageFault => {
+            println!("tdx-unikernel: reading unmapped address {UNMAPPED:#x} on request");
+            // SAFETY: not safe at all, on purpose: the read faults and the unexpected-exception
+            // path must report it and stop the kernel.
+            let value = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+            panic!("read of an unmapped address returned {value:#x}")
+        }
+        bootflags::Crash::Panic => panic!("deliberate panic requested by the boot flags"),
+        bootflags::Crash::TripleFault => {
+            println!("tdx-unikernel: loading an empty IDT and raising #BP on request");
+            let empty = x86_64::structures::DescriptorTablePointer {
+                limit: 0,
+                base: x86_64::VirtAddr::new(0),
+            };
+            // SAFETY: not safe, on purpose: with no IDT the #BP cannot be delivered, nor the
+            // #DF after it, and the CPU shuts down (a triple fault).
+            unsafe {
+                x86_64::instructions::tables::lidt(&empty);
+                core::arch::asm!("int3");
+            }
+            panic!("an exception was delivered without an IDT")
+        }
+    }
+}
+
+/// `rep insb` into an unmapped buffer. Natively that is a page fault; in a TD (softtdx here)
+/// the #VE handler must find the bad operand before touching it and stop cleanly.
+fn provoke_unmapped_string_io() -> ! {
+    println!("tdx-unikernel: rep insb into unmapped address {UNMAPPED:#x} on request");
+    // SAFETY: not safe, on purpose (see above); the handler refuses the access.
+    unsafe {
+        core::arch::asm!("rep insb", in("dx") 0x511u16, inout("rdi") UNMAPPED => _,
+                         inout("rcx") 4usize => _, options(nostack, preserves_flags));
+    }
+    panic!("rep insb into an unmapped buffer completed")
+}
