@@ -489,6 +489,8 @@ fn compare_from(
     pass!("identical, {ves} I/O #VEs")
 }
 
+// Kept out of line: td-audit attributes native instructions to this module by symbol.
+#[inline(never)]
 pub fn run(_ctx: &Context, tally: &mut Tally) {
     if !crate::softtdx::is_active() {
         tally.record("diff.*", skip!("softtdx is not active: differential checks need the model"));

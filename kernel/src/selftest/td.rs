@@ -7,6 +7,8 @@ use crate::{fail, pass, skip};
 
 const NOT_A_TD: &str = "not a TD: CPUID leaf 0x21 has no IntelTDX vendor";
 
+// Kept out of line: td-audit attributes native instructions to this module by symbol.
+#[inline(never)]
 pub fn run(_ctx: &Context, tally: &mut Tally) {
     tally.run("tdx.vp_info", vp_info);
     tally.run("tdx.cc_attributes", cc_attributes);

@@ -88,6 +88,8 @@ pub fn host_stop(message: &str) -> ! {
 }
 
 /// Handles one TDG.VP.VMCALL from `frame` with `bitmap` exposed.
+// Kept out of line: td-audit attributes native instructions to this module by symbol.
+#[inline(never)]
 pub fn vmcall(
     frame: &mut TrapFrame,
     bitmap: u64,
