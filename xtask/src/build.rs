@@ -87,6 +87,10 @@ pub enum LoaderKind {
     /// Test-only: ours built with `broken-handoff` (`harness:broken-loader`).
     #[value(skip)]
     OwnBrokenHandoff,
+    /// Test-only: ours, with a copy of the kernel whose `.bootloader-config` claims
+    /// bootloader_api 0.11.16, which the loader must refuse (`harness:old-bootloader-api`).
+    #[value(skip)]
+    OwnOldApiKernel,
 }
 
 impl LoaderKind {
@@ -95,6 +99,7 @@ impl LoaderKind {
             LoaderKind::Own => "own",
             LoaderKind::Upstream => "upstream",
             LoaderKind::OwnBrokenHandoff => "own-broken-handoff",
+            LoaderKind::OwnOldApiKernel => "own-old-api-kernel",
         }
     }
 }
@@ -161,6 +166,7 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
     let loader_efi = match loader {
         LoaderKind::Own => Some(build_loader(false, quiet)?),
         LoaderKind::OwnBrokenHandoff => Some(build_loader(true, quiet)?),
+        LoaderKind::OwnOldApiKernel => Some(build_loader(false, quiet)?),
         LoaderKind::Upstream => None,
     };
     let mut cargo = nested_cargo(&root);
@@ -204,11 +210,15 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
     }
     let kernel = target_dir.join("x86_64-unknown-none/release/kernel");
     let image = target_dir.join(image_name(loader));
+    let image_kernel = match loader {
+        LoaderKind::OwnOldApiKernel => with_older_api_version(&kernel)?,
+        _ => kernel.clone(),
+    };
     let loader = match &loader_efi {
         Some(efi) => boot::Loader::Own(efi),
         None => boot::Loader::Upstream,
     };
-    build_image(&kernel, &loader, &image)?;
+    build_image(&image_kernel, &loader, &image)?;
     Ok(Artifacts { kernel, image })
 }
 
@@ -218,7 +228,28 @@ pub fn image_name(loader: LoaderKind) -> &'static str {
         LoaderKind::Own => "tdx-unikernel-uefi.img",
         LoaderKind::Upstream => "tdx-unikernel-uefi-upstream.img",
         LoaderKind::OwnBrokenHandoff => "tdx-unikernel-uefi-broken-handoff.img",
+        LoaderKind::OwnOldApiKernel => "tdx-unikernel-uefi-old-api-kernel.img",
     }
+}
+
+/// A copy of `kernel` whose `.bootloader-config` claims bootloader_api 0.11.16 instead of
+/// 0.11.17 (the patch field, bytes 20..22 of the section), written beside it.
+fn with_older_api_version(kernel: &Path) -> Result<PathBuf> {
+    let mut bytes =
+        std::fs::read(kernel).with_context(|| format!("cannot read {}", kernel.display()))?;
+    let parsed = loader_core::elf::Kernel::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", kernel.display()))?;
+    let section = parsed
+        .section(b".bootloader-config")
+        .map_err(|e| anyhow::anyhow!("{}: {e}", kernel.display()))?;
+    let at = section.as_ptr() as usize - bytes.as_ptr() as usize;
+    if section.get(16..23) != Some(&[0, 0, 11, 0, 17, 0, 0][..]) {
+        bail!("{} does not carry bootloader_api 0.11.17", kernel.display());
+    }
+    bytes[at + 20..at + 22].copy_from_slice(&16u16.to_le_bytes());
+    let copy = kernel.with_file_name("kernel-bootloader-api-0.11.16");
+    std::fs::write(&copy, bytes).with_context(|| format!("cannot write {}", copy.display()))?;
+    Ok(copy)
 }
 
 /// Whether `build_image` wrote a new image or found the current one.

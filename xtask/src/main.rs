@@ -279,6 +279,7 @@ fn run_command(cli: Cli) -> Result<bool> {
             let efi = match loader.loader {
                 build::LoaderKind::Own => Some(build::build_loader(false, true)?),
                 build::LoaderKind::OwnBrokenHandoff => Some(build::build_loader(true, true)?),
+                build::LoaderKind::OwnOldApiKernel => Some(build::build_loader(false, true)?),
                 build::LoaderKind::Upstream => None,
             };
             let loader = match &efi {

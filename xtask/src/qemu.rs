@@ -183,7 +183,11 @@ pub fn run(qemu: &Path, args: &[String], limits: &Limits, echo: bool) -> Result<
                         all.extend_from_slice(&buffer[..n]);
                         if let Some(end) = all[checked..].iter().rposition(|&b| b == b'\n') {
                             let lines = String::from_utf8_lossy(&all[checked..checked + end]);
-                            if crate::secure_boot::find_refusal(&lines).is_some() {
+                            // The firmware's Secure Boot refusal, or our loader's refusal of the
+                            // kernel: either way the firmware goes on to its boot menu.
+                            if crate::secure_boot::find_refusal(&lines).is_some()
+                                || lines.lines().any(crate::report::is_loader_error)
+                            {
                                 refused.store(true, std::sync::atomic::Ordering::Relaxed);
                             }
                             checked += end + 1;

@@ -36,8 +36,12 @@ pub struct SerialReport {
     pub checks: Vec<Check>,
     pub counters: BTreeMap<String, u64>,
     pub summary: Option<Summary>,
-    /// Lines where the kernel reported a fatal error (`FATAL ...`, `PANIC ...`).
+    /// Lines where the kernel reported a fatal error (`FATAL ...`, `PANIC ...`), or our loader
+    /// refused to start it (`tdx-loader: error: ...`, also in `loader_error`).
     pub fatal: Vec<String>,
+    /// Our loader's refusal (`tdx-loader: error: ...`, printed on the UEFI console before it
+    /// returns to the firmware): the kernel never ran.
+    pub loader_error: Option<String>,
     /// The line where the (model) host reported a guest's ReportFatalError.
     pub host_fatal: Option<String>,
     /// Whether the kernel printed its first line at all.
@@ -104,6 +108,11 @@ fn parse_check(rest: &str) -> Option<Check> {
     Some(Check { name: name.to_owned(), result, detail })
 }
 
+/// Whether `line` is our loader refusing the kernel (boot/loader/src/main.rs).
+pub fn is_loader_error(line: &str) -> bool {
+    line.trim_start().starts_with("tdx-loader: error: ")
+}
+
 pub fn parse(serial: &str) -> SerialReport {
     let clean = strip_ansi(serial);
     let mut report = SerialReport::default();
@@ -153,6 +162,9 @@ pub fn parse(serial: &str) -> SerialReport {
             report.summary = parse_summary(rest);
         } else if line.starts_with("FATAL") || line.starts_with("PANIC") {
             report.fatal.push(line.trim_end().to_owned());
+        } else if is_loader_error(line) && !report.kernel_started {
+            report.fatal.push(line.trim_end().to_owned());
+            report.loader_error.get_or_insert_with(|| line.trim_end().to_owned());
         } else if line.starts_with("softtdx: host: TD reported ReportFatalError") {
             report.host_fatal = Some(line.trim_end().to_owned());
         }
@@ -238,6 +250,20 @@ mod tests {
         );
         assert!(!report.kernel_started);
         assert_eq!(report.fatal.len(), 1);
+    }
+
+    #[test]
+    fn the_loaders_refusal_is_collected_as_fatal() {
+        let serial = format!(
+            "{OVMF_NOISE}tdx-loader: error: kernel config: the kernel was built against bootloader_api 0.11.16, this loader supports only 0.11.17\r\nBdsDxe: failed to start Boot0001: Load Error\r\n"
+        );
+        let report = parse(&serial);
+        assert!(report.loader_error.as_deref().unwrap().contains("bootloader_api 0.11.16"));
+        assert_eq!(report.fatal.len(), 1);
+        assert!(!report.kernel_started);
+        let entering = parse("tdx-loader: entering the kernel at 0x8000017690\n");
+        assert_eq!(entering.loader_error, None);
+        assert!(entering.fatal.is_empty());
     }
 
     #[test]

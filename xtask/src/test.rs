@@ -9,6 +9,8 @@
 //!   (`--loader` boots every run through one loader instead.)
 //! - `harness:broken-loader`: our loader built with `broken-handoff`; expect each `boot.*`
 //!   handoff check of kernel/src/selftest/bootinfo.rs to fail.
+//! - `harness:old-bootloader-api`: the default kernel with its `.bootloader-config` claiming
+//!   bootloader_api 0.11.16; expect our loader to refuse it on the console, stopped at once.
 //! - `fatal:<scenario>`: softtdx injects a fault that must stop the kernel; expect the fatal
 //!   report, ReportFatalError at the host and the failure exit, for the scenario's reason.
 //! - `harness:page-fault`, `harness:panic`: the native kernel crashes on purpose; expect the
@@ -329,6 +331,24 @@ pub fn default_runs(
     });
     if loader == LoaderKind::Own {
         runs.push(RunSpec {
+            id: "harness:old-bootloader-api".into(),
+            mode: "native",
+            machine: Machine::Legacy,
+            mode_flag: None,
+            variant: KernelVariant::default(),
+            loader: LoaderKind::OwnOldApiKernel,
+            expect: Expect::Fatal {
+                reason: vec![
+                    "tdx-loader: error:".into(),
+                    "built against bootloader_api 0.11.16, this loader supports only 0.11.17"
+                        .into(),
+                ],
+                host_report: false,
+            },
+            timeout,
+            firmware: None,
+        });
+        runs.push(RunSpec {
             id: "harness:broken-loader".into(),
             mode: "native",
             machine: Machine::Legacy,
@@ -415,6 +435,10 @@ pub fn verdict(
         if !report.kernel_started {
             return (Verdict::Refused, crate::secure_boot::refusal_reason(line));
         }
+    }
+    // Likewise for our loader refusing the kernel: the kernel never ran.
+    if let Some(line) = &report.loader_error {
+        return (Verdict::Fail, format!("the loader refused the kernel: {line}"));
     }
     if timed_out {
         return (Verdict::Timeout, "no exit before the timeout".into());
@@ -1288,6 +1312,25 @@ mod tests {
     }
 
     #[test]
+    fn the_loaders_refusal_is_a_failure_with_its_message_not_a_timeout() {
+        let refused = report::parse(
+            "BdsDxe: starting Boot0002\r\ntdx-loader: error: kernel config: the kernel was built against bootloader_api 0.11.16, this loader supports only 0.11.17\r\nBdsDxe: failed to start Boot0002: Load Error\r\n",
+        );
+        for (status, timed_out) in [(None, false), (None, true)] {
+            let (verdict, why) = verdict(status, timed_out, &refused);
+            assert_eq!(verdict, Verdict::Fail);
+            assert!(
+                why.contains("the loader refused the kernel") && why.contains("0.11.16"),
+                "{why}"
+            );
+        }
+        let runs = default_runs(Duration::from_secs(1), None, None);
+        let old_api = runs.iter().find(|r| r.id == "harness:old-bootloader-api").unwrap();
+        assert!(judge(old_api, Verdict::Fail, None, &refused).is_ok());
+        assert!(judge_pass("native", &refused).is_err());
+    }
+
+    #[test]
     fn a_secure_boot_refusal_is_its_own_verdict_not_a_timeout() {
         let refused = report::parse(
             "BdsDxe: loading Boot0002 \"UEFI QEMU HARDDISK QM00001 \"\r\nBdsDxe: failed to load Boot0002 \"UEFI QEMU HARDDISK QM00001 \" from PciRoot(0x0): Access Denied\r\n",
@@ -1388,10 +1431,8 @@ mod tests {
         );
         assert!(runs
             .iter()
-            .filter(|r| {
-                r.expect != Expect::Pass && r.id != "harness:broken-loader" && r.mode != "audit"
-            })
-            .all(|r| r.loader == LoaderKind::Own));
+            .filter(|r| r.expect != Expect::Pass && r.mode != "audit")
+            .all(|r| r.loader != LoaderKind::Upstream));
         let upstream = default_runs(Duration::from_secs(120), None, Some(LoaderKind::Upstream));
         assert!(upstream
             .iter()

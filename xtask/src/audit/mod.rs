@@ -592,7 +592,7 @@ impl Request {
 /// the PDB of a rebuild of the same crate.
 fn loader_image(loader: LoaderKind, image: &Path) -> Result<(Image, PathBuf)> {
     match loader {
-        LoaderKind::Own | LoaderKind::OwnBrokenHandoff => {
+        LoaderKind::Own | LoaderKind::OwnBrokenHandoff | LoaderKind::OwnOldApiKernel => {
             let efi = build::build_loader(loader == LoaderKind::OwnBrokenHandoff, true)?;
             let pdb = efi.with_file_name("loader.pdb");
             let image_bytes =
