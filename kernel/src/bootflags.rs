@@ -105,6 +105,8 @@ impl Mode {
 
 pub struct BootFlags {
     pub mode: Mode,
+    /// The TD attributes softtdx reports (`softtdx ... attributes=0x...`), when not its own.
+    pub td_attributes: Option<u64>,
     /// The raw flag text when it could not be parsed, for the report.
     pub unparsed: bool,
 }
@@ -113,11 +115,27 @@ pub struct BootFlags {
 /// (in a real TD they go through #VE like any other port access).
 pub fn read() -> BootFlags {
     let mut text = [0u8; MAX_MODE_LEN];
-    match crate::fw_cfg::file(MODE_FILE, &mut text) {
-        None => BootFlags { mode: Mode::Native, unparsed: false },
-        Some(size) => match Mode::parse(&text[..size.min(MAX_MODE_LEN)]) {
-            Some(mode) => BootFlags { mode, unparsed: false },
-            None => BootFlags { mode: Mode::Native, unparsed: true },
-        },
+    let unparsed = BootFlags { mode: Mode::Native, td_attributes: None, unparsed: true };
+    let Some(size) = crate::fw_cfg::file(MODE_FILE, &mut text) else {
+        return BootFlags { mode: Mode::Native, td_attributes: None, unparsed: false };
+    };
+    let Ok(text) = core::str::from_utf8(&text[..size.min(MAX_MODE_LEN)]) else {
+        return unparsed;
+    };
+    // A softtdx mode may end with ` attributes=0x...`: the TD attributes the model reports.
+    let (text, td_attributes) = match text.trim().split_once(" attributes=") {
+        Some((mode, hex)) => {
+            let digits = hex.trim().strip_prefix("0x").unwrap_or(hex.trim());
+            match u64::from_str_radix(digits, 16) {
+                Ok(value) => (mode, Some(value)),
+                Err(_) => return unparsed,
+            }
+        }
+        None => (text, None),
+    };
+    match Mode::parse(text.as_bytes()) {
+        Some(mode @ Mode::Softtdx(_)) => BootFlags { mode, td_attributes, unparsed: false },
+        Some(mode) if td_attributes.is_none() => BootFlags { mode, td_attributes, unparsed: false },
+        _ => unparsed,
     }
 }

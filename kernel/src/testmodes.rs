@@ -16,7 +16,7 @@ pub fn enter() -> BootFlags {
             Mode::Softtdx(fault) => fault,
             _ => None,
         };
-        if let Err(reason) = softtdx::enable(fault) {
+        if let Err(reason) = softtdx::enable(fault, flags.td_attributes) {
             println!("tdx-unikernel: softtdx refused: {reason}");
             exit::exit(exit::ExitCode::Failure);
         }

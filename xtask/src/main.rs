@@ -49,7 +49,8 @@ struct TdArgs {
     /// With --tdx: guest memory in MiB (TDVF must accept all of it).
     #[arg(long, value_name = "MiB", default_value_t = td::qemu::DEFAULT_MEMORY_MIB, requires = "tdx")]
     memory: u64,
-    /// With --tdx: the SEPT_VE_DISABLE attribute (bit 28); `--sept-ve-disable=false` clears it.
+    /// With --tdx: the SEPT_VE_DISABLE attribute (bit 28); `--sept-ve-disable=false` clears it,
+    /// and then the kernel refuses to run (FATAL, ReportFatalError) unless the TD is a debug TD.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, requires = "tdx")]
     sept_ve_disable: bool,
     /// With --tdx: ask for the DEBUG attribute (bit 0); upstream QEMU 10.1 and KVM refuse it.

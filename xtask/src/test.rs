@@ -20,6 +20,10 @@
 //! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
 //! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
 //!   differential checks to fail.
+//! - `attributes:no-sept-ve-disable`: softtdx reports TD attributes without SEPT_VE_DISABLE;
+//!   expect the kernel to refuse to run (FATAL and ReportFatalError), as Linux does.
+//! - `attributes:debug-td`: softtdx reports a debug TD; expect a pass whose first line says
+//!   DEBUG TD.
 //! - `td-image:hang-mode-ignored`: the kernel a TD boots, on the TD machine, with a hang
 //!   requested in fw_cfg; expect the self-test to run and pass (that image reads no boot mode).
 //! - `harness:broken-allowlist`: a kernel whose port allowlist lets every port through; expect
@@ -139,6 +143,18 @@ pub const CRASHES: [(&str, &[&str]); 2] = [
 /// Secure Boot on). Described by that package's `40-edk2-x86_64-secure-enrolled.json`.
 pub const SECURE_BOOT_FIRMWARE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
 
+/// TD attribute DEBUG (bit 0; TDX module ABI, TD ATTRIBUTES), what `attributes:debug-td` asks
+/// softtdx to report.
+const DEBUG_TD_ATTRIBUTES: u64 = 1;
+
+/// Whether a run's boot mode asks softtdx for a debug TD (`... attributes=0x...` with bit 0).
+pub fn requests_debug_td(mode_flag: Option<&str>) -> bool {
+    mode_flag
+        .and_then(|flag| flag.split_once(" attributes=0x"))
+        .and_then(|(_, hex)| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|attributes| attributes & DEBUG_TD_ATTRIBUTES != 0)
+}
+
 /// How long a run that expects a hang watches the kernel after it announced the hang.
 const HANG_GRACE: Duration = Duration::from_secs(3);
 
@@ -211,6 +227,34 @@ pub fn default_runs(
         // The user asked for a broken kernel: run it as if it were the real one.
         return runs;
     }
+    // The TD attributes policy (kernel/src/tdx/mod.rs), with the attributes softtdx reports
+    // chosen here: without SEPT_VE_DISABLE a non-debug TD must stop; a debug TD (bit 0, here
+    // without SEPT_VE_DISABLE too) runs and says so on its first line.
+    runs.push(RunSpec {
+        id: "attributes:no-sept-ve-disable".into(),
+        mode: "softtdx",
+        machine: Machine::Td,
+        mode_flag: Some("softtdx attributes=0x0".into()),
+        variant: KernelVariant::default(),
+        loader,
+        expect: Expect::Fatal {
+            reason: vec!["lack SEPT_VE_DISABLE (bit 28) in a non-debug TD".into()],
+            host_report: true,
+        },
+        timeout,
+        firmware: None,
+    });
+    runs.push(RunSpec {
+        id: "attributes:debug-td".into(),
+        mode: "softtdx",
+        machine: Machine::Legacy,
+        mode_flag: Some(format!("softtdx attributes={DEBUG_TD_ATTRIBUTES:#x}")),
+        variant: KernelVariant::default(),
+        loader,
+        expect: Expect::Pass,
+        timeout,
+        firmware: None,
+    });
     // The kernel a TD boots (`--tdx`, `cargo xtask build`) takes no orders from fw_cfg, which
     // the host controls: with a hang requested there it still runs the self-test and passes.
     runs.push(RunSpec {
@@ -535,6 +579,14 @@ pub fn judge(
             {
                 return Err(format!(
                     "in a TD the first kernel line must be the TD info, not {first:?}"
+                ));
+            }
+            // A debug TD says so on its first line; no other run may.
+            let debug_td = requests_debug_td(spec.mode_flag.as_deref());
+            if debug_td != first.contains("DEBUG TD") {
+                return Err(format!(
+                    "the first kernel line {} say DEBUG TD: {first:?}",
+                    if debug_td { "must" } else { "must not" }
                 ));
             }
             if spec.mode == "native" {
@@ -1399,6 +1451,22 @@ mod tests {
     }
 
     #[test]
+    fn a_debug_td_must_say_so_on_its_first_line_and_only_then() {
+        assert!(requests_debug_td(Some("softtdx attributes=0x1")));
+        assert!(requests_debug_td(Some("softtdx attributes=0x10000001")));
+        assert!(!requests_debug_td(Some("softtdx attributes=0x0")));
+        assert!(!requests_debug_td(Some("softtdx")));
+        assert!(!requests_debug_td(None));
+        let mut debug = spec(Expect::Pass, "softtdx");
+        debug.mode_flag = Some("softtdx attributes=0x1".into());
+        let mut report = passing_report("softtdx", 9);
+        assert!(judge(&debug, Verdict::Pass, Some(33), &report).is_err());
+        report.first_kernel_line = Some("tdx: TD detected: DEBUG TD (...), GPAW=48".into());
+        assert!(judge(&debug, Verdict::Pass, Some(33), &report).is_ok());
+        assert!(judge_pass("softtdx", &report).is_err());
+    }
+
+    #[test]
     fn the_td_image_is_booted_with_a_hang_mode_and_must_pass() {
         let runs = default_runs(Duration::from_secs(120), None, None);
         let run = runs.iter().find(|r| r.id == "td-image:hang-mode-ignored").expect("the run");
@@ -1426,6 +1494,7 @@ mod tests {
                 ("softtdx:upstream", LoaderKind::Upstream),
                 ("td-machine:native", LoaderKind::Own),
                 ("td-machine:softtdx", LoaderKind::Own),
+                ("attributes:debug-td", LoaderKind::Own),
                 ("td-image:hang-mode-ignored", LoaderKind::Own),
             ]
         );

@@ -11,6 +11,7 @@ const NOT_A_TD: &str = "not a TD: CPUID leaf 0x21 has no IntelTDX vendor";
 #[inline(never)]
 pub fn run(_ctx: &Context, tally: &mut Tally) {
     tally.run("tdx.vp_info", vp_info);
+    tally.run("tdx.attributes", td_attributes);
     tally.run("tdx.cc_attributes", cc_attributes);
     tally.run("tdx.cpuid_ve", cpuid_ve);
     tally.run("tdx.rdmsr_ve", rdmsr_ve);
@@ -41,6 +42,29 @@ fn vp_info() -> Outcome {
         info.num_vcpus,
         info.max_vcpus
     )
+}
+
+/// The attributes policy as applied at boot (`crate::tdx::init`): a kernel that got this far
+/// must be in a TD whose attributes allow it to run, and a debug TD is named as one here too.
+fn td_attributes() -> Outcome {
+    use tdx_ve::abi::AttributesVerdict;
+    let Some(info) = crate::tdx::td_info() else {
+        return skip!("{NOT_A_TD}");
+    };
+    let bits = info.attributes.0;
+    match info.attributes.verdict() {
+        AttributesVerdict::Run => {
+            pass!("attributes {bits:#x}: SEPT_VE_DISABLE set, not a debug TD")
+        }
+        AttributesVerdict::RunDebug { sept_ve_disable } => pass!(
+            "DEBUG TD: attributes {bits:#x}, the host can read and write its state; \
+             SEPT_VE_DISABLE {}",
+            if sept_ve_disable { "set" } else { "clear (allowed only in a debug TD)" }
+        ),
+        AttributesVerdict::Refuse => {
+            fail!("attributes {bits:#x} lack SEPT_VE_DISABLE, yet the kernel kept running")
+        }
+    }
 }
 
 fn cc_attributes() -> Outcome {

@@ -44,9 +44,11 @@ const TDX_NO_VALID_VE_INFO: u64 = TdxStatus::NO_VALID_VE_INFO;
 const TDCALL_BYTES: [u8; 4] = [0x66, 0x0F, 0x01, 0xCC];
 const MAX_INSTRUCTION_LENGTH: usize = 15;
 
-/// The values the model's TDG.VP.INFO reports: a 1-vCPU TD with a 48-bit GPA width.
+/// The values the model's TDG.VP.INFO reports: a 1-vCPU TD with a 48-bit GPA width and, unless
+/// the boot mode chooses other attributes (`softtdx attributes=0x...`), SEPT_VE_DISABLE set, as
+/// QEMU sets it by default.
 const MODEL_GPAW: u64 = 48;
-const MODEL_ATTRIBUTES: u64 = 0;
+const MODEL_ATTRIBUTES: u64 = tdx_ve::abi::TdAttributes::SEPT_VE_DISABLE;
 
 /// An exit reason no handler knows, for the `unknown-exit-reason` scenario.
 const UNKNOWN_EXIT_REASON: u32 = 0xFFFF;
@@ -148,6 +150,8 @@ struct Model {
     pending_ve: Option<VeInfo>,
     /// The fatal fault this boot injects, consumed when it fires.
     scenario: Option<FatalScenario>,
+    /// The TD attributes TDG.VP.INFO reports.
+    attributes: u64,
     /// A non-fatal host fault armed by a self-test check for the next hypercall.
     host_fault: Option<HostFault>,
     /// Single-step the #VE handler until its TDG.VP.VEINFO.GET, so that anything it does
@@ -167,6 +171,7 @@ struct Model {
 static MODEL: Mutex<Model> = Mutex::new(Model {
     pending_ve: None,
     scenario: None,
+    attributes: MODEL_ATTRIBUTES,
     host_fault: None,
     check_ve_ordering: true,
     passthrough: false,
@@ -223,7 +228,10 @@ pub fn is_active() -> bool {
 }
 
 /// Switches the model on and starts single-stepping the caller.
-pub fn enable(scenario: Option<FatalScenario>) -> Result<(), &'static str> {
+pub fn enable(
+    scenario: Option<FatalScenario>,
+    attributes: Option<u64>,
+) -> Result<(), &'static str> {
     if crate::tdx::detect() {
         return Err("this is a real TD: the model must not stand in for the TDX module");
     }
@@ -232,6 +240,7 @@ pub fn enable(scenario: Option<FatalScenario>) -> Result<(), &'static str> {
         SOFTTDX_VE_ENTRY = crate::arch::idt::gate_handler(crate::arch::idt::vector::VIRTUALIZATION)
     };
     model().scenario = scenario;
+    model().attributes = attributes.unwrap_or(MODEL_ATTRIBUTES);
     use crate::arch::{idt::vector, trap};
     trap::register(vector::DEBUG, handle_debug);
     trap::register(vector::INVALID_OPCODE, handle_invalid_opcode);
@@ -522,7 +531,7 @@ fn tdx_module(frame: &mut TrapFrame) {
         1 => {
             frame.rax = TDX_SUCCESS;
             frame.rcx = MODEL_GPAW;
-            frame.rdx = MODEL_ATTRIBUTES;
+            frame.rdx = model.attributes;
             frame.r8 = (1 << 32) | 1;
             frame.r9 = 0;
             frame.r10 = 0;

@@ -245,11 +245,16 @@ pub fn launch_warnings(l: &TdLaunch) -> Vec<String> {
         ));
     }
     if !l.sept_ve_disable {
-        warnings.push(
-            "SEPT_VE_DISABLE is off: an access to a private page that was never accepted \
-             raises #VE in the guest instead of being handled by the TDX module"
-                .to_string(),
-        );
+        let outcome = if l.debug {
+            "the kernel runs anyway because this is a debug TD, and says so"
+        } else {
+            "the kernel will refuse to run: it prints FATAL, sends ReportFatalError and stops \
+             (as Linux does in a non-debug TD)"
+        };
+        warnings.push(format!(
+            "SEPT_VE_DISABLE is off: the host can make any private page pending and raise \
+             #VE anywhere in the guest; {outcome}"
+        ));
     }
     warnings
 }
@@ -279,6 +284,18 @@ fn quote_one(arg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sept_ve_disable_off_says_the_kernel_will_refuse_to_run_unless_debug() {
+        let mut l = launch();
+        l.sept_ve_disable = false;
+        let warnings = launch_warnings(&l).join("\n");
+        assert!(warnings.contains("will refuse to run"), "{warnings}");
+        l.debug = true;
+        let warnings = launch_warnings(&l).join("\n");
+        assert!(warnings.contains("debug TD") && !warnings.contains("refuse"), "{warnings}");
+    }
+
     use super::*;
 
     fn launch() -> TdLaunch {

@@ -555,6 +555,34 @@ impl TdAttributes {
     pub const fn sept_ve_disable(self) -> bool {
         self.contains(Self::SEPT_VE_DISABLE)
     }
+
+    /// Whether the kernel runs in a TD with these attributes, as Linux decides it
+    /// (arch/x86/coco/tdx/tdx.c, `tdx_early_init`/`disable_sept_ve`, for a TDX module without
+    /// the flexible pending-#VE control): without SEPT_VE_DISABLE the host can make any private
+    /// page pending and raise an EPT-violation #VE wherever it likes (a #DF if it lands before
+    /// TDG.VP.VEINFO.GET), so a non-debug TD refuses to run; a debug TD runs (the host can read
+    /// and write its state anyway) and says so.
+    pub const fn verdict(self) -> AttributesVerdict {
+        match (self.debug(), self.sept_ve_disable()) {
+            (true, sept_ve_disable) => AttributesVerdict::RunDebug { sept_ve_disable },
+            (false, true) => AttributesVerdict::Run,
+            (false, false) => AttributesVerdict::Refuse,
+        }
+    }
+}
+
+/// What [`TdAttributes::verdict`] decides.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AttributesVerdict {
+    /// SEPT_VE_DISABLE set, not a debug TD.
+    Run,
+    /// A debug TD: run, and say loudly that the host can read and write its state.
+    RunDebug {
+        /// Whether SEPT_VE_DISABLE is set (a debug TD runs either way, with a warning if not).
+        sept_ve_disable: bool,
+    },
+    /// SEPT_VE_DISABLE clear in a non-debug TD: stop with ReportFatalError.
+    Refuse,
 }
 
 /// A GPAW that cannot give a shared bit.
@@ -657,6 +685,20 @@ impl fmt::Display for InvalidGpaw {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn attributes_verdict_follows_linux() {
+        let v = |bits| TdAttributes(bits).verdict();
+        assert_eq!(v(TdAttributes::SEPT_VE_DISABLE), AttributesVerdict::Run);
+        assert_eq!(v(TdAttributes::SEPT_VE_DISABLE | TdAttributes::PKS), AttributesVerdict::Run);
+        assert_eq!(v(0), AttributesVerdict::Refuse);
+        assert_eq!(v(TdAttributes::MIGRATABLE), AttributesVerdict::Refuse);
+        assert_eq!(v(TdAttributes::DEBUG), AttributesVerdict::RunDebug { sept_ve_disable: false });
+        assert_eq!(
+            v(TdAttributes::DEBUG | TdAttributes::SEPT_VE_DISABLE),
+            AttributesVerdict::RunDebug { sept_ve_disable: true }
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 
