@@ -603,6 +603,102 @@ pub fn classify(instruction: &Instruction, version: ModuleVersion) -> Rule {
     }
 }
 
+/// The TD configuration with every optional feature off, as a minimal guest gets it and as the
+/// softtdx model plays it: ATTRIBUTES 0 (no PERFMON, PKS, KL), XFAM x87|SSE only (no PK, CET,
+/// ULI), no optional virtual CPUID feature (MONITOR, PCONFIG, TSC_DEADLINE, WAITPKG),
+/// TD_CTLS.REDUCE_VE = 0, VIRT_CPUID2 = 0, ENUM_TOPOLOGY = 0, CPUID #VE controls 0.
+///
+/// Resolves what [`classify`] leaves to [`Condition::TdConfiguration`] where the table can tell
+/// for that configuration:
+/// - MWAIT/MONITOR: exiting is on when virtual CPUID.MONITOR=0 (td_vmcs_init.c L216-218), so the
+///   version's fallback (#VE in 1.0/1.5.01, #UD from 1.5.05; README 4);
+/// - PCONFIG: not enabled without the PCONFIG feature, so #UD (td_vmcs_init.c L220-221);
+/// - RDPMC: #GP(0) with ATTRIBUTES.PERFMON=0 (td_other_exits.c td_rdpmc_exit L44-66);
+/// - CPUID in 1.5.12+/2.0: #VE for every leaf the newest algorithm answers only with REDUCE_VE,
+///   VIRT_CPUID2 or ENUM_TOPOLOGY, and for unlisted subleaves (README 2.3).
+///
+/// Everything else is returned as [`classify`] gives it: a still-undecided MSR of 1.5.12+/2.0
+/// (its generated row cannot tell GP_OR_VE_BY_<feature> from GP_OR_VE_BY_REDUCED_VE), and every
+/// [`Condition::Value`] outcome (see [`cr0_write`], [`cr4_write`] for exact values).
+pub fn classify_minimal_td(instruction: &Instruction, version: ModuleVersion) -> Rule {
+    use Instruction as I;
+    let rule = classify(instruction, version);
+    let Outcome::DependsOn { on: Condition::TdConfiguration, possible, exit_reason } = rule.outcome
+    else {
+        return rule;
+    };
+    let outcome = match instruction {
+        I::Mwait | I::Monitor if possible.contains(U) => Outcome::Ud,
+        I::Mwait | I::Monitor => Outcome::Ve { exit_reason },
+        I::Pconfig => Outcome::Ud,
+        I::Rdpmc => Outcome::Gp,
+        I::Cpuid { leaf: Some(_), subleaf: Some(_) } => Outcome::Ve { exit_reason },
+        _ => rule.outcome,
+    };
+    Rule { outcome, source: rule.source }
+}
+
+/// IA32_VMX_CR0_FIXED0 on TDX-capable hardware: PE, NE, PG (SDM Vol. 3D A.7; the module
+/// excludes PE and PG from its FIXED0 check, README 3.1).
+const CR0_FIXED0: u64 = (1 << 0) | (1 << 5) | (1 << 31);
+const CR0_PE: u64 = 1 << 0;
+const CR0_WP: u64 = 1 << 16;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PKE: u64 = 1 << 22;
+const CR4_CET: u64 = 1 << 23;
+const CR4_PKS: u64 = 1 << 24;
+const CR4_UINTR: u64 = 1 << 25;
+/// CR4 bits that IA32_VMX_CR4_FIXED1 allows on the hardware assumed here: 0-14 and 16-25.
+const CR4_FIXED1: u64 = 0x03FF_7FFF;
+
+/// MOV to CR0 of `new` in the minimal TD ([`classify_minimal_td`]), with `cr4` the current CR4:
+/// native (no exit, or the module completes the write), #VE (exit reason 28) or #GP(0), in the
+/// order of 1.5.01 `write_guest_cr0` (helpers.c L1248-1305, README 3.1): FIXED1/FIXED0 (bits
+/// 63:32 set, NE clear) -> #GP; PE=0 with PG=1 -> #GP; WP=0 with CR4.CET -> #GP; PE=0, NW=1 or
+/// CD=1 -> #VE; else the write completes (reserved bits keep their values). Every module
+/// version reads the same (1.0 and newest have the same steps).
+pub fn cr0_write(new: u64, cr4: u64) -> Rule {
+    let rule = cr0_rule(WrittenValue::constant(new));
+    if rule.outcome == Outcome::Native {
+        return rule;
+    }
+    let outcome = if new >> 32 != 0
+        || new & CR0_FIXED0 & !(CR0_PE | CR0_PG) != CR0_FIXED0 & !(CR0_PE | CR0_PG)
+        || (new & CR0_PE == 0 && new & CR0_PG != 0)
+        || (new & CR0_WP == 0 && cr4 & CR4_CET != 0)
+    {
+        Outcome::Gp
+    } else if new & CR0_PE == 0 || new & (CR0_NW | CR0_CD) != 0 {
+        Outcome::Ve { exit_reason: er::CR_ACCESS }
+    } else {
+        Outcome::Native
+    };
+    Rule { outcome, source: SRC_CR0 }
+}
+
+/// MOV to CR4 of `new` in the minimal TD, with `cr0` the current CR0, in the order of 1.5.01
+/// `write_guest_cr4` (helpers.c L1336-1378, README 3.2): a bit FIXED1 forbids -> #GP; PKE, CET,
+/// UINTR, KL or PKS set (none enabled in this TD) -> #GP; CET with CR0.WP=0 -> #GP; anything
+/// else that exits (clearing MCE, setting VMXE, SMXE) -> #VE (exit reason 28; newest with
+/// REDUCE_VE=0 the same).
+pub fn cr4_write(new: u64, cr0: u64, version: ModuleVersion) -> Rule {
+    let rule = cr4_rule(WrittenValue::constant(new), version);
+    if rule.outcome == Outcome::Native {
+        return rule;
+    }
+    let outcome = if new & !CR4_FIXED1 != 0
+        || new & (CR4_PKE | CR4_CET | CR4_UINTR | CR4_KL | CR4_PKS) != 0
+        || (new & CR4_CET != 0 && cr0 & CR0_WP == 0)
+    {
+        Outcome::Gp
+    } else {
+        Outcome::Ve { exit_reason: er::CR_ACCESS }
+    };
+    Rule { outcome, source: SRC_CR4 }
+}
+
 /// Whether `instruction` completes natively in every module version and TD configuration.
 pub fn is_native_in_every_version(instruction: &Instruction) -> bool {
     ALL_VERSIONS.iter().all(|&v| classify(instruction, v).outcome == Outcome::Native)

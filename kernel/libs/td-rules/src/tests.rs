@@ -164,6 +164,70 @@ fn mov_cr0() {
 }
 
 #[test]
+fn minimal_td_resolves_the_configuration() {
+    use ModuleVersion::*;
+    let minimal = |i: Instruction| ALL_VERSIONS.map(|v| classify_minimal_td(&i, v).outcome);
+    // td_vmcs_init.c L216-218: MONITOR exiting with virtual CPUID.MONITOR=0; 1.0/1.5.01 #VE,
+    // 1.5.05+ #UD (1.5.05 dispatcher L749-751).
+    let mwait = Outcome::Ve { exit_reason: 36 };
+    assert_eq!(minimal(Instruction::Mwait), [mwait, mwait, Outcome::Ud, Outcome::Ud]);
+    let monitor = Outcome::Ve { exit_reason: 39 };
+    assert_eq!(minimal(Instruction::Monitor), [monitor, monitor, Outcome::Ud, Outcome::Ud]);
+    // td_vmcs_init.c L220-221 (PCONFIG not enabled) and td_rdpmc_exit (PERFMON=0).
+    assert_eq!(minimal(Instruction::Pconfig), [Outcome::Ud; 4]);
+    assert_eq!(minimal(Instruction::Rdpmc), [Outcome::Gp; 4]);
+    // README 2.3: leaf 0xB #VE unless ENUM_TOPOLOGY; 0x21/1 unlisted, #VE unless REDUCE_VE.
+    for (leaf, subleaf) in [(0xB, 0), (0x21, 1), (2, 0), (6, 0)] {
+        let cpuid = Instruction::Cpuid { leaf: Some(leaf), subleaf: Some(subleaf) };
+        assert_eq!(minimal(cpuid), [VE_CPUID; 4], "leaf {leaf:#x}/{subleaf}");
+    }
+    let leaf1 = Instruction::Cpuid { leaf: Some(1), subleaf: Some(0) };
+    assert_eq!(minimal(leaf1), [Outcome::Native; 4]);
+    // Unchanged where classify is already decided, and where the table cannot tell.
+    assert_eq!(
+        classify_minimal_td(&Instruction::Wbinvd, V1_0).outcome,
+        classify(&Instruction::Wbinvd, V1_0).outcome
+    );
+    let unknown = Instruction::Cpuid { leaf: None, subleaf: None };
+    assert_eq!(classify_minimal_td(&unknown, V1_0).outcome.possible(), N | V);
+}
+
+#[test]
+fn exact_cr0_writes() {
+    // write_guest_cr0 (helpers.c L1248-1305, README 3.1), in its order.
+    let base: u64 = 0x8000_0033; // PG, NE, ET, MP, PE
+    assert_eq!(cr0_write(base, 0).outcome, Outcome::Native); // nothing module-owned changes
+    assert_eq!(cr0_write(base | (1 << 16), 0).outcome, Outcome::Native); // WP guest-owned
+    assert_eq!(cr0_write(base & !(1 << 5), 0).outcome, Outcome::Gp); // NE cleared: FIXED0
+    assert_eq!(cr0_write(base | (1 << 40), 0).outcome, Outcome::Gp); // 63:32: FIXED1
+    assert_eq!(cr0_write(base & !1, 0).outcome, Outcome::Gp); // PE=0 with PG=1
+    let cr_ve = Outcome::Ve { exit_reason: 28 };
+    assert_eq!(cr0_write(base | (1 << 30), 0).outcome, cr_ve); // CD
+    assert_eq!(cr0_write(base | (1 << 29), 0).outcome, cr_ve); // NW
+    assert_eq!(cr0_write((base & !(1 << 31)) & !1, 0).outcome, cr_ve); // PE=0, PG=0
+                                                                       // WP cleared while CR4.CET=1, with CD set so that the write exits: #GP first.
+    assert_eq!(cr0_write((base | (1 << 30)) & !(1 << 16), 1 << 23).outcome, Outcome::Gp);
+    // Reserved bit 6 is module-owned: exits, and completes (silently ignored).
+    assert_eq!(cr0_write(base | (1 << 6), 0).outcome, Outcome::Native);
+}
+
+#[test]
+fn exact_cr4_writes() {
+    // write_guest_cr4 (helpers.c L1336-1378, README 3.2).
+    use ModuleVersion::*;
+    let base: u64 = 0x6e0; // MCE, PAE, PGE, OSFXSR, OSXMMEXCPT
+    assert_eq!(cr4_write(base, 1 << 16, V1_5_01).outcome, Outcome::Native);
+    assert_eq!(cr4_write(base | (1 << 18), 1 << 16, V1_5_01).outcome, Outcome::Native);
+    let cr_ve = Outcome::Ve { exit_reason: 28 };
+    assert_eq!(cr4_write(base & !(1 << 6), 1 << 16, V1_0).outcome, cr_ve); // clear MCE
+    assert_eq!(cr4_write(base | (1 << 13), 1 << 16, V1_5_01).outcome, cr_ve); // VMXE
+    assert_eq!(cr4_write(base | (1 << 19), 1 << 16, V1_5_01).outcome, Outcome::Gp); // KL
+    assert_eq!(cr4_write(base | (1 << 22), 1 << 16, V1_5_01).outcome, Outcome::Gp); // PKE
+    assert_eq!(cr4_write(base | (1 << 15), 1 << 16, V1_5_01).outcome, Outcome::Gp);
+    // FIXED1
+}
+
+#[test]
 fn other_exits() {
     // tdx_td_dispatcher.c L745-915 and vmcs_defs.h L45-66 (README 4).
     assert_eq!(all(Instruction::PortIo), [Outcome::Ve { exit_reason: 30 }; 4]);
