@@ -5,9 +5,12 @@
 //!
 //! - The model's *CPU* runs before each instruction resumes ([`before_resume`], reached from the
 //!   single-step #DB and after every other handled exception). It decodes the instruction at
-//!   RIP. Instructions that a TD does not execute natively (IN/OUT/INS/OUTS, HLT, CPUID of the
-//!   hypervisor range, RDMSR/WRMSR of the MSRs listed in [`msr_raises_ve`]) get VE info recorded
-//!   in VMX format and a #VE delivered through IDT vector 20 exactly as the CPU would: RSP
+//!   RIP. Instructions that a TD does not execute natively get VE info recorded in VMX format
+//!   and a #VE delivered through IDT vector 20 exactly as the CPU would: port I/O, and every
+//!   instruction the classification table (`td-rules`) sends to #VE for the module version and
+//!   TD the model plays ([`strict`]: HLT, WBINVD, INVD, VMCALL, MWAIT/MONITOR, CPUID leaves and
+//!   subleaves, RDMSR/WRMSR per MSR, MOV to CR0/CR4 by value); those the table sends to #GP or
+//!   #UD get that exception through its gate instead ([`deliver_fault`]). RSP
 //!   aligned down to 16, SS, RSP, RFLAGS, CS, RIP pushed, no error code, IF cleared, and a jump
 //!   to the handler address held by the IDT gate ([`deliver_ve`]). One deliberate difference:
 //!   TF stays set until the handler's TDG.VP.VEINFO.GET, so the model sees every instruction
@@ -22,6 +25,7 @@
 //! advance) is the code that runs in a real TD. The model is active only when the boot flags ask
 //! for it and CPUID says the CPU is *not* a real TD.
 
+mod strict;
 mod vmm;
 
 use crate::arch::rflags;
@@ -399,76 +403,114 @@ fn resume(frame: &mut TrapFrame) {
             }
         }
         let (bytes, len) = fetch(frame.rip);
-        let Ok(instruction) = decode::decode(&bytes[..len]) else {
-            return;
-        };
-        match instruction {
-            Instruction::Io(io) => {
-                let port = io.immediate_port.map_or(frame.rdx as u16, u16::from);
-                let qualification = decode::io_qualification(&io, port);
-                // VMX "VM-exit instruction information" for INS/OUTS: address size and segment.
-                let instruction_info = io.string_io_information().map_or(0, |i| i.encode());
+        match strict::decide(&bytes[..len], frame) {
+            strict::Decision::NotHere => {}
+            strict::Decision::Native => return,
+            strict::Decision::ModuleCpuid { length } => {
+                let leaf = frame.rax as u32;
+                let subleaf = frame.rcx as u32;
+                if leaf == 0 || leaf == 0x21 {
+                    // Answered as the module answers them (td-rules: SRC_CPUID_0, SRC_CPUID_21),
+                    // so TD detection takes its ordinary path; other leaves run natively.
+                    let [a, b, c, d] = tdx_module_cpuid(leaf, subleaf);
+                    frame.rax = a as u64;
+                    frame.rbx = b as u64;
+                    frame.rcx = c as u64;
+                    frame.rdx = d as u64;
+                    frame.rip += length as u64;
+                    continue;
+                }
+                return;
+            }
+            strict::Decision::Ve { exit_reason, qualification, length } => {
                 let info = VeInfo {
-                    exit_reason: ExitReason::Io as u32,
-                    exit_qualification: qualification.encode(),
+                    exit_reason: u32::from(exit_reason),
+                    exit_qualification: qualification,
                     guest_linear_address: 0,
                     guest_physical_address: 0,
-                    instruction_length: io.length as u32,
-                    instruction_info,
+                    instruction_length: u32::from(length),
+                    instruction_info: 0,
                 };
                 return deliver_ve(frame, info);
             }
-            Instruction::Hlt { length } => {
-                return deliver_ve(frame, simple_ve(ExitReason::Hlt, length));
-            }
-            Instruction::Cpuid { length } => {
-                let leaf = frame.rax as u32;
-                let subleaf = frame.rcx as u32;
-                match leaf {
-                    0 | 0x21 => {
-                        let [a, b, c, d] = tdx_module_cpuid(leaf, subleaf);
-                        frame.rax = a as u64;
-                        frame.rbx = b as u64;
-                        frame.rcx = c as u64;
-                        frame.rdx = d as u64;
-                        frame.rip += length as u64;
-                        continue;
-                    }
-                    0x4000_0000..=0x4FFF_FFFF => {
-                        return deliver_ve(frame, simple_ve(ExitReason::Cpuid, length));
-                    }
-                    _ => return,
-                }
-            }
-            Instruction::Rdmsr { length } if msr_raises_ve(frame.rcx as u32, false) => {
-                return deliver_ve(frame, simple_ve(ExitReason::Rdmsr, length));
-            }
-            Instruction::Wrmsr { length } if msr_raises_ve(frame.rcx as u32, true) => {
-                return deliver_ve(frame, simple_ve(ExitReason::Wrmsr, length));
-            }
-            _ => return,
+            strict::Decision::Gp => return deliver_fault(frame, GP_VECTOR, Some(0)),
+            strict::Decision::Ud => return deliver_fault(frame, UD_VECTOR, None),
         }
+        let Ok(Instruction::Io(io)) = decode::decode(&bytes[..len]) else {
+            return;
+        };
+        let port = io.immediate_port.map_or(frame.rdx as u16, u16::from);
+        let qualification = decode::io_qualification(&io, port);
+        // VMX "VM-exit instruction information" for INS/OUTS: address size and segment.
+        let instruction_info = io.string_io_information().map_or(0, |i| i.encode());
+        let info = VeInfo {
+            exit_reason: ExitReason::Io as u32,
+            exit_qualification: qualification.encode(),
+            guest_linear_address: 0,
+            guest_physical_address: 0,
+            instruction_length: io.length as u32,
+            instruction_info,
+        };
+        return deliver_ve(frame, info);
     }
 }
 
-fn simple_ve(reason: ExitReason, length: u8) -> VeInfo {
-    VeInfo {
-        exit_reason: reason as u32,
-        exit_qualification: 0,
-        guest_linear_address: 0,
-        guest_physical_address: 0,
-        instruction_length: length as u32,
-        instruction_info: 0,
-    }
+const GP_VECTOR: u64 = 13;
+const UD_VECTOR: u64 = 6;
+
+/// The frame the fault trampolines push: error code, RIP, CS, RFLAGS, RSP, SS.
+#[no_mangle]
+static mut SOFTTDX_FAULT_FRAME: [u64; 6] = [0; 6];
+/// The handler of the fault being delivered.
+#[no_mangle]
+static mut SOFTTDX_FAULT_ENTRY: u64 = 0;
+
+// As `softtdx_deliver_ve`, for a fault the TDX module (or the CPU, with the module's exit
+// controls) raises instead of a #VE: #GP(0) with its error code, #UD without.
+core::arch::global_asm!(
+    ".global softtdx_deliver_fault_with_error",
+    "softtdx_deliver_fault_with_error:",
+    "    and rsp, -16",
+    "    push qword ptr [rip + {frame} + 40]",
+    "    push qword ptr [rip + {frame} + 32]",
+    "    push qword ptr [rip + {frame} + 24]",
+    "    push qword ptr [rip + {frame} + 16]",
+    "    push qword ptr [rip + {frame} + 8]",
+    "    push qword ptr [rip + {frame} + 0]",
+    "    jmp qword ptr [rip + {entry}]",
+    ".global softtdx_deliver_fault",
+    "softtdx_deliver_fault:",
+    "    and rsp, -16",
+    "    push qword ptr [rip + {frame} + 40]",
+    "    push qword ptr [rip + {frame} + 32]",
+    "    push qword ptr [rip + {frame} + 24]",
+    "    push qword ptr [rip + {frame} + 16]",
+    "    push qword ptr [rip + {frame} + 8]",
+    "    jmp qword ptr [rip + {entry}]",
+    frame = sym SOFTTDX_FAULT_FRAME,
+    entry = sym SOFTTDX_FAULT_ENTRY,
+);
+
+extern "C" {
+    fn softtdx_deliver_fault_with_error();
+    fn softtdx_deliver_fault();
 }
 
-/// MSR accesses that the model sends to the VMM through #VE: reads and writes of
-/// IA32_APIC_BASE, and writes of IA32_EFER (any EFER write raises #VE in a TD, TDX-FACTS.md).
-/// Everything else executes natively, as most MSRs do in a TD.
-fn msr_raises_ve(msr: u32, write: bool) -> bool {
-    const IA32_APIC_BASE: u32 = 0x1B;
-    const IA32_EFER: u32 = 0xC000_0080;
-    msr == IA32_APIC_BASE || (write && msr == IA32_EFER)
+/// Redirects `frame` so that its `iretq` delivers exception `vector` through its IDT gate, as
+/// the CPU does: the instruction at RIP does not run, IF and TF are clear in the handler.
+fn deliver_fault(frame: &mut TrapFrame, vector: u64, error_code: Option<u64>) {
+    // SAFETY: single CPU, inside an exception handler: nothing else reads these slots until the
+    // trampoline, which runs right after this handler's iretq.
+    unsafe {
+        SOFTTDX_FAULT_ENTRY = crate::arch::idt::gate_handler(vector);
+        SOFTTDX_FAULT_FRAME =
+            [error_code.unwrap_or(0), frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss];
+    }
+    frame.rip = match error_code {
+        Some(_) => softtdx_deliver_fault_with_error as *const () as u64,
+        None => softtdx_deliver_fault as *const () as u64,
+    };
+    frame.rflags &= !(rflags::IF | rflags::TF | rflags::RF);
 }
 
 /// CPUID as the TDX module answers it without a #VE: leaf 0 reports at least 0x21, and leaf
@@ -484,7 +526,8 @@ fn tdx_module_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
         (0x21, _) => [0; 4],
         _ => {
             let r = __cpuid_count(leaf, subleaf);
-            [r.eax.max(0x21), r.ebx, r.ecx, r.edx]
+            let eax = if leaf == 0 { r.eax.max(0x21) } else { r.eax };
+            [eax, r.ebx, r.ecx, r.edx]
         }
     }
 }

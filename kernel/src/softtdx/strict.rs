@@ -1,0 +1,222 @@
+//! The model's #VE decisions: what the TDX module does with the instruction at RIP, taken from
+//! the classification table (`td-rules`), for every instruction the table covers except port
+//! I/O (still decided in `before_resume` with the shared decoder).
+//!
+//! The instruction is recognised with the model's own decoder (iced-x86, compiled only into
+//! images with softtdx), not with the #VE handler's (`tdx_ve::decode`): the instruction length
+//! a #VE reports is iced-x86's.
+//!
+//! The model plays TDX module 1.0 ([`MODULE_VERSION`]) in a TD with every optional feature off
+//! ([`td_rules::classify_minimal_td`]): with it every MSR row has one outcome, and EFER writes
+//! raise #VE as the `tdx.wrmsr_ve` self-test check expects. Values (MSR, CPUID leaf and subleaf,
+//! CR0/CR4 values) are read from the interrupted registers, so each decision is exact.
+
+use crate::arch::trap::TrapFrame;
+use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, Register};
+use td_rules::{ModuleVersion, Outcome, WrittenValue};
+
+/// The TDX module version the model plays.
+pub const MODULE_VERSION: ModuleVersion = ModuleVersion::V1_0;
+
+/// What the model does with the instruction at RIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Not for this module: port I/O, TDCALL, or something the decoder could not read.
+    NotHere,
+    /// Runs natively.
+    Native,
+    /// CPUID that the module answers itself (no #VE).
+    ModuleCpuid { length: u8 },
+    /// #VE with this exit reason and exit qualification.
+    Ve { exit_reason: u16, qualification: u64, length: u8 },
+    /// #GP(0).
+    Gp,
+    /// #UD.
+    Ud,
+}
+
+/// Decides what the TDX module does with the instruction in `bytes` (fetched at `frame.rip`).
+pub fn decide(bytes: &[u8], frame: &TrapFrame) -> Decision {
+    if !may_concern_the_module(bytes) {
+        return Decision::NotHere;
+    }
+    let mut decoder = Decoder::with_ip(64, bytes, frame.rip, DecoderOptions::NONE);
+    let instruction = decoder.decode();
+    if instruction.is_invalid() || instruction.has_lock_prefix() {
+        // The CPU raises #UD itself, before any VM exit.
+        return Decision::NotHere;
+    }
+    let length = instruction.len() as u8;
+    let Some(what) = table_instruction(&instruction, frame) else {
+        return Decision::NotHere;
+    };
+    let (rule, qualification) = match what {
+        Classified::Table(i) => (td_rules::classify_minimal_td(&i, MODULE_VERSION), 0),
+        Classified::Cr { number, gpr, value } => {
+            let rule = if number == 0 {
+                td_rules::cr0_write(value, read_cr4())
+            } else {
+                td_rules::cr4_write(value, read_cr0(), MODULE_VERSION)
+            };
+            // VMX exit qualification for control-register accesses (SDM Vol. 3C Table 28-3):
+            // bits 3:0 the CR, 5:4 access type 0 (MOV to CR), 11:8 the source GPR.
+            (rule, u64::from(number) | (u64::from(gpr) << 8))
+        }
+    };
+    match rule.outcome {
+        Outcome::Native if instruction.mnemonic() == Mnemonic::Cpuid => {
+            Decision::ModuleCpuid { length }
+        }
+        Outcome::Native => Decision::Native,
+        Outcome::Ve { exit_reason } => Decision::Ve { exit_reason, qualification, length },
+        Outcome::Gp => Decision::Gp,
+        Outcome::Ud => Decision::Ud,
+        // Nothing the model meets stays undecided in 1.0's minimal TD (every MSR row there has
+        // one outcome, CR values are exact); if it ever did, #VE is what a REDUCE_VE=0 TD gets.
+        Outcome::DependsOn { exit_reason, .. } => {
+            Decision::Ve { exit_reason, qualification, length }
+        }
+    }
+}
+
+/// A cheap filter run before iced-x86 on every single-stepped instruction (decoding each one
+/// in full made the softtdx self-test several times slower): false only when the first opcode
+/// byte after the legacy and REX prefixes is neither F4 (HLT) nor 0F followed by a byte that
+/// starts one of the instructions [`table_instruction`] names (0F 01 group 7: VMCALL, MONITOR,
+/// MWAIT, PCONFIG, VMFUNC, ENCLS, ENCLV, SEAMCALL, VMX; 08 INVD; 09 WBINVD; 22 MOV to CR;
+/// 30 WRMSR; 32 RDMSR; 33 RDPMC; 37 GETSEC; 78/79 VMREAD/VMWRITE; A2 CPUID; AA RSM; C7 group 9
+/// VMPTRLD/VMPTRST/VMCLEAR/VMXON; 38 INVEPT/INVVPID). It derives nothing: length and operands
+/// come from iced-x86.
+fn may_concern_the_module(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    while let [first, tail @ ..] = rest {
+        match first {
+            0x66 | 0x67 | 0xF2 | 0xF3 | 0xF0 | 0x2E | 0x36 | 0x3E | 0x26 | 0x64 | 0x65 => {
+                rest = tail
+            }
+            0x40..=0x4F => rest = tail,
+            _ => break,
+        }
+    }
+    match rest {
+        [0xF4, ..] => true,
+        [0x0F, second, ..] => matches!(
+            second,
+            0x01 | 0x08 | 0x09 | 0x22 | 0x30 | 0x32 | 0x33 | 0x37 | 0x38 | 0x78 | 0x79 | 0xA2
+                | 0xAA | 0xC7
+        ),
+        _ => false,
+    }
+}
+
+enum Classified {
+    Table(td_rules::Instruction),
+    Cr { number: u8, gpr: u8, value: u64 },
+}
+
+/// The table's name for `instruction`, with its operands from the interrupted registers.
+fn table_instruction(instruction: &iced_x86::Instruction, frame: &TrapFrame) -> Option<Classified> {
+    use td_rules::Instruction as I;
+    let eax = frame.rax as u32;
+    let ecx = frame.rcx as u32;
+    let table = |i| Some(Classified::Table(i));
+    match instruction.mnemonic() {
+        // Port I/O stays with `before_resume`; TDCALL is the model's own #UD path.
+        Mnemonic::In
+        | Mnemonic::Out
+        | Mnemonic::Insb
+        | Mnemonic::Insw
+        | Mnemonic::Insd
+        | Mnemonic::Outsb
+        | Mnemonic::Outsw
+        | Mnemonic::Outsd
+        | Mnemonic::Tdcall => None,
+        Mnemonic::Hlt => table(I::Hlt),
+        Mnemonic::Invd => table(I::Invd),
+        Mnemonic::Wbinvd | Mnemonic::Wbnoinvd => table(I::Wbinvd),
+        Mnemonic::Vmcall => table(I::Vmcall),
+        Mnemonic::Mwait => table(I::Mwait),
+        Mnemonic::Monitor => table(I::Monitor),
+        Mnemonic::Pconfig => table(I::Pconfig),
+        Mnemonic::Rdpmc => table(I::Rdpmc),
+        Mnemonic::Vmclear
+        | Mnemonic::Vmlaunch
+        | Mnemonic::Vmptrld
+        | Mnemonic::Vmptrst
+        | Mnemonic::Vmread
+        | Mnemonic::Vmresume
+        | Mnemonic::Vmwrite
+        | Mnemonic::Vmxoff
+        | Mnemonic::Vmxon
+        | Mnemonic::Invept
+        | Mnemonic::Invvpid
+        | Mnemonic::Vmfunc => table(I::Vmx),
+        Mnemonic::Getsec => table(I::Getsec),
+        Mnemonic::Rsm => table(I::Rsm),
+        Mnemonic::Encls => table(I::Encls),
+        Mnemonic::Enclv => table(I::Enclv),
+        Mnemonic::Seamcall => table(I::Seamcall),
+        Mnemonic::Cpuid => table(I::Cpuid { leaf: Some(eax), subleaf: Some(ecx) }),
+        Mnemonic::Rdmsr => table(I::Rdmsr { msr: Some(ecx) }),
+        Mnemonic::Wrmsr => {
+            let value = (frame.rdx << 32) | (frame.rax & 0xFFFF_FFFF);
+            table(I::Wrmsr { msr: Some(ecx), value: WrittenValue::constant(value) })
+        }
+        Mnemonic::Mov if instruction.code() == Code::Mov_cr_r64 => {
+            let number = match instruction.op0_register() {
+                Register::CR0 => 0,
+                Register::CR4 => 4,
+                // CR3 and CR8 do not exit (README 3.1); CR2 never does. LMSW changes only
+                // CR0[3:1] (CR0_L1_LMSW_MASK), all guest-owned: it never needs the module.
+                _ => return None,
+            };
+            let source = instruction.op1_register();
+            let gpr = gpr_index(source)?;
+            Some(Classified::Cr { number, gpr, value: gpr_value(frame, gpr) })
+        }
+        _ => None,
+    }
+}
+
+/// The VMX encoding of a 64-bit general-purpose register (RAX=0 ... R15=15).
+fn gpr_index(register: Register) -> Option<u8> {
+    use Register::*;
+    const ORDER: [Register; 16] =
+        [RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15];
+    ORDER.iter().position(|&r| r == register).map(|i| i as u8)
+}
+
+fn gpr_value(frame: &TrapFrame, index: u8) -> u64 {
+    match index {
+        0 => frame.rax,
+        1 => frame.rcx,
+        2 => frame.rdx,
+        3 => frame.rbx,
+        4 => frame.rsp,
+        5 => frame.rbp,
+        6 => frame.rsi,
+        7 => frame.rdi,
+        8 => frame.r8,
+        9 => frame.r9,
+        10 => frame.r10,
+        11 => frame.r11,
+        12 => frame.r12,
+        13 => frame.r13,
+        14 => frame.r14,
+        _ => frame.r15,
+    }
+}
+
+fn read_cr0() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR0 in ring 0 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr0", out(reg) value, options(nomem, nostack)) };
+    value
+}
+
+fn read_cr4() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR4 in ring 0 has no side effects.
+    unsafe { core::arch::asm!("mov {}, cr4", out(reg) value, options(nomem, nostack)) };
+    value
+}
