@@ -50,6 +50,38 @@ impl FatalScenario {
     }
 }
 
+/// What a kernel built with `broken-ve-ordering` executes in its #VE handler before
+/// TDG.VP.VEINFO.GET (a #DF on hardware): chosen by `softtdx misorder=<name>`, so that one build
+/// proves the ordering check for each kind of #VE the model raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misorder {
+    /// A port write (the default).
+    PortIo,
+    /// WBINVD.
+    Wbinvd,
+    /// CPUID leaf 0xB subleaf 0, which the TDX module does not answer.
+    Cpuid,
+}
+
+impl Misorder {
+    const ALL: [Misorder; 3] = [Self::PortIo, Self::Wbinvd, Self::Cpuid];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PortIo => "port-io",
+            Self::Wbinvd => "wbinvd",
+            Self::Cpuid => "cpuid",
+        }
+    }
+}
+
+static MISORDER: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// The misordered instruction the boot flags chose (see [`Misorder`]).
+pub fn misorder() -> Misorder {
+    Misorder::ALL[usize::from(MISORDER.load(core::sync::atomic::Ordering::Relaxed)).min(2)]
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Crash {
     /// Read an unmapped address: the unexpected-exception path.
@@ -97,6 +129,11 @@ impl Mode {
             "crash panic" => return Some(Mode::Crash(Crash::Panic)),
             "crash triple-fault" => return Some(Mode::Crash(Crash::TripleFault)),
             _ => {}
+        }
+        if let Some(name) = text.strip_prefix("softtdx misorder=") {
+            let index = Misorder::ALL.iter().position(|m| m.name() == name)?;
+            MISORDER.store(index as u8, core::sync::atomic::Ordering::Relaxed);
+            return Some(Mode::Softtdx(None));
         }
         let fault = text.strip_prefix("softtdx fault=")?;
         FatalScenario::ALL.into_iter().find(|s| s.name() == fault).map(|s| Mode::Softtdx(Some(s)))

@@ -30,6 +30,9 @@
 //!   the allowlist checks to fail.
 //! - `harness:broken-ve-ordering`: a kernel whose #VE handler does port I/O before
 //!   TDG.VP.VEINFO.GET; expect softtdx to stop it (a #DF on real hardware).
+//! - `harness:wbinvd-before-veinfo`, `harness:cpuid-before-veinfo`: the same kernel booted with
+//!   `softtdx misorder=wbinvd|cpuid`: WBINVD, or CPUID leaf 0xB, before VEINFO.GET; expect the
+//!   same stop.
 //! - `harness:secure-boot`: the image booted with Debian's Secure Boot firmware with Microsoft's
 //!   keys enrolled ([`SECURE_BOOT_FIRMWARE`]); expect the firmware's refusal of our unsigned
 //!   loader, recognised on serial, as the run's outcome. Skipped, with the reason, where that
@@ -345,12 +348,37 @@ pub fn default_runs(
         variant: KernelVariant { broken_ve_ordering: true, ..KernelVariant::default() },
         loader,
         expect: Expect::Fatal {
-            reason: vec!["VE info was unread (a #DF on real hardware)".into()],
+            reason: vec![
+                "#VE (exit reason 30) while".into(),
+                "VE info was unread (a #DF on real hardware)".into(),
+            ],
             host_report: false,
         },
         timeout,
         firmware: None,
     });
+    // The same kernel, with a #VE-class instruction other than port I/O before VEINFO.GET:
+    // softtdx must stop each as the TDX module would (#DF), from its td-rules decisions.
+    // Exit reasons: WBINVD 54, CPUID 10 (td-rules exit_reason).
+    for (name, exit_reason) in [("wbinvd", 54), ("cpuid", 10)] {
+        runs.push(RunSpec {
+            id: format!("harness:{name}-before-veinfo"),
+            mode: "softtdx",
+            machine: Machine::Td,
+            mode_flag: Some(format!("softtdx misorder={name}")),
+            variant: KernelVariant { broken_ve_ordering: true, ..KernelVariant::default() },
+            loader,
+            expect: Expect::Fatal {
+                reason: vec![
+                    format!("#VE (exit reason {exit_reason}) while"),
+                    "VE info was unread (a #DF on real hardware)".into(),
+                ],
+                host_report: false,
+            },
+            timeout,
+            firmware: None,
+        });
+    }
     runs.push(RunSpec {
         id: "harness:broken-allowlist".into(),
         mode: "softtdx",

@@ -543,9 +543,13 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
         // A #VE while VE info is still valid is a #DF on real hardware: the guest handler
         // touched something that raises #VE before it called TDG.VP.VEINFO.GET.
         drop(model);
-        vmm::host_stop(
-            "FATAL softtdx: #VE while the previous VE info was unread (a #DF on real hardware)",
+        let message = crate::fixed_format!(
+            128,
+            "FATAL softtdx: #VE (exit reason {}) while the previous VE info was unread \
+             (a #DF on real hardware)",
+            info.exit_reason
         );
+        vmm::host_stop(message.as_str());
     }
     model.pending_ve = Some(info);
     model.ve_in_flight = Some(frame.rip);

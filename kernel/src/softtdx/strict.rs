@@ -102,8 +102,19 @@ fn may_concern_the_module(bytes: &[u8]) -> bool {
         [0xF4, ..] => true,
         [0x0F, second, ..] => matches!(
             second,
-            0x01 | 0x08 | 0x09 | 0x22 | 0x30 | 0x32 | 0x33 | 0x37 | 0x38 | 0x78 | 0x79 | 0xA2
-                | 0xAA | 0xC7
+            0x01 | 0x08
+                | 0x09
+                | 0x22
+                | 0x30
+                | 0x32
+                | 0x33
+                | 0x37
+                | 0x38
+                | 0x78
+                | 0x79
+                | 0xA2
+                | 0xAA
+                | 0xC7
         ),
         _ => false,
     }

@@ -101,10 +101,7 @@ pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
     // Test-only (feature `broken-ve-ordering`): the mistake the softtdx ordering check exists
     // to catch.
     #[cfg(feature = "broken-ve-ordering")]
-    // SAFETY: port 0x80 is the POST diagnostic port; writing it has no effect.
-    unsafe {
-        crate::port::outb(0x80, 0)
-    };
+    misordered(crate::bootflags::misorder());
     let ve = match tdcall::vp_veinfo_get() {
         Ok(ve) => ve,
         Err(error) => fatal(frame, None, VeError::VeinfoGet(error)),
@@ -128,6 +125,22 @@ pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
     match emulate(frame, &ve) {
         Ok(()) => frame.rip = frame.rip.wrapping_add(ve.instruction_length as u64),
         Err(error) => fatal(frame, Some(ve), error),
+    }
+}
+
+/// Test-only: an instruction that raises #VE in a TD, run before TDG.VP.VEINFO.GET.
+#[cfg(feature = "broken-ve-ordering")]
+fn misordered(what: crate::bootflags::Misorder) {
+    use crate::bootflags::Misorder;
+    match what {
+        // SAFETY: port 0x80 is the POST diagnostic port; writing it has no effect.
+        Misorder::PortIo => unsafe { crate::port::outb(0x80, 0) },
+        // SAFETY: WBINVD writes back and invalidates caches; no architectural state changes.
+        Misorder::Wbinvd => unsafe { core::arch::asm!("wbinvd", options(nostack)) },
+        Misorder::Cpuid => {
+            // Leaf 0xB (x2APIC topology): #VE in a TD (td-rules, cpuid_configurations.c).
+            let _ = core::arch::x86_64::__cpuid_count(0xB, 0);
+        }
     }
 }
 
