@@ -22,10 +22,13 @@ pub enum FatalScenario {
     /// Not a model fault: the kernel itself runs `rep insb` into an unmapped buffer, and the
     /// #VE handler must refuse it cleanly instead of faulting.
     StringIoUnmapped,
+    /// Not a model fault: the kernel marks its IDT gate 20 not present, and the model must
+    /// raise #NP at the first #VE as the CPU would.
+    BrokenGate20,
 }
 
 impl FatalScenario {
-    pub const ALL: [FatalScenario; 8] = [
+    pub const ALL: [FatalScenario; 9] = [
         Self::IoInInvalidOperand,
         Self::IoOutInvalidOperand,
         Self::IoInRetry,
@@ -34,6 +37,7 @@ impl FatalScenario {
         Self::TdcallFailure,
         Self::VeinfoGetFailure,
         Self::StringIoUnmapped,
+        Self::BrokenGate20,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +50,7 @@ impl FatalScenario {
             Self::TdcallFailure => "tdcall-failure",
             Self::VeinfoGetFailure => "veinfo-get-failure",
             Self::StringIoUnmapped => "string-io-unmapped",
+            Self::BrokenGate20 => "broken-gate20",
         }
     }
 }
@@ -78,6 +83,7 @@ impl Misorder {
 static MISORDER: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
 
 /// The misordered instruction the boot flags chose (see [`Misorder`]).
+#[cfg_attr(not(feature = "broken-ve-ordering"), allow(dead_code))]
 pub fn misorder() -> Misorder {
     Misorder::ALL[usize::from(MISORDER.load(core::sync::atomic::Ordering::Relaxed)).min(2)]
 }

@@ -36,6 +36,9 @@ pub fn run(flags: &BootFlags) {
         Mode::Softtdx(Some(bootflags::FatalScenario::StringIoUnmapped)) => {
             provoke_unmapped_string_io()
         }
+        Mode::Softtdx(Some(bootflags::FatalScenario::BrokenGate20)) => {
+            crate::arch::idt::mark_not_present(crate::arch::idt::vector::VIRTUALIZATION)
+        }
         Mode::Hang => {
             println!("tdx-unikernel: hang requested by the boot flags; spinning forever");
             loop {

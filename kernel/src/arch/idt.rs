@@ -104,3 +104,12 @@ pub fn gate_handler(vector: u64) -> u64 {
     let idt = unsafe { &*core::ptr::addr_of!(IDT) };
     idt.0[vector as usize].handler()
 }
+
+/// Test-only (boot mode `softtdx fault=broken-gate20`): marks the gate of `vector` not present,
+/// the guest bug the softtdx model's gate checks must turn into #NP as the CPU would.
+pub fn mark_not_present(vector: u64) {
+    // SAFETY: single CPU; the CPU reads the gate only when it delivers that vector, and the
+    // write of one byte leaves the gate either intact or not present.
+    let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
+    idt.0[vector as usize].type_attributes &= !0x80;
+}

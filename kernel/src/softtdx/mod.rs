@@ -25,6 +25,7 @@
 //! advance) is the code that runs in a real TD. The model is active only when the boot flags ask
 //! for it and CPUID says the CPU is *not* a real TD.
 
+mod gate;
 mod strict;
 mod vmm;
 
@@ -37,6 +38,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 use tdx_ve::abi::{ExitReason, TdxStatus, VeInfo};
 use tdx_ve::decode::{self, Instruction};
+use tdx_ve::delivery::DeliveryFault;
 
 pub use vmm::HostFault;
 
@@ -200,19 +202,23 @@ fn model() -> spin::MutexGuard<'static, Model> {
 /// The #VE frame the delivery trampoline pushes: RIP, CS, RFLAGS, RSP, SS.
 #[no_mangle]
 static mut SOFTTDX_VE_FRAME: [u64; 5] = [0; 5];
-/// The handler address of IDT gate 20, read when the model is enabled.
+/// The handler address of IDT gate 20, read from the IDT at each delivery.
 #[no_mangle]
 static mut SOFTTDX_VE_ENTRY: u64 = 0;
+/// The stack pointer the CPU pushes the #VE frame on: the interrupted RSP or the gate's IST
+/// stack, aligned down to 16.
+#[no_mangle]
+static mut SOFTTDX_VE_STACK: u64 = 0;
 
 // Entered by `iretq` from a handler that decided to deliver a #VE, with every GPR and RSP as
 // they were in the interrupted context. It does what the CPU does when it delivers an exception
-// in 64-bit mode without an IST stack: align RSP down to 16, push SS, RSP, RFLAGS, CS, RIP, and
-// jump through the gate. GPRs stay untouched; arithmetic flags of the current RFLAGS are
+// in 64-bit mode: switch to the stack `deliver_ve` chose (the interrupted one or the gate's IST
+// stack, aligned down to 16), push SS, RSP, RFLAGS, CS, RIP, and jump through the gate. GPRs stay untouched; arithmetic flags of the current RFLAGS are
 // scratch, as they are during a real delivery (the interrupted RFLAGS are in the frame).
 core::arch::global_asm!(
     ".global softtdx_deliver_ve",
     "softtdx_deliver_ve:",
-    "    and rsp, -16",
+    "    mov rsp, qword ptr [rip + {stack}]",
     "    push qword ptr [rip + {frame} + 32]",
     "    push qword ptr [rip + {frame} + 24]",
     "    push qword ptr [rip + {frame} + 16]",
@@ -221,6 +227,7 @@ core::arch::global_asm!(
     "    jmp qword ptr [rip + {entry}]",
     frame = sym SOFTTDX_VE_FRAME,
     entry = sym SOFTTDX_VE_ENTRY,
+    stack = sym SOFTTDX_VE_STACK,
 );
 
 extern "C" {
@@ -239,10 +246,6 @@ pub fn enable(
     if crate::tdx::detect() {
         return Err("this is a real TD: the model must not stand in for the TDX module");
     }
-    // SAFETY: written once, before the model is active, on the only CPU.
-    unsafe {
-        SOFTTDX_VE_ENTRY = crate::arch::idt::gate_handler(crate::arch::idt::vector::VIRTUALIZATION)
-    };
     model().scenario = scenario;
     model().attributes = attributes.unwrap_or(MODEL_ATTRIBUTES);
     use crate::arch::{idt::vector, trap};
@@ -456,6 +459,7 @@ fn resume(frame: &mut TrapFrame) {
 }
 
 const GP_VECTOR: u64 = 13;
+const NP_VECTOR: u64 = 11;
 const UD_VECTOR: u64 = 6;
 
 /// The frame the fault trampolines push: error code, RIP, CS, RFLAGS, RSP, SS.
@@ -555,16 +559,38 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
     model.ve_in_flight = Some(frame.rip);
     let keep_stepping = model.check_ve_ordering || counting::armed();
     drop(model);
-    // SAFETY: single CPU, inside an exception handler: nothing else reads the frame slots
-    // until the trampoline, which runs right after this handler's iretq.
+    // The TDX module sets RFLAGS.RF in the guest when it injects #VE (td_other_exits.c
+    // tdx_inject_ve, README 6), so the frame the CPU pushes has RF set.
+    let pushed_rflags = frame.rflags | rflags::RF;
+    let delivery = match gate::check(crate::arch::idt::vector::VIRTUALIZATION as u8) {
+        Ok(delivery) => delivery,
+        // The CPU cannot use gate 20: it raises #GP or #NP instead (VE info stays valid).
+        Err(DeliveryFault::Gp(code)) => return deliver_fault(frame, GP_VECTOR, Some(code.into())),
+        Err(DeliveryFault::Np(code)) => return deliver_fault(frame, NP_VECTOR, Some(code.into())),
+    };
+    let stack = match delivery.ist {
+        Some(ist) => gate::ist_stack(ist).unwrap_or(0),
+        None => frame.rsp,
+    };
+    // SAFETY: single CPU, inside an exception handler: nothing else reads these slots until the
+    // trampoline, which runs right after this handler's iretq.
     unsafe {
-        SOFTTDX_VE_FRAME = [frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss];
+        SOFTTDX_VE_FRAME = [frame.rip, frame.cs, pushed_rflags, frame.rsp, frame.ss];
+        SOFTTDX_VE_ENTRY = delivery.handler;
+        SOFTTDX_VE_STACK = stack & !15;
     }
     frame.rip = softtdx_deliver_ve as *const () as u64;
-    // The CPU clears IF and TF when it delivers an exception. The model keeps TF on until the
-    // handler's TDG.VP.VEINFO.GET (see `tdx_module`), so that it sees every instruction the
-    // handler runs before it: one that raises #VE there is a #DF on real hardware.
-    frame.rflags &= !(rflags::IF | rflags::RF);
+    // The CPU clears TF, NT and RF when it delivers an exception, and IF through an interrupt
+    // gate (not a trap gate). The model keeps TF on until the handler's TDG.VP.VEINFO.GET (see
+    // `tdx_module`), so that it sees every instruction the handler runs before it: one that
+    // raises #VE there is a #DF on real hardware. The CS the gate names is not loaded (the
+    // trampoline jumps within the current one); the gate check requires a 64-bit ring-0 code
+    // segment, so only a second such selector would differ.
+    const NT: u64 = 1 << 14;
+    frame.rflags &= !(NT | rflags::RF);
+    if delivery.clears_if {
+        frame.rflags &= !rflags::IF;
+    }
     if !keep_stepping {
         frame.rflags &= !rflags::TF;
     }

@@ -116,16 +116,26 @@ pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
         {
             counters::VE_IO.increment();
             match emulate_port_io(frame, width, direction, port) {
-                Ok(()) => frame.rip = frame.rip.wrapping_add(ve.instruction_length as u64),
+                Ok(()) => advance(frame, &ve),
                 Err(error) => fatal(frame, Some(ve), error),
             }
             return;
         }
     }
     match emulate(frame, &ve) {
-        Ok(()) => frame.rip = frame.rip.wrapping_add(ve.instruction_length as u64),
+        Ok(()) => advance(frame, &ve),
         Err(error) => fatal(frame, Some(ve), error),
     }
+}
+
+/// Past the emulated instruction, by the length the TDX module reported. The module set RF
+/// when it injected the #VE (td_other_exits.c tdx_inject_ve); the instruction has now completed,
+/// so RF is cleared as the CPU clears it after an instruction completes (an instruction
+/// breakpoint on the next one must fire).
+#[inline(always)]
+fn advance(frame: &mut TrapFrame, ve: &VeInfo) {
+    frame.rip = frame.rip.wrapping_add(ve.instruction_length as u64);
+    frame.rflags &= !rflags::RF;
 }
 
 /// Test-only: an instruction that raises #VE in a TD, run before TDG.VP.VEINFO.GET.

@@ -9,6 +9,7 @@
 //!   SDM Vol. 3C "Exit Qualification for I/O Instructions", Vol. 1 64-bit register rules).
 //! - [`string_io`]: INS/OUTS with and without REP, element by element.
 //! - [`decode`]: the softtdx model's decoder for the instructions that raise #VE.
+//! - [`delivery`]: how the CPU delivers an exception through an IDT gate (softtdx only).
 //!
 //! Blanket assumptions: the guest runs in 64-bit mode (so a 0x67 prefix means 32-bit addressing
 //! and 16-bit addressing does not occur, and the CS/DS/ES/SS bases are 0); everything that comes
@@ -25,6 +26,7 @@
 pub mod abi;
 pub mod allowlist;
 pub mod decode;
+pub mod delivery;
 pub mod io;
 pub mod regs;
 pub mod string_io;
