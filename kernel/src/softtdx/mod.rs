@@ -172,6 +172,9 @@ struct Model {
     /// The RIP of the instruction whose #VE has been delivered and whose handler has not
     /// returned yet.
     ve_in_flight: Option<u64>,
+    /// RFLAGS.IF of the context whose HLT raised the #VE in flight, for the VMM's check of
+    /// Instruction.HLT's interrupt-blocked flag.
+    halted_if: Option<bool>,
 }
 
 static MODEL: Mutex<Model> = Mutex::new(Model {
@@ -185,6 +188,7 @@ static MODEL: Mutex<Model> = Mutex::new(Model {
     watch: None,
     resumed_at: None,
     ve_in_flight: None,
+    halted_if: None,
 });
 
 /// The model's state. The lock is only ever held inside the model's own handlers; finding it
@@ -374,6 +378,7 @@ fn resume(frame: &mut TrapFrame) {
     if frame.vector == crate::arch::idt::vector::VIRTUALIZATION {
         // The #VE handler is returning to the interrupted context.
         let mut model = model();
+        model.halted_if = None;
         if let Some(from) = model.ve_in_flight.take() {
             if model.watch == Some(from) {
                 model.resumed_at = Some(frame.rip);
@@ -555,6 +560,8 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
         );
         vmm::host_stop(message.as_str());
     }
+    model.halted_if =
+        (info.exit_reason == ExitReason::Hlt as u32).then_some(frame.rflags & rflags::IF != 0);
     model.pending_ve = Some(info);
     model.ve_in_flight = Some(frame.rip);
     let keep_stepping = model.check_ve_ordering || counting::armed();
@@ -612,6 +619,13 @@ fn tdx_module(frame: &mut TrapFrame) {
         }
         // TDG.VP.VEINFO.GET
         3 => {
+            // The module clears the outputs first, so a failing call returns them as 0
+            // (tdg_vp_veinfo_get.c L36-75, README 5).
+            frame.rcx = 0;
+            frame.rdx = 0;
+            frame.r8 = 0;
+            frame.r9 = 0;
+            frame.r10 = 0;
             if model.scenario == Some(FatalScenario::VeinfoGetFailure) && model.pending_ve.is_some()
             {
                 model.scenario = None;
@@ -654,7 +668,8 @@ fn tdx_module(frame: &mut TrapFrame) {
             let model = &mut *model;
             let mut no_scenario = None;
             let scenario = if in_ve_handler { &mut model.scenario } else { &mut no_scenario };
-            vmm::vmcall(frame, bitmap, scenario, &mut model.host_fault);
+            let halted_if = if in_ve_handler { model.halted_if } else { None };
+            vmm::vmcall(frame, bitmap, scenario, &mut model.host_fault, halted_if);
             frame.rax = TDX_SUCCESS;
         }
         _ => frame.rax = TDX_OPERAND_INVALID,

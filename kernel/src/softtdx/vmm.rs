@@ -95,13 +95,14 @@ pub fn vmcall(
     bitmap: u64,
     scenario: &mut Option<FatalScenario>,
     host_fault: &mut Option<HostFault>,
+    halted_if: Option<bool>,
 ) {
     let exposed = |r: Gpr| bitmap & (1 << r as u64) != 0;
     let mut view = RegisterState::default();
     for r in Gpr::ALL.into_iter().filter(|&r| exposed(r)) {
         view.set_gpr(r, frame.gpr(r));
     }
-    serve(&mut view, scenario, host_fault);
+    serve(&mut view, scenario, host_fault, halted_if);
     for r in Gpr::ALL.into_iter().filter(|&r| exposed(r)) {
         frame.set_gpr(r, view.gpr(r));
     }
@@ -115,6 +116,7 @@ fn serve(
     view: &mut RegisterState,
     scenario: &mut Option<FatalScenario>,
     host_fault: &mut Option<HostFault>,
+    halted_if: Option<bool>,
 ) {
     if view.gpr(Gpr::R10) != 0 {
         // Only GHCI standard calls are modelled.
@@ -126,6 +128,21 @@ fn serve(
     match sub_function {
         TdVmCallSubFunction::Io => serve_io(view, scenario, host_fault),
         TdVmCallSubFunction::Hlt => {
+            // R12 is the interrupt-blocked flag (GHCI 1.5, 3.8): a VMM decides from it whether
+            // an interrupt may wake the vCPU. For a HLT that raised #VE it must say what the
+            // halted context's RFLAGS.IF said; a wrong one hangs or wakes the TD wrongly.
+            if let Some(interrupts_enabled) = halted_if {
+                let blocked = view.gpr(Gpr::R12) != 0;
+                if blocked == interrupts_enabled {
+                    host_stop(if blocked {
+                        "FATAL softtdx: Instruction.HLT says interrupts blocked (R12=1), but the \
+                         halted context had IF=1"
+                    } else {
+                        "FATAL softtdx: Instruction.HLT says interrupts enabled (R12=0), but the \
+                         halted context had IF=0"
+                    });
+                }
+            }
             // Nothing can wake a halted vCPU here (no interrupt sources are enabled), so the
             // model returns at once, as if an interrupt had arrived.
             set_status(view, TdVmCallStatus::Success)
