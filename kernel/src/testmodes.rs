@@ -16,10 +16,18 @@ pub fn enter() -> BootFlags {
             Mode::Softtdx(fault) => fault,
             _ => None,
         };
-        if let Err(reason) = softtdx::enable(fault, flags.td_attributes) {
+        if let Err(reason) = softtdx::enable(None, flags.td_attributes) {
             println!("tdx-unikernel: softtdx refused: {reason}");
             exit::exit(exit::ExitCode::Failure);
         }
+        // In a TD the boot-mode read is the kernel's first #VE. Under softtdx it had to run
+        // natively to learn that the model is wanted; read it again, now through #VE, and
+        // only then arm the fault scenario (which is about the code after it).
+        if bootflags::read().mode != flags.mode {
+            println!("tdx-unikernel: the boot mode read through #VE differs from the native read");
+            exit::exit(exit::ExitCode::Failure);
+        }
+        softtdx::arm_scenario(fault);
     }
     flags
 }

@@ -268,6 +268,11 @@ fn with_model<R>(f: impl FnOnce(&mut Model) -> R) -> R {
     crate::arch::without_single_step(|| f(&mut model()))
 }
 
+/// Arms the fatal fault this boot injects (see [`FatalScenario`]).
+pub fn arm_scenario(scenario: Option<FatalScenario>) {
+    with_model(|m| m.scenario = scenario);
+}
+
 /// Switches the #VE-ordering check (see `Model::check_ve_ordering`) on or off.
 pub fn set_ve_ordering_check(on: bool) {
     with_model(|m| m.check_ve_ordering = on);
