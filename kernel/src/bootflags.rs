@@ -66,16 +66,21 @@ pub enum Misorder {
     Wbinvd,
     /// CPUID leaf 0xB subleaf 0, which the TDX module does not answer.
     Cpuid,
+    /// Nothing before VEINFO.GET; after it, on the first #VE, CPUID of the hypervisor leaf
+    /// 0x40000000, which must come back as a nested #VE (counted in `ve.cpuid`), not run
+    /// natively. The handler then stops and says which it was.
+    Nested,
 }
 
 impl Misorder {
-    const ALL: [Misorder; 3] = [Self::PortIo, Self::Wbinvd, Self::Cpuid];
+    const ALL: [Misorder; 4] = [Self::PortIo, Self::Wbinvd, Self::Cpuid, Self::Nested];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::PortIo => "port-io",
             Self::Wbinvd => "wbinvd",
             Self::Cpuid => "cpuid",
+            Self::Nested => "nested",
         }
     }
 }
@@ -85,7 +90,7 @@ static MISORDER: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::ne
 /// The misordered instruction the boot flags chose (see [`Misorder`]).
 #[cfg_attr(not(feature = "broken-ve-ordering"), allow(dead_code))]
 pub fn misorder() -> Misorder {
-    Misorder::ALL[usize::from(MISORDER.load(core::sync::atomic::Ordering::Relaxed)).min(2)]
+    Misorder::ALL[usize::from(MISORDER.load(core::sync::atomic::Ordering::Relaxed)).min(3)]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

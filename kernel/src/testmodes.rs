@@ -23,6 +23,9 @@ pub fn enter() -> BootFlags {
         // In a TD the boot-mode read is the kernel's first #VE. Under softtdx it had to run
         // natively to learn that the model is wanted; read it again, now through #VE, and
         // only then arm the fault scenario (which is about the code after it).
+        // With the model on, TD detection succeeds: mark the TD now, as `early_detect` does
+        // before the first port access in a real TD.
+        crate::tdx::early_detect();
         if bootflags::read().mode != flags.mode {
             println!("tdx-unikernel: the boot mode read through #VE differs from the native read");
             exit::exit(exit::ExitCode::Failure);

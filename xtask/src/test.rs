@@ -33,6 +33,8 @@
 //! - `harness:wbinvd-before-veinfo`, `harness:cpuid-before-veinfo`: the same kernel booted with
 //!   `softtdx misorder=wbinvd|cpuid`: WBINVD, or CPUID leaf 0xB, before VEINFO.GET; expect the
 //!   same stop.
+//! - `harness:nested-ve`: the same kernel with `softtdx misorder=nested`: its handler runs a
+//!   hypervisor CPUID after VEINFO.GET; expect the probe's report that a nested #VE emulated it.
 //! - `harness:secure-boot`: the image booted with Debian's Secure Boot firmware with Microsoft's
 //!   keys enrolled ([`SECURE_BOOT_FIRMWARE`]); expect the firmware's refusal of our unsigned
 //!   loader, recognised on serial, as the run's outcome. Skipped, with the reason, where that
@@ -381,6 +383,22 @@ pub fn default_runs(
             firmware: None,
         });
     }
+    // The same kernel, whose handler runs a hypervisor CPUID after VEINFO.GET: the model keeps
+    // watching the handler and delivers it as a nested #VE, which the handler emulates.
+    runs.push(RunSpec {
+        id: "harness:nested-ve".into(),
+        mode: "softtdx",
+        machine: Machine::Td,
+        mode_flag: Some("softtdx misorder=nested".into()),
+        variant: KernelVariant { broken_ve_ordering: true, ..KernelVariant::default() },
+        loader,
+        expect: Expect::Fatal {
+            reason: vec!["after VEINFO.GET was emulated through a nested #VE".into()],
+            host_report: true,
+        },
+        timeout,
+        firmware: None,
+    });
     runs.push(RunSpec {
         id: "harness:broken-allowlist".into(),
         mode: "softtdx",

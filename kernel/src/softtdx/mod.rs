@@ -175,6 +175,8 @@ struct Model {
     /// RFLAGS.IF of the context whose HLT raised the #VE in flight, for the VMM's check of
     /// Instruction.HLT's interrupt-blocked flag.
     halted_if: Option<bool>,
+    /// #VEs delivered inside the handler of the #VE in flight and not yet returned from.
+    nested_ves: u32,
 }
 
 static MODEL: Mutex<Model> = Mutex::new(Model {
@@ -189,6 +191,7 @@ static MODEL: Mutex<Model> = Mutex::new(Model {
     resumed_at: None,
     ve_in_flight: None,
     halted_if: None,
+    nested_ves: 0,
 });
 
 /// The model's state. The lock is only ever held inside the model's own handlers; finding it
@@ -383,8 +386,11 @@ fn resume(frame: &mut TrapFrame) {
     if frame.vector == crate::arch::idt::vector::VIRTUALIZATION {
         // The #VE handler is returning to the interrupted context.
         let mut model = model();
-        model.halted_if = None;
-        if let Some(from) = model.ve_in_flight.take() {
+        if model.nested_ves > 0 {
+            // A nested #VE's handler returns into the outer handler.
+            model.nested_ves -= 1;
+        } else if let Some(from) = model.ve_in_flight.take() {
+            model.halted_if = None;
             if model.watch == Some(from) {
                 model.resumed_at = Some(frame.rip);
                 model.watch = None;
@@ -565,10 +571,16 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
         );
         vmm::host_stop(message.as_str());
     }
-    model.halted_if =
-        (info.exit_reason == ExitReason::Hlt as u32).then_some(frame.rflags & rflags::IF != 0);
     model.pending_ve = Some(info);
-    model.ve_in_flight = Some(frame.rip);
+    if model.ve_in_flight.is_some() {
+        // A #VE inside the #VE handler after its VEINFO.GET: delivered like any other (the
+        // module allows it once VE info was read, README 6), and handled by a nested handler.
+        model.nested_ves += 1;
+    } else {
+        model.halted_if =
+            (info.exit_reason == ExitReason::Hlt as u32).then_some(frame.rflags & rflags::IF != 0);
+        model.ve_in_flight = Some(frame.rip);
+    }
     let keep_stepping = model.check_ve_ordering || counting::armed();
     drop(model);
     // The TDX module sets RFLAGS.RF in the guest when it injects #VE (td_other_exits.c
@@ -640,9 +652,11 @@ fn tdx_module(frame: &mut TrapFrame) {
             match model.pending_ve.take() {
                 Some(ve) => {
                     let out = ve.to_outputs();
-                    // The handler now runs as the CPU delivered it: without single-stepping
-                    // (unless the bench is counting its instructions).
-                    if !counting::armed() {
+                    // The model keeps watching the handler after it (as it watched it before),
+                    // so that a #VE-class instruction there gets its nested #VE instead of
+                    // running natively; without the ordering check (benches) the handler runs
+                    // as the CPU delivered it, unstepped, unless the bench counts it.
+                    if !model.check_ve_ordering && !counting::armed() {
                         frame.rflags &= !rflags::TF;
                     }
                     frame.rax = TDX_SUCCESS;

@@ -106,6 +106,10 @@ pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
         Ok(ve) => ve,
         Err(error) => fatal(frame, None, VeError::VeinfoGet(error)),
     };
+    #[cfg(feature = "broken-ve-ordering")]
+    if crate::bootflags::misorder() == crate::bootflags::Misorder::Nested {
+        nested_probe();
+    }
     // The common case first, with the same checks as the general path below: IN or OUT of a
     // register, which is nearly every #VE this kernel takes.
     if ve.exit_reason == ExitReason::Io as u32
@@ -151,7 +155,31 @@ fn misordered(what: crate::bootflags::Misorder) {
             // Leaf 0xB (x2APIC topology): #VE in a TD (td-rules, cpuid_configurations.c).
             let _ = core::arch::x86_64::__cpuid_count(0xB, 0);
         }
+        Misorder::Nested => {}
     }
+}
+
+/// Test-only (`softtdx misorder=nested`): on the first #VE, after VEINFO.GET, a hypervisor
+/// CPUID (a #VE in a TD, td-rules SRC_CPUID_HV). In a TD that is a nested #VE, which this
+/// handler emulates; the probe then stops the kernel and says whether it saw one.
+#[cfg(feature = "broken-ve-ordering")]
+fn nested_probe() {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let before = counters::VE_CPUID.get();
+    let _ = core::arch::x86_64::__cpuid_count(HYPERVISOR_CPUID_FIRST, 0);
+    let nested = counters::VE_CPUID.get() - before;
+    let verdict = if nested == 1 {
+        "CPUID 0x40000000 after VEINFO.GET was emulated through a nested #VE"
+    } else {
+        "CPUID 0x40000000 after VEINFO.GET ran natively: no nested #VE"
+    };
+    let _ = writeln!(EmergencyWriter, "\nFATAL nested #VE probe: {verdict}");
+    super::report_fatal_error("nested #VE probe");
+    crate::exit::exit(crate::exit::ExitCode::Failure)
 }
 
 fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), VeError> {
