@@ -25,10 +25,13 @@ pub enum FatalScenario {
     /// Not a model fault: the kernel marks its IDT gate 20 not present, and the model must
     /// raise #NP at the first #VE as the CPU would.
     BrokenGate20,
+    /// The model reports the first INS/OUTS #VE with the REP bit of the exit qualification
+    /// flipped: the handler must find that the bytes at RIP disagree, and stop.
+    MismatchedQualification,
 }
 
 impl FatalScenario {
-    pub const ALL: [FatalScenario; 9] = [
+    pub const ALL: [FatalScenario; 10] = [
         Self::IoInInvalidOperand,
         Self::IoOutInvalidOperand,
         Self::IoInRetry,
@@ -38,6 +41,7 @@ impl FatalScenario {
         Self::VeinfoGetFailure,
         Self::StringIoUnmapped,
         Self::BrokenGate20,
+        Self::MismatchedQualification,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +55,7 @@ impl FatalScenario {
             Self::VeinfoGetFailure => "veinfo-get-failure",
             Self::StringIoUnmapped => "string-io-unmapped",
             Self::BrokenGate20 => "broken-gate20",
+            Self::MismatchedQualification => "mismatched-qualification",
         }
     }
 }

@@ -37,7 +37,6 @@ use core::arch::x86_64::__cpuid_count;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 use tdx_ve::abi::{ExitReason, TdxStatus, VeInfo};
-use tdx_ve::decode::{self, Instruction};
 use tdx_ve::delivery::DeliveryFault;
 
 pub use vmm::HostFault;
@@ -423,8 +422,7 @@ fn resume(frame: &mut TrapFrame) {
         }
         let (bytes, len) = fetch(frame.rip);
         match strict::decide(&bytes[..len], frame) {
-            strict::Decision::NotHere => {}
-            strict::Decision::Native => return,
+            strict::Decision::NotHere | strict::Decision::Native => return,
             strict::Decision::ModuleCpuid { length } => {
                 let leaf = frame.rax as u32;
                 let subleaf = frame.rcx as u32;
@@ -441,36 +439,20 @@ fn resume(frame: &mut TrapFrame) {
                 }
                 return;
             }
-            strict::Decision::Ve { exit_reason, qualification, length } => {
+            strict::Decision::Ve { exit_reason, qualification, instruction_info, length } => {
                 let info = VeInfo {
                     exit_reason: u32::from(exit_reason),
                     exit_qualification: qualification,
                     guest_linear_address: 0,
                     guest_physical_address: 0,
                     instruction_length: u32::from(length),
-                    instruction_info: 0,
+                    instruction_info,
                 };
                 return deliver_ve(frame, info);
             }
             strict::Decision::Gp => return deliver_fault(frame, GP_VECTOR, Some(0)),
             strict::Decision::Ud => return deliver_fault(frame, UD_VECTOR, None),
         }
-        let Ok(Instruction::Io(io)) = decode::decode(&bytes[..len]) else {
-            return;
-        };
-        let port = io.immediate_port.map_or(frame.rdx as u16, u16::from);
-        let qualification = decode::io_qualification(&io, port);
-        // VMX "VM-exit instruction information" for INS/OUTS: address size and segment.
-        let instruction_info = io.string_io_information().map_or(0, |i| i.encode());
-        let info = VeInfo {
-            exit_reason: ExitReason::Io as u32,
-            exit_qualification: qualification.encode(),
-            guest_linear_address: 0,
-            guest_physical_address: 0,
-            instruction_length: io.length as u32,
-            instruction_info,
-        };
-        return deliver_ve(frame, info);
     }
 }
 
@@ -558,6 +540,15 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
     if model.scenario == Some(FatalScenario::UnknownExitReason) {
         model.scenario = None;
         info.exit_reason = UNKNOWN_EXIT_REASON;
+    }
+    const QUALIFICATION_STRING: u64 = 1 << 4;
+    const QUALIFICATION_REP: u64 = 1 << 5;
+    if model.scenario == Some(FatalScenario::MismatchedQualification)
+        && info.exit_reason == ExitReason::Io as u32
+        && info.exit_qualification & QUALIFICATION_STRING != 0
+    {
+        model.scenario = None;
+        info.exit_qualification ^= QUALIFICATION_REP;
     }
     if model.pending_ve.is_some() {
         // A #VE while VE info is still valid is a #DF on real hardware: the guest handler

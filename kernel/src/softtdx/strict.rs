@@ -1,10 +1,11 @@
 //! The model's #VE decisions: what the TDX module does with the instruction at RIP, taken from
-//! the classification table (`td-rules`), for every instruction the table covers except port
-//! I/O (still decided in `before_resume` with the shared decoder).
+//! the classification table (`td-rules`), for every instruction the table covers.
 //!
 //! The instruction is recognised with the model's own decoder (iced-x86, compiled only into
-//! images with softtdx), not with the #VE handler's (`tdx_ve::decode`): the instruction length
-//! a #VE reports is iced-x86's.
+//! images with softtdx), not with the #VE handler's (`tdx_ve::decode`): the instruction length,
+//! the I/O exit qualification and the INS/OUTS instruction information a #VE reports are
+//! derived here from iced-x86's decoding, with this module's own encoders, so that the
+//! handler's checks of them against the bytes can fail.
 //!
 //! The model plays TDX module 1.0 ([`MODULE_VERSION`]) in a TD with every optional feature off
 //! ([`td_rules::classify_minimal_td`]): with it every MSR row has one outcome, and EFER writes
@@ -21,14 +22,14 @@ pub const MODULE_VERSION: ModuleVersion = ModuleVersion::V1_0;
 /// What the model does with the instruction at RIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Not for this module: port I/O, TDCALL, or something the decoder could not read.
+    /// Not for this module: TDCALL, or something the decoder could not read.
     NotHere,
     /// Runs natively.
     Native,
     /// CPUID that the module answers itself (no #VE).
     ModuleCpuid { length: u8 },
-    /// #VE with this exit reason and exit qualification.
-    Ve { exit_reason: u16, qualification: u64, length: u8 },
+    /// #VE with this exit reason, exit qualification and (INS/OUTS) instruction information.
+    Ve { exit_reason: u16, qualification: u64, instruction_info: u32, length: u8 },
     /// #GP(0).
     Gp,
     /// #UD.
@@ -50,8 +51,16 @@ pub fn decide(bytes: &[u8], frame: &TrapFrame) -> Decision {
     let Some(what) = table_instruction(&instruction, frame) else {
         return Decision::NotHere;
     };
+    let mut instruction_info = 0;
     let (rule, qualification) = match what {
         Classified::Table(i) => (td_rules::classify_minimal_td(&i, MODULE_VERSION), 0),
+        Classified::Io { qualification, info } => {
+            instruction_info = info;
+            (
+                td_rules::classify_minimal_td(&td_rules::Instruction::PortIo, MODULE_VERSION),
+                qualification,
+            )
+        }
         Classified::Cr { number, gpr, value } => {
             let rule = if number == 0 {
                 td_rules::cr0_write(value, read_cr4())
@@ -68,20 +77,22 @@ pub fn decide(bytes: &[u8], frame: &TrapFrame) -> Decision {
             Decision::ModuleCpuid { length }
         }
         Outcome::Native => Decision::Native,
-        Outcome::Ve { exit_reason } => Decision::Ve { exit_reason, qualification, length },
+        Outcome::Ve { exit_reason } => {
+            Decision::Ve { exit_reason, qualification, instruction_info, length }
+        }
         Outcome::Gp => Decision::Gp,
         Outcome::Ud => Decision::Ud,
         // Nothing the model meets stays undecided in 1.0's minimal TD (every MSR row there has
         // one outcome, CR values are exact); if it ever did, #VE is what a REDUCE_VE=0 TD gets.
         Outcome::DependsOn { exit_reason, .. } => {
-            Decision::Ve { exit_reason, qualification, length }
+            Decision::Ve { exit_reason, qualification, instruction_info, length }
         }
     }
 }
 
 /// A cheap filter run before iced-x86 on every single-stepped instruction (decoding each one
 /// in full made the softtdx self-test several times slower): false only when the first opcode
-/// byte after the legacy and REX prefixes is neither F4 (HLT) nor 0F followed by a byte that
+/// byte after the legacy and REX prefixes is neither F4 (HLT), a port I/O opcode, nor 0F followed by a byte that
 /// starts one of the instructions [`table_instruction`] names (0F 01 group 7: VMCALL, MONITOR,
 /// MWAIT, PCONFIG, VMFUNC, ENCLS, ENCLV, SEAMCALL, VMX; 08 INVD; 09 WBINVD; 22 MOV to CR;
 /// 30 WRMSR; 32 RDMSR; 33 RDPMC; 37 GETSEC; 78/79 VMREAD/VMWRITE; A2 CPUID; AA RSM; C7 group 9
@@ -99,7 +110,8 @@ fn may_concern_the_module(bytes: &[u8]) -> bool {
         }
     }
     match rest {
-        [0xF4, ..] => true,
+        // HLT; IN/OUT imm8 (E4-E7) and DX (EC-EF); INS/OUTS (6C-6F).
+        [0xF4 | 0xE4..=0xE7 | 0xEC..=0xEF | 0x6C..=0x6F, ..] => true,
         [0x0F, second, ..] => matches!(
             second,
             0x01 | 0x08
@@ -122,6 +134,7 @@ fn may_concern_the_module(bytes: &[u8]) -> bool {
 
 enum Classified {
     Table(td_rules::Instruction),
+    Io { qualification: u64, info: u32 },
     Cr { number: u8, gpr: u8, value: u64 },
 }
 
@@ -132,7 +145,8 @@ fn table_instruction(instruction: &iced_x86::Instruction, frame: &TrapFrame) -> 
     let ecx = frame.rcx as u32;
     let table = |i| Some(Classified::Table(i));
     match instruction.mnemonic() {
-        // Port I/O stays with `before_resume`; TDCALL is the model's own #UD path.
+        // TDCALL is the model's own #UD path.
+        Mnemonic::Tdcall => None,
         Mnemonic::In
         | Mnemonic::Out
         | Mnemonic::Insb
@@ -140,8 +154,10 @@ fn table_instruction(instruction: &iced_x86::Instruction, frame: &TrapFrame) -> 
         | Mnemonic::Insd
         | Mnemonic::Outsb
         | Mnemonic::Outsw
-        | Mnemonic::Outsd
-        | Mnemonic::Tdcall => None,
+        | Mnemonic::Outsd => {
+            let (qualification, info) = port_io(instruction, frame)?;
+            Some(Classified::Io { qualification, info })
+        }
         Mnemonic::Hlt => table(I::Hlt),
         Mnemonic::Invd => table(I::Invd),
         Mnemonic::Wbinvd | Mnemonic::Wbnoinvd => table(I::Wbinvd),
@@ -185,6 +201,72 @@ fn table_instruction(instruction: &iced_x86::Instruction, frame: &TrapFrame) -> 
             let gpr = gpr_index(source)?;
             Some(Classified::Cr { number, gpr, value: gpr_value(frame, gpr) })
         }
+        _ => None,
+    }
+}
+
+/// VMX exit qualification for I/O instructions (SDM Vol. 3C Table 28-5): bits 2:0 size - 1,
+/// bit 3 IN, bit 4 string, bit 5 REP, bit 6 immediate port, bits 31:16 the port. And the
+/// VM-exit instruction information for INS/OUTS (SDM Vol. 3C 28.2.5): bits 9:7 address size
+/// (1 = 32-bit, 2 = 64-bit), bits 17:15 the segment register (ES=0, CS, SS, DS, FS, GS; OUTS
+/// only, reported as ES for INS). From iced-x86's operands; None for forms it names but the
+/// model does not expect (none in 64-bit mode).
+fn port_io(instruction: &iced_x86::Instruction, frame: &TrapFrame) -> Option<(u64, u32)> {
+    use Mnemonic::*;
+    let (input, string, width) = match instruction.mnemonic() {
+        In => (true, false, register_width(instruction.op0_register())?),
+        Out => (false, false, register_width(instruction.op1_register())?),
+        Insb => (true, true, 1),
+        Insw => (true, true, 2),
+        Insd => (true, true, 4),
+        Outsb => (false, true, 1),
+        Outsw => (false, true, 2),
+        Outsd => (false, true, 4),
+        _ => return None,
+    };
+    let port_operand = if input { 1 } else { 0 };
+    let (port, immediate) = if string {
+        (frame.rdx as u16, false)
+    } else if instruction.op_kind(port_operand) == iced_x86::OpKind::Immediate8 {
+        (u16::from(instruction.immediate8()), true)
+    } else {
+        (frame.rdx as u16, false)
+    };
+    let rep = string && (instruction.has_rep_prefix() || instruction.has_repne_prefix());
+    let mut qualification = (width - 1) | u64::from(port) << 16;
+    qualification |= u64::from(input) << 3 | u64::from(string) << 4;
+    qualification |= u64::from(rep) << 5 | u64::from(immediate) << 6;
+    if !string {
+        return Some((qualification, 0));
+    }
+    // The string operand (INS: op0 ES:[RDI/EDI], OUTS: op1 seg:[RSI/ESI]) names the size.
+    let memory_operand = if input { 0 } else { 1 };
+    let address_32 = matches!(
+        instruction.op_kind(memory_operand),
+        iced_x86::OpKind::MemoryESEDI | iced_x86::OpKind::MemorySegESI
+    );
+    let size_field: u32 = if address_32 { 1 } else { 2 };
+    let segment_field: u32 = if input {
+        0
+    } else {
+        match instruction.memory_segment() {
+            Register::ES => 0,
+            Register::CS => 1,
+            Register::SS => 2,
+            Register::DS => 3,
+            Register::FS => 4,
+            Register::GS => 5,
+            _ => return None,
+        }
+    };
+    Some((qualification, size_field << 7 | segment_field << 15))
+}
+
+fn register_width(register: Register) -> Option<u64> {
+    match register {
+        Register::AL => Some(1),
+        Register::AX => Some(2),
+        Register::EAX => Some(4),
         _ => None,
     }
 }
