@@ -107,6 +107,7 @@ pub fn gate_handler(vector: u64) -> u64 {
 
 /// Test-only (boot mode `softtdx fault=broken-gate20`): marks the gate of `vector` not present,
 /// the guest bug the softtdx model's gate checks must turn into #NP as the CPU would.
+#[cfg(feature = "test-modes")]
 pub fn mark_not_present(vector: u64) {
     // SAFETY: single CPU; the CPU reads the gate only when it delivers that vector, and the
     // write of one byte leaves the gate either intact or not present.
