@@ -151,6 +151,13 @@ snippets! {
     // REP with the 0x67 address-size prefix: ECX/ESI/EDI instead of RCX/RSI/RDI.
     diff_rep_ins_b_addr32 => ".byte 0xf3, 0x67, 0x6c",
     diff_rep_outs_b_addr32 => ".byte 0xf3, 0x67, 0x6e",
+    // REPNE (F2) on INS/OUTS: reserved in the SDM, repeated as REP by processors and QEMU TCG.
+    diff_repne_ins_b => ".byte 0xf2, 0x6c",
+    diff_repne_outs_b => ".byte 0xf2, 0x6e",
+    // OUTS with a segment override (base 0 in 64-bit mode): the handler takes the segment from
+    // the instruction information and checks it against the prefix.
+    diff_outs_b_es => ".byte 0x26, 0x6e",
+    diff_rep_outs_b_ss => ".byte 0xf3, 0x36, 0x6e",
 }
 
 /// A device with deterministic behaviour, reset before and observed after each side.
@@ -536,6 +543,19 @@ pub fn run(_ctx: &Context, tally: &mut Tally) {
         for df in [false, true] {
             let check = crate::fixed_format!(64, "diff.{name}.rep.addr32.df{}.ecx0", df as u8);
             tally.run(check.as_str(), || compare(&form, df, 1 << 32, outs_width, None));
+        }
+    }
+    for (name, snippet, device) in [
+        ("ins.b.repne", diff_repne_ins_b as unsafe extern "C" fn(), Device::FwCfgData),
+        ("outs.b.repne", diff_repne_outs_b, Device::Scratch),
+        ("outs.b.es", diff_outs_b_es, Device::Scratch),
+        ("outs.b.rep.ss", diff_rep_outs_b_ss, Device::Scratch),
+    ] {
+        let form = Form { name, snippet, device, rax: PRIOR_RAX };
+        let outs_width = name.starts_with("outs").then_some(1);
+        for df in [false, true] {
+            let check = crate::fixed_format!(64, "diff.{name}.df{}.rcx5", df as u8);
+            tally.run(check.as_str(), || compare(&form, df, 5, outs_width, None));
         }
     }
     random_states(tally);

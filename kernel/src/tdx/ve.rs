@@ -301,17 +301,26 @@ fn emulate_string_io(
     {
         return Err(VeError::InstructionMismatch);
     }
-    // The VMX instruction-information field carries the address size too (bits 9:7). When it
-    // holds a 32- or 64-bit size it must agree with the prefix; a 16-bit value cannot occur in
-    // 64-bit code, so it is read as "not provided".
+    // The VMX instruction-information field carries the address size (bits 9:7) and, for OUTS,
+    // the source segment (bits 17:15) the CPU used. When it holds a 32- or 64-bit size both must
+    // agree with the prefixes (DS when there is no override); a 16-bit value cannot occur in
+    // 64-bit code, so it is read as "not provided" and the prefixes are used.
+    let mut segment = instruction.segment_override;
     if let Ok(info) = StringIoInformation::decode(ve.instruction_info, access.direction) {
         if info.address_size != instruction.address_size {
             return Err(VeError::InstructionMismatch);
         }
+        if access.direction == IoDirection::Out {
+            let from_prefix = instruction.segment_override.unwrap_or(SegmentRegister::Ds);
+            if info.segment != Some(from_prefix) {
+                return Err(VeError::InstructionMismatch);
+            }
+            segment = info.segment;
+        }
     }
-    // In 64-bit mode only FS and GS overrides change the OUTS source address; INS always
-    // writes ES:RDI. Supporting FS/GS would mean reading their bases; nothing here emits them.
-    if let Some(segment) = instruction.segment_override {
+    // In 64-bit mode only FS and GS change the OUTS source address; INS always writes ES:RDI.
+    // Supporting FS/GS would mean reading their bases; nothing here emits them.
+    if let Some(segment) = segment {
         if segment.has_base_in_64bit_mode() && access.direction == IoDirection::Out {
             return Err(VeError::UnsupportedSegmentOverride(segment));
         }
