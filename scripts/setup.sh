@@ -27,10 +27,15 @@ if [ "${#packages[@]}" -gt 0 ]; then
   apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
-# rust-toolchain.toml pins the nightly, its components and the kernel and loader targets; rustup
-# installs them on first use. Doing it here keeps the first `cargo xtask` quiet and fails early offline.
+# rust-toolchain.toml pins the nightly, its components (rustfmt and clippy for .ci/lint among
+# them) and the kernel and loader targets. `rustup toolchain install` in the checkout installs
+# whatever of that is missing, also on a machine that has the nightly from before a component
+# was added; doing it here keeps the first `cargo xtask` quiet and fails early offline.
 if command -v rustup >/dev/null 2>&1; then
-  (cd "$root" && rustup show active-toolchain >/dev/null 2>&1) || (cd "$root" && rustup toolchain install >/dev/null)
+  if ! (cd "$root" && rustup toolchain install >/dev/null 2>&1); then
+    echo "setup: rustup toolchain install failed in $root (offline?); run it there to see why" >&2
+    exit 1
+  fi
 else
   echo "setup: rustup not found. Install it (Debian 13+/Ubuntu 24.04+: apt-get install rustup;" >&2
   echo "  elsewhere: curl --proto '=https' -sSf https://sh.rustup.rs | sh), then rerun this script." >&2
