@@ -564,7 +564,13 @@ fn rank_descriptor(found: &Found, purpose: Purpose) -> Result<(u8, SecureBoot), 
                 // neither, and the TD-shaped machine of the softtdx runs has `smm=off`.
                 return Err("requires-smm: our q35 command lines do not set up SMM".into());
             }
-            Ok((if tdx { 1 } else { 0 }, secure_boot))
+            let single_image = matches!(
+                descriptor.mapping,
+                Mapping::Memory { .. }
+                    | Mapping::Flash { mode: FlashMode::Combined | FlashMode::Stateless, .. }
+            );
+            let td_capable = single_image && carries_tdvf_metadata(executable);
+            Ok((tcg_rank(tdx, td_capable), secure_boot))
         }
         Purpose::Td => {
             if smm {
@@ -596,7 +602,8 @@ fn rank_known(candidate: &Candidate, purpose: Purpose) -> Result<(u8, SecureBoot
             if enrolled {
                 return Err("Secure Boot keys enrolled: it would refuse our unsigned loader".into());
             }
-            Ok((if candidate.tdx_build { 1 } else { 0 }, secure_boot))
+            let td_capable = candidate.vars.is_none() && carries_tdvf_metadata(&candidate.code);
+            Ok((tcg_rank(candidate.tdx_build, td_capable), secure_boot))
         }
         Purpose::Td => {
             if candidate.vars.is_some() {
@@ -608,6 +615,20 @@ fn rank_known(candidate: &Candidate, purpose: Purpose) -> Result<(u8, SecureBoot
             let rank = if candidate.tdx_build { 0 } else { 1 };
             Ok((if enrolled { 3 } else { rank }, secure_boot))
         }
+    }
+}
+
+/// The TCG rank (lower is better) of a build that fits a q35 guest. First the firmware a TD
+/// boots too: one image with TDVF metadata (Debian's and Ubuntu's `OVMF.fd`), so that the TCG
+/// runs, on the `td` machine above all, start from the same firmware as `--tdx`; it also boots
+/// about a second faster under TCG than a split CODE/VARS pair (measured: 2.8 s against 3.9 s
+/// to the kernel's verdict). Then other builds. Last the dedicated TDX builds, which are made
+/// for a TD, not for an ordinary guest.
+fn tcg_rank(tdx_build: bool, td_capable: bool) -> u8 {
+    match (tdx_build, td_capable) {
+        (true, _) => 2,
+        (false, true) => 0,
+        (false, false) => 1,
     }
 }
 

@@ -121,6 +121,12 @@ impl Fixture {
         self.tdvf("usr/share/ovmf/OVMF.fd");
     }
 
+    /// Bookworm without its combined `OVMF.fd`: the descriptors are all that is left for TCG.
+    fn bookworm_without_the_combined_image(&self) {
+        self.bookworm();
+        fs::remove_file(self.path("usr/share/ovmf/OVMF.fd")).unwrap();
+    }
+
     fn options(&self, purpose: Purpose) -> FindOptions {
         FindOptions {
             explicit: None,
@@ -146,9 +152,27 @@ fn memory_descriptor(file: &str, features: &[&str]) -> String {
 }
 
 #[test]
-fn bookworm_tcg_takes_the_descriptor_without_keys_or_smm_and_says_why() {
+fn bookworm_tcg_takes_the_combined_image_a_td_boots_too_and_says_why() {
     let fx = Fixture::new();
     fx.bookworm();
+    let opts = fx.options(Purpose::Tcg);
+    let firmware = find(&opts).unwrap();
+    // One image with TDVF metadata, as `--tdx` boots it, ahead of the split CODE/VARS pair of
+    // 60-edk2-x86_64.json.
+    assert_eq!(firmware.code, fx.path("usr/share/ovmf/OVMF.fd"));
+    assert_eq!(firmware.vars, None);
+    assert_eq!(firmware.secure_boot, SecureBoot::NotEnforced);
+    let reason = &firmware.reason;
+    assert!(reason.contains("usr/share/ovmf/OVMF.fd"), "{reason}");
+    assert!(reason.contains("40-edk2-x86_64-secure-enrolled.json: enrolled-keys"), "{reason}");
+    assert!(reason.contains("50-edk2-x86_64-secure.json: requires-smm"), "{reason}");
+    assert!(!reason.contains('\n'));
+}
+
+#[test]
+fn bookworm_tcg_without_ovmf_fd_takes_the_descriptor_without_keys_or_smm_and_says_why() {
+    let fx = Fixture::new();
+    fx.bookworm_without_the_combined_image();
     let opts = fx.options(Purpose::Tcg);
     let firmware = find(&opts).unwrap();
     assert_eq!(firmware.code, fx.path("usr/share/OVMF/OVMF_CODE_4M.fd"));
@@ -250,7 +274,7 @@ fn a_tdx_descriptor_without_keys_beats_a_combined_image_and_needs_no_metadata_ch
 #[test]
 fn a_user_descriptor_shadows_the_vendor_file_of_the_same_name() {
     let fx = Fixture::new();
-    fx.bookworm();
+    fx.bookworm_without_the_combined_image();
     let mine = fx.image("home/u/fw/MY_CODE.fd");
     fx.vars("home/u/fw/MY_VARS.fd", false);
     let text = fs::read_to_string(fx.dir(Dir::Vendor).join("60-edk2-x86_64.json"))
@@ -286,11 +310,12 @@ fn an_empty_file_in_etc_hides_the_vendor_descriptor() {
 fn files_from_all_directories_are_sorted_by_name() {
     let fx = Fixture::new();
     fx.bookworm();
-    // A system-wide addition whose name sorts before the vendor's 60: chosen first.
-    let early = fx.image("opt/ovmf/EARLY.fd");
+    // A system-wide addition whose name sorts before the vendor's 60: chosen first. Both
+    // carry TDVF metadata, so they rank with the combined OVMF.fd and their order decides.
+    let early = fx.tdvf("opt/ovmf/EARLY.fd");
     fx.descriptor(Dir::Etc, "10-early.json", &memory_descriptor(early.to_str().unwrap(), &[]));
     // One that sorts after it: not chosen.
-    let late = fx.image("opt/ovmf/LATE.fd");
+    let late = fx.tdvf("opt/ovmf/LATE.fd");
     fx.descriptor(Dir::User, "99-late.json", &memory_descriptor(late.to_str().unwrap(), &[]));
     assert_eq!(find(&fx.options(Purpose::Tcg)).unwrap().code, early);
 }
@@ -298,7 +323,7 @@ fn files_from_all_directories_are_sorted_by_name() {
 #[test]
 fn a_malformed_descriptor_is_skipped_with_a_one_line_warning_naming_it() {
     let fx = Fixture::new();
-    fx.bookworm();
+    fx.bookworm_without_the_combined_image();
     let broken = fx.descriptor(Dir::Etc, "30-broken.json", "{\"description\": \"half a file\",");
     let wrong_type =
         fx.descriptor(Dir::User, "31-wrong.json", r#"{"description": 1, "interface-types": []}"#);
