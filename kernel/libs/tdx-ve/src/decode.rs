@@ -1,6 +1,9 @@
-//! The softtdx model's instruction decoder: just enough x86-64 decoding to recognise the
+//! The #VE handler's instruction decoder: just enough x86-64 decoding to recognise the
 //! instructions that raise #VE in a TD (port I/O, HLT, CPUID, RDMSR, WRMSR) and TDCALL, and to
-//! build the VMX exit qualification the TDX module would report for them.
+//! build the VMX exit qualification the TDX module would report for them. The handler uses it
+//! to check INS/OUTS bytes against the qualification and instruction information the module
+//! reports. The softtdx model no longer uses it: it has its own decoder (iced-x86,
+//! `kernel/src/softtdx/strict.rs`), so that those checks compare two independent decodings.
 //!
 //! Encoding facts used (Intel SDM Vol. 2, chapter 2 "Instruction Format", and the IN, OUT, INS,
 //! OUTS, HLT, CPUID, RDMSR, WRMSR pages; TDX module ABI for TDCALL = 66 0F 01 CC):

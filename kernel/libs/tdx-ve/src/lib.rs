@@ -8,7 +8,8 @@
 //! - [`io`]: the VMX I/O exit qualification and the architectural IN/OUT effect on RAX (Intel
 //!   SDM Vol. 3C "Exit Qualification for I/O Instructions", Vol. 1 64-bit register rules).
 //! - [`string_io`]: INS/OUTS with and without REP, element by element.
-//! - [`decode`]: the softtdx model's decoder for the instructions that raise #VE.
+//! - [`decode`]: the #VE handler's decoder for the instructions that raise #VE (softtdx has its
+//!   own, iced-x86).
 //! - [`delivery`]: how the CPU delivers an exception through an IDT gate (softtdx only).
 //!
 //! Blanket assumptions: the guest runs in 64-bit mode (so a 0x67 prefix means 32-bit addressing
