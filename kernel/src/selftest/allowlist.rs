@@ -120,9 +120,16 @@ fn allowed(path: Path) -> Outcome {
     pass!("port {ALLOWED:#x} written and read back, io.denied +0, {ves} I/O #VEs")
 }
 
-fn denied_in(path: Path) -> Outcome {
+/// The start of both denied-port checks: outside a TD there is no allowlist; under softtdx the
+/// denied port's device is first given a known value natively, so that what the denied access
+/// would have read or written can be told apart. Counts the one denial the check will cause.
+/// Returns whether softtdx is active, or the skip.
+// The error is the check's outcome, a fixed buffer by design (no heap on report paths), as for
+// `ve_path_ok`.
+#[allow(clippy::result_large_err)]
+fn prepare_denied_port() -> Result<bool, Outcome> {
     if !crate::tdx::is_td() {
-        return skip!("not a TD: no allowlist");
+        return Err(skip!("not a TD: no allowlist"));
     }
     let softtdx = softtdx_active();
     if softtdx {
@@ -130,6 +137,14 @@ fn denied_in(path: Path) -> Outcome {
         natively(|| unsafe { outb(DENIED, DENIED_HELD) });
     }
     EXPECTED_DENIALS.fetch_add(1, Ordering::Relaxed);
+    Ok(softtdx)
+}
+
+fn denied_in(path: Path) -> Outcome {
+    let softtdx = match prepare_denied_port() {
+        Ok(softtdx) => softtdx,
+        Err(skip) => return skip,
+    };
     let mut value = 0;
     let (denied, ves) = counting(|| value = path.read(DENIED));
     if value != 0xFF || denied != 1 || ves != ves_expected(path, 1) {
@@ -145,17 +160,12 @@ fn denied_in(path: Path) -> Outcome {
 }
 
 fn denied_out(path: Path) -> Outcome {
-    if !crate::tdx::is_td() {
-        return skip!("not a TD: no allowlist");
-    }
-    let softtdx = softtdx_active();
-    if softtdx {
-        // SAFETY: as in `denied_in`.
-        natively(|| unsafe { outb(DENIED, DENIED_HELD) });
-    }
-    EXPECTED_DENIALS.fetch_add(1, Ordering::Relaxed);
+    let softtdx = match prepare_denied_port() {
+        Ok(softtdx) => softtdx,
+        Err(skip) => return skip,
+    };
     let (denied, ves) = counting(|| path.write(DENIED, !DENIED_HELD));
-    // SAFETY: as in `denied_in`.
+    // SAFETY: a DMA page register only stores a byte (nothing programs DMA here).
     let held = if softtdx { natively(|| unsafe { inb(DENIED) }) } else { DENIED_HELD };
     if held != DENIED_HELD || denied != 1 || ves != ves_expected(path, 1) {
         return fail!(
