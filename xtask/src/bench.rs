@@ -28,7 +28,7 @@ pub struct BenchLine {
 
 /// Parses `BENCH <name> iterations=N native=X softtdx=Y ves=Z handler=H` lines.
 pub fn parse(serial: &str) -> Vec<BenchLine> {
-    let clean = crate::report::strip_ansi(serial);
+    let clean = crate::ansi::strip_ansi(serial);
     clean
         .lines()
         .filter_map(|line| {
@@ -77,7 +77,7 @@ impl Metric {
 /// behind `# `, which the self-test's report parser ignores). A counted window figure is kept
 /// only when exactly one window closed, i.e. the count covers one whole #VE or call.
 pub fn parse_metrics(serial: &str) -> BTreeMap<String, Metric> {
-    let clean = crate::report::strip_ansi(serial);
+    let clean = crate::ansi::strip_ansi(serial);
     let mut metrics = BTreeMap::new();
     for line in clean.lines() {
         let line = line.trim();

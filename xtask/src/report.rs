@@ -55,30 +55,6 @@ pub struct SerialReport {
     pub firmware_refusal: Option<String>,
 }
 
-/// Removes ANSI escape sequences (CSI `ESC [ ... final`, and two-byte `ESC x`) and carriage
-/// returns.
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                if chars.next() == Some('[') {
-                    // Parameters and intermediates, then one final byte in 0x40..=0x7e.
-                    for c in chars.by_ref() {
-                        if ('\u{40}'..='\u{7e}').contains(&c) {
-                            break;
-                        }
-                    }
-                }
-            }
-            '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn parse_summary(rest: &str) -> Option<Summary> {
     let mut fields = BTreeMap::new();
     for pair in rest.split_whitespace() {
@@ -114,7 +90,7 @@ pub fn is_loader_error(line: &str) -> bool {
 }
 
 pub fn parse(serial: &str) -> SerialReport {
-    let clean = strip_ansi(serial);
+    let clean = crate::ansi::strip_ansi(serial);
     let mut report = SerialReport::default();
     for raw in clean.lines() {
         if !report.kernel_started
@@ -272,12 +248,5 @@ mod tests {
         assert_eq!(report.fatal, vec!["FATAL #VE: unsupported exit reason 65535".to_owned()]);
         assert!(report.host_fatal.unwrap().contains("unsupported exit reason"));
         assert!(report.summary.is_none());
-    }
-
-    #[test]
-    fn strip_ansi_keeps_plain_text() {
-        assert_eq!(strip_ansi("a\u{1b}[31mb\u{1b}[0mc\r\n"), "abc\n");
-        assert_eq!(strip_ansi("\u{1b}"), "");
-        assert_eq!(strip_ansi("x\u{1b}[="), "x");
     }
 }

@@ -40,7 +40,7 @@ pub fn is_refusal(line: &str) -> bool {
 
 /// The first refusal line in serial output (raw, with ANSI escapes and carriage returns).
 pub fn find_refusal(serial: &str) -> Option<String> {
-    crate::report::strip_ansi(serial)
+    crate::ansi::strip_ansi(serial)
         .lines()
         .find(|line| is_refusal(line))
         .map(|line| line.trim().to_owned())
