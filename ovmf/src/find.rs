@@ -871,54 +871,19 @@ fn make_owner_writable(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[path = "find/fixture.rs"]
+mod fixture;
+
+#[cfg(test)]
 #[path = "find/selection_tests.rs"]
 mod selection_tests;
 
 #[cfg(test)]
 mod tests {
+    use super::fixture::{Fixture, IMAGE_SIZE};
     use super::*;
-    use std::fs::OpenOptions;
-    use tempfile::TempDir;
 
-    /// A 2 MiB image, the size of Debian's `OVMF.fd`. Sparse, so tests stay fast.
-    const IMAGE_SIZE: u64 = 2 << 20;
     const VARS_SIZE: u64 = 128 << 10;
-
-    struct Fixture {
-        root: TempDir,
-        scratch: TempDir,
-    }
-
-    impl Fixture {
-        fn new() -> Self {
-            Fixture { root: TempDir::new().unwrap(), scratch: TempDir::new().unwrap() }
-        }
-
-        /// Creates `relative` under the root with the given size and returns its full path.
-        fn file(&self, relative: &str, size: u64) -> PathBuf {
-            let path = self.root.path().join(relative);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let file =
-                OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
-            file.set_len(size).unwrap();
-            path
-        }
-
-        fn image(&self, relative: &str) -> PathBuf {
-            self.file(relative, IMAGE_SIZE)
-        }
-
-        fn options(&self) -> FindOptions {
-            FindOptions {
-                explicit: None,
-                env: None,
-                root: self.root.path().to_path_buf(),
-                scratch_dir: self.scratch.path().join("vars"),
-                descriptor_dirs: Vec::new(),
-                purpose: Purpose::Tcg,
-            }
-        }
-    }
 
     #[test]
     fn explicit_path_wins_over_env_and_distro() {
@@ -1072,7 +1037,7 @@ mod tests {
         assert_eq!(fs::read(&copy).unwrap(), fs::read(&template).unwrap());
         assert!(!fs::metadata(&copy).unwrap().permissions().readonly());
         // Writing the copy must leave the package's template untouched.
-        OpenOptions::new().write(true).open(&copy).unwrap();
+        fs::OpenOptions::new().write(true).open(&copy).unwrap();
         fs::write(&copy, b"dirty").unwrap();
         assert_eq!(fs::read(&template).unwrap(), vec![0x5a; VARS_SIZE as usize]);
 

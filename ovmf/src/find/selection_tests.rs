@@ -2,12 +2,10 @@
 //! `ovmf/tests/fixtures/descriptors/` (see the README there for where each comes from),
 //! installed under a temporary root with the user, system and vendor directories.
 
+use super::fixture::{Fixture, IMAGE_SIZE};
 use super::*;
 use crate::varstore::tests::enrolled_store;
-use std::fs::OpenOptions;
-use tempfile::TempDir;
 
-const IMAGE_SIZE: u64 = 2 << 20;
 const VARS_SIZE: usize = 128 << 10;
 
 #[derive(Clone, Copy)]
@@ -20,20 +18,7 @@ enum Dir {
     Vendor,
 }
 
-struct Fixture {
-    root: TempDir,
-    scratch: TempDir,
-}
-
 impl Fixture {
-    fn new() -> Self {
-        Fixture { root: TempDir::new().unwrap(), scratch: TempDir::new().unwrap() }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.root.path().join(relative)
-    }
-
     fn dirs(&self) -> Vec<PathBuf> {
         crate::descriptor::search_dirs(
             Some(&self.path("home/u/.config")),
@@ -70,32 +55,15 @@ impl Fixture {
         self.descriptor(dir, name, &text)
     }
 
-    fn file(&self, relative: &str, bytes: Option<&[u8]>, size: u64) -> PathBuf {
-        let path = self.path(relative);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut file =
-            OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
-        if let Some(bytes) = bytes {
-            std::io::Write::write_all(&mut file, bytes).unwrap();
-        }
-        file.set_len(size).unwrap();
-        path
-    }
-
-    /// A firmware image without TDVF metadata.
-    fn image(&self, relative: &str) -> PathBuf {
-        self.file(relative, None, IMAGE_SIZE)
-    }
-
     /// A combined image with TDVF metadata.
     fn tdvf(&self, relative: &str) -> PathBuf {
         let image = crate::tdvf::tests::tdvf_image(IMAGE_SIZE as usize);
-        self.file(relative, Some(&image), IMAGE_SIZE)
+        self.file_with(relative, Some(&image), IMAGE_SIZE)
     }
 
     fn vars(&self, relative: &str, enrolled: bool) -> PathBuf {
         let bytes = if enrolled { enrolled_store() } else { vec![0xff; 4096] };
-        self.file(relative, Some(&bytes), VARS_SIZE as u64)
+        self.file_with(relative, Some(&bytes), VARS_SIZE as u64)
     }
 
     /// Debian bookworm's `ovmf` package: its three descriptors and their files, and the
@@ -127,15 +95,9 @@ impl Fixture {
         fs::remove_file(self.path("usr/share/ovmf/OVMF.fd")).unwrap();
     }
 
-    fn options(&self, purpose: Purpose) -> FindOptions {
-        FindOptions {
-            explicit: None,
-            env: None,
-            root: self.root.path().to_path_buf(),
-            scratch_dir: self.scratch.path().join("vars"),
-            descriptor_dirs: self.dirs(),
-            purpose,
-        }
+    /// The search for `purpose` through the fixture's descriptor directories.
+    fn options_for(&self, purpose: Purpose) -> FindOptions {
+        FindOptions { descriptor_dirs: self.dirs(), purpose, ..self.options() }
     }
 }
 
@@ -155,7 +117,7 @@ fn memory_descriptor(file: &str, features: &[&str]) -> String {
 fn bookworm_tcg_takes_the_combined_image_a_td_boots_too_and_says_why() {
     let fx = Fixture::new();
     fx.bookworm();
-    let opts = fx.options(Purpose::Tcg);
+    let opts = fx.options_for(Purpose::Tcg);
     let firmware = find(&opts).unwrap();
     // One image with TDVF metadata, as `--tdx` boots it, ahead of the split CODE/VARS pair of
     // 60-edk2-x86_64.json.
@@ -173,7 +135,7 @@ fn bookworm_tcg_takes_the_combined_image_a_td_boots_too_and_says_why() {
 fn bookworm_tcg_without_ovmf_fd_takes_the_descriptor_without_keys_or_smm_and_says_why() {
     let fx = Fixture::new();
     fx.bookworm_without_the_combined_image();
-    let opts = fx.options(Purpose::Tcg);
+    let opts = fx.options_for(Purpose::Tcg);
     let firmware = find(&opts).unwrap();
     assert_eq!(firmware.code, fx.path("usr/share/OVMF/OVMF_CODE_4M.fd"));
     assert_eq!(firmware.vars, Some(opts.scratch_dir.join("OVMF_VARS_4M.fd")));
@@ -197,7 +159,7 @@ fn bookworm_tcg_without_ovmf_fd_takes_the_descriptor_without_keys_or_smm_and_say
 fn bookworm_td_takes_the_combined_image_with_tdvf_metadata() {
     let fx = Fixture::new();
     fx.bookworm();
-    let firmware = find(&fx.options(Purpose::Td)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Td)).unwrap();
     assert_eq!(firmware.code, fx.path("usr/share/ovmf/OVMF.fd"));
     assert_eq!(firmware.vars, None);
     assert_eq!(firmware.source, Source::Distro(Distro::Debian));
@@ -217,13 +179,13 @@ fn debian_2026_td_prefers_ovmf_fd_over_the_tdx_build_with_enrolled_keys() {
     let tdx_ms = fx.tdvf("usr/share/ovmf/OVMF.inteltdx.ms.fd");
     let generic = fx.tdvf("usr/share/ovmf/OVMF.fd");
 
-    let firmware = find(&fx.options(Purpose::Td)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Td)).unwrap();
     assert_eq!(firmware.code, generic);
     assert_eq!(firmware.secure_boot, SecureBoot::NotEnforced);
 
     // Without ovmf-generic the TDX build is all there is: chosen, and flagged.
     fs::remove_file(&generic).unwrap();
-    let firmware = find(&fx.options(Purpose::Td)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Td)).unwrap();
     assert_eq!(firmware.code, tdx_ms);
     assert_eq!(firmware.source, Source::Descriptor);
     match &firmware.secure_boot {
@@ -234,7 +196,7 @@ fn debian_2026_td_prefers_ovmf_fd_over_the_tdx_build_with_enrolled_keys() {
     }
 
     // For TCG the enrolled TDX build is never a choice.
-    let firmware = find(&fx.options(Purpose::Tcg)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Tcg)).unwrap();
     assert_eq!(firmware.code, fx.path("usr/share/OVMF/OVMF_CODE_4M.fd"));
     assert!(firmware.reason.contains("60-edk2-x86_64-inteltdx.json: enrolled-keys"));
 }
@@ -245,13 +207,13 @@ fn fedora_td_takes_the_tdx_build_without_keys_over_the_secboot_descriptor() {
     fx.install(Dir::Vendor, "fedora/60-edk2-ovmf-x64-inteltdx.json");
     fx.tdvf("usr/share/edk2/ovmf/OVMF.inteltdx.secboot.fd");
     let plain = fx.tdvf("usr/share/edk2/ovmf/OVMF.inteltdx.fd");
-    let firmware = find(&fx.options(Purpose::Td)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Td)).unwrap();
     assert_eq!(firmware.code, plain);
     assert_eq!(firmware.source, Source::Distro(Distro::Fedora));
     assert_eq!(firmware.secure_boot, SecureBoot::NotEnforced);
 
     fs::remove_file(&plain).unwrap();
-    let firmware = find(&fx.options(Purpose::Td)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Td)).unwrap();
     assert!(firmware.code.ends_with("OVMF.inteltdx.secboot.fd"));
     assert!(matches!(firmware.secure_boot, SecureBoot::Enforced(_)));
 }
@@ -266,7 +228,7 @@ fn a_tdx_descriptor_without_keys_beats_a_combined_image_and_needs_no_metadata_ch
         "70-tdvf.json",
         &memory_descriptor(custom.to_str().unwrap(), &["intel-tdx"]),
     );
-    let firmware = find(&fx.options(Purpose::Td)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Td)).unwrap();
     assert_eq!(firmware.code, custom);
     assert!(firmware.reason.contains("70-tdvf.json"), "{}", firmware.reason);
 }
@@ -288,7 +250,7 @@ fn a_user_descriptor_shadows_the_vendor_file_of_the_same_name() {
             fx.path("home/u/fw/MY_VARS.fd").to_str().unwrap(),
         );
     let user = fx.descriptor(Dir::User, "60-edk2-x86_64.json", &text);
-    let firmware = find(&fx.options(Purpose::Tcg)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Tcg)).unwrap();
     assert_eq!(firmware.code, mine);
     assert_eq!(firmware.descriptor.unwrap().path, user);
 }
@@ -300,7 +262,7 @@ fn an_empty_file_in_etc_hides_the_vendor_descriptor() {
     fx.descriptor(Dir::Etc, "60-edk2-x86_64.json", "");
     // With 60 hidden, 40 enrolled and 50 needing SMM, the known paths remain: the generic
     // OVMF.fd comes first in their order.
-    let firmware = find(&fx.options(Purpose::Tcg)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Tcg)).unwrap();
     assert_eq!(firmware.code, fx.path("usr/share/ovmf/OVMF.fd"));
     assert!(firmware.reason.contains("50-edk2-x86_64-secure.json: requires-smm"));
     assert!(firmware.warnings.is_empty());
@@ -317,7 +279,7 @@ fn files_from_all_directories_are_sorted_by_name() {
     // One that sorts after it: not chosen.
     let late = fx.tdvf("opt/ovmf/LATE.fd");
     fx.descriptor(Dir::User, "99-late.json", &memory_descriptor(late.to_str().unwrap(), &[]));
-    assert_eq!(find(&fx.options(Purpose::Tcg)).unwrap().code, early);
+    assert_eq!(find(&fx.options_for(Purpose::Tcg)).unwrap().code, early);
 }
 
 #[test]
@@ -327,7 +289,7 @@ fn a_malformed_descriptor_is_skipped_with_a_one_line_warning_naming_it() {
     let broken = fx.descriptor(Dir::Etc, "30-broken.json", "{\"description\": \"half a file\",");
     let wrong_type =
         fx.descriptor(Dir::User, "31-wrong.json", r#"{"description": 1, "interface-types": []}"#);
-    let firmware = find(&fx.options(Purpose::Tcg)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Tcg)).unwrap();
     assert_eq!(firmware.code, fx.path("usr/share/OVMF/OVMF_CODE_4M.fd"));
     assert_eq!(firmware.warnings.len(), 2, "{:?}", firmware.warnings);
     for (warning, file) in firmware.warnings.iter().zip([&broken, &wrong_type]) {
@@ -345,7 +307,7 @@ fn a_descriptor_for_another_machine_or_interface_is_passed_over() {
     fx.descriptor(Dir::Vendor, "10-i440fx.json", &i440fx);
     let bios = memory_descriptor(file.to_str().unwrap(), &[]).replace("\"uefi\"", "\"bios\"");
     fx.descriptor(Dir::Vendor, "11-bios.json", &bios);
-    let error = find(&fx.options(Purpose::Tcg)).unwrap_err();
+    let error = find(&fx.options_for(Purpose::Tcg)).unwrap_err();
     let message = error.to_string();
     assert!(message.contains("10-i440fx.json: not UEFI firmware for x86_64 q35"), "{message}");
     assert!(message.contains("11-bios.json: not UEFI firmware for x86_64 q35"), "{message}");
@@ -357,7 +319,7 @@ fn a_descriptor_whose_files_are_not_installed_is_passed_over() {
     let fx = Fixture::new();
     fx.install(Dir::Vendor, "debian-bookworm/60-edk2-x86_64.json");
     let generic = fx.tdvf("usr/share/ovmf/OVMF.fd");
-    let firmware = find(&fx.options(Purpose::Tcg)).unwrap();
+    let firmware = find(&fx.options_for(Purpose::Tcg)).unwrap();
     assert_eq!(firmware.code, generic);
     assert!(firmware.reason.contains("OVMF_CODE_4M.fd is not installed"), "{}", firmware.reason);
 }
@@ -368,7 +330,7 @@ fn only_enrolled_firmware_installed_is_a_one_line_error_for_tcg() {
     fx.install(Dir::Vendor, "debian-bookworm/40-edk2-x86_64-secure-enrolled.json");
     fx.image("usr/share/OVMF/OVMF_CODE_4M.ms.fd");
     fx.vars("usr/share/OVMF/OVMF_VARS_4M.ms.fd", true);
-    let message = find(&fx.options(Purpose::Tcg)).unwrap_err().to_string();
+    let message = find(&fx.options_for(Purpose::Tcg)).unwrap_err().to_string();
     assert!(message.starts_with("no installed UEFI firmware fits a q35 guest"), "{message}");
     assert!(message.contains("40-edk2-x86_64-secure-enrolled.json: enrolled-keys"), "{message}");
     assert!(!message.contains('\n'));
@@ -379,7 +341,7 @@ fn explicit_secboot_code_takes_the_nvram_template_its_descriptor_names() {
     let fx = Fixture::new();
     fx.bookworm();
     let code = fx.path("usr/share/OVMF/OVMF_CODE_4M.secboot.fd");
-    let opts = FindOptions { explicit: Some(code.clone()), ..fx.options(Purpose::Tcg) };
+    let opts = FindOptions { explicit: Some(code.clone()), ..fx.options_for(Purpose::Tcg) };
     let firmware = find(&opts).unwrap();
     // No OVMF_VARS_4M.secboot.fd next to it: the descriptor says OVMF_VARS_4M.fd.
     assert_eq!(firmware.vars, Some(opts.scratch_dir.join("OVMF_VARS_4M.fd")));
@@ -393,7 +355,7 @@ fn explicit_ms_code_is_described_and_flagged_as_enforcing_secure_boot() {
     let fx = Fixture::new();
     fx.bookworm();
     let code = fx.path("usr/share/OVMF/OVMF_CODE_4M.ms.fd");
-    let opts = FindOptions { explicit: Some(code.clone()), ..fx.options(Purpose::Tcg) };
+    let opts = FindOptions { explicit: Some(code.clone()), ..fx.options_for(Purpose::Tcg) };
     let firmware = find(&opts).unwrap();
     assert_eq!(firmware.code, code);
     assert_eq!(firmware.vars, Some(opts.scratch_dir.join("OVMF_VARS_4M.ms.fd")));
@@ -413,7 +375,7 @@ fn explicit_path_wins_even_when_descriptors_offer_better() {
     let fx = Fixture::new();
     fx.bookworm();
     let mine = fx.image("opt/mine/OVMF.fd");
-    let opts = FindOptions { explicit: Some(mine.clone()), ..fx.options(Purpose::Td) };
+    let opts = FindOptions { explicit: Some(mine.clone()), ..fx.options_for(Purpose::Td) };
     let firmware = find(&opts).unwrap();
     assert_eq!(firmware.code, mine);
     assert!(firmware.descriptor.is_none());
@@ -434,7 +396,7 @@ fn this_hosts_descriptors() {
         return;
     }
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-    let scratch = TempDir::new().unwrap();
+    let scratch = tempfile::TempDir::new().unwrap();
     let firmware = find(&FindOptions {
         explicit: None,
         env: None,
@@ -454,7 +416,7 @@ fn td_capable_lists_each_tdx_firmware_once_with_its_secure_boot_status() {
     fx.bookworm();
     fx.install(Dir::Vendor, "debian-2026/60-edk2-x86_64-inteltdx.json");
     let tdx_ms = fx.tdvf("usr/share/ovmf/OVMF.inteltdx.ms.fd");
-    let (found, warnings) = td_capable(&fx.options(Purpose::Td));
+    let (found, warnings) = td_capable(&fx.options_for(Purpose::Td));
     assert!(warnings.is_empty());
     let listed: Vec<(&Path, bool)> = found
         .iter()
