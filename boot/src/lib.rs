@@ -6,7 +6,7 @@
 //!   in a TD (see its crate doc).
 //! - [`Loader::Upstream`]: the rust-osdev `bootloader` crate's UEFI stage, kept for comparison.
 //!   It writes IA32_EFER after ExitBootServices, which in a TD on TDX module 1.0 raises a #VE
-//!   that TDVF cannot complete (README, "Running in a real TD"). Its types do not appear in this
+//!   that TDVF cannot complete (docs/running-in-a-td.md). Its types do not appear in this
 //!   crate's API.
 
 pub mod esp;

@@ -6,6 +6,8 @@ mod ansi;
 mod audit;
 mod bench;
 mod build;
+#[cfg(test)]
+mod doc_links;
 mod firmware;
 mod machine;
 mod manifest;
@@ -35,7 +37,7 @@ struct FirmwareArgs {
     firmware: Option<PathBuf>,
 }
 
-/// How to launch a TD (`--tdx`); see README "Running in a real TD".
+/// How to launch a TD (`--tdx`); see docs/running-in-a-td.md.
 #[derive(Args, Clone)]
 struct TdArgs {
     /// Launch a real TD (QEMU >= 10.1 on a TDX-enabled KVM host) instead of a TCG guest.

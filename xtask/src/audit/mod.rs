@@ -1,6 +1,6 @@
 //! `cargo xtask td-audit`: boot the image under QEMU TCG with the td-audit plugin
 //! (xtask/td-audit) and check, instruction by instruction, what a TD would do with the boot path
-//! and with the softtdx run. The rules come from `td-rules`; see the README, "td-audit".
+//! and with the softtdx run. The rules come from `td-rules`; see docs/td-audit.md.
 //!
 //! - [`log`]: the plugin's log; [`operands`]: decoding and constant operands; [`symbols`]: the
 //!   images (entry, size, function names from the kernel ELF and the loader's PDB).
