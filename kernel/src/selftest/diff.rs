@@ -279,19 +279,20 @@ fn port_forms() -> [Form; 12] {
     ]
 }
 
-/// INS reads the fw_cfg byte stream at every width; OUTS writes the scratch register (bytes),
-/// the fw_cfg selector (words) and CONFIG_ADDRESS (dwords), where the last element written
-/// decides what the observation sees.
+/// INS reads the fw_cfg byte stream (bytes) and the POST/DMA page ports 0x80-0x83 (words and
+/// dwords: a wider read at 0x511 would run past fw_cfg, which the allowlist refuses); OUTS
+/// writes the scratch register (bytes), the fw_cfg selector (words) and CONFIG_ADDRESS
+/// (dwords), where the last element written decides what the observation sees.
 fn string_forms() -> [(Form, bool); 12] {
     let f = |name, snippet, device| Form { name, snippet, device, rax: PRIOR_RAX };
-    let ins = Device::FwCfgData;
+    let (ins, wide_ins) = (Device::FwCfgData, Device::DmaPage);
     [
         (f("ins.b", diff_ins_b as unsafe extern "C" fn(), ins), false),
-        (f("ins.w", diff_ins_w, ins), false),
-        (f("ins.l", diff_ins_l, ins), false),
+        (f("ins.w", diff_ins_w, wide_ins), false),
+        (f("ins.l", diff_ins_l, wide_ins), false),
         (f("ins.b", diff_rep_ins_b, ins), true),
-        (f("ins.w", diff_rep_ins_w, ins), true),
-        (f("ins.l", diff_rep_ins_l, ins), true),
+        (f("ins.w", diff_rep_ins_w, wide_ins), true),
+        (f("ins.l", diff_rep_ins_l, wide_ins), true),
         (f("outs.b", diff_outs_b, Device::Scratch), false),
         (f("outs.w", diff_outs_w, Device::FwCfgSelector), false),
         (f("outs.l", diff_outs_l, Device::PciAddress), false),

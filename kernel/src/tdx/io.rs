@@ -18,13 +18,6 @@ const INCLUDE_TEST_ONLY: bool = cfg!(feature = "test-modes") && !cfg!(feature = 
 /// One bit per port: whether its first denial has been logged.
 static LOGGED: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
 
-#[inline]
-fn allowed(port: u16) -> bool {
-    // Test-only (feature `broken-allowlist`): every port goes through, which the allowlist
-    // checks must notice.
-    cfg!(feature = "broken-allowlist") || tdx_ve::allowlist::allowed(port, INCLUDE_TEST_ONLY)
-}
-
 #[cold]
 fn deny(port: u16, width: PortWidth, direction: IoDirection) {
     counters::IO_DENIED.increment();
@@ -43,25 +36,38 @@ fn deny(port: u16, width: PortWidth, direction: IoDirection) {
     }
 }
 
-/// Reads `port` through Instruction.IO, or all ones if the port is not allowed.
+/// Reads `port` through Instruction.IO, or all ones if the access is not allowed (every port it
+/// touches is judged: [`tdx_ve::allowlist::allowed`]).
 #[inline]
 pub fn read(port: u16, width: PortWidth) -> Result<u64, VmcallError> {
-    if !allowed(port) {
-        deny(port, width, IoDirection::In);
-        return Ok(width.mask());
+    // Test-only (feature `broken-allowlist`): every port goes through, which the allowlist
+    // checks must notice.
+    if cfg!(feature = "broken-allowlist") {
+        return vmcall::io_read(port, width);
     }
-    vmcall::io_read(port, width)
+    tdx_ve::allowlist::read(
+        port,
+        width,
+        INCLUDE_TEST_ONLY,
+        || deny(port, width, IoDirection::In),
+        || vmcall::io_read(port, width),
+    )
 }
 
 /// Writes the low `width` bytes of `value` to `port` through Instruction.IO, or drops the write
-/// if the port is not allowed.
+/// if the access is not allowed.
 #[inline]
 pub fn write(port: u16, width: PortWidth, value: u64) -> Result<(), VmcallError> {
-    if !allowed(port) {
-        deny(port, width, IoDirection::Out);
-        return Ok(());
+    if cfg!(feature = "broken-allowlist") {
+        return vmcall::io_write(port, width, value);
     }
-    vmcall::io_write(port, width, value)
+    tdx_ve::allowlist::write(
+        port,
+        width,
+        INCLUDE_TEST_ONLY,
+        || deny(port, width, IoDirection::Out),
+        || vmcall::io_write(port, width, value),
+    )
 }
 
 /// A failed Instruction.IO hypercall outside the #VE handler (the direct console backend):
