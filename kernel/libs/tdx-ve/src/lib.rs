@@ -10,6 +10,8 @@
 //! - [`string_io`]: INS/OUTS with and without REP, element by element.
 //! - [`decode`]: the #VE handler's decoder for the instructions that raise #VE (softtdx has its
 //!   own, iced-x86).
+//! - [`mmio`]: the EPT-violation #VE's MMIO instructions (MOV, MOVZX, MOVSX): decode, linear
+//!   address, data and the exact register write.
 //! - [`delivery`]: how the CPU delivers an exception through an IDT gate (softtdx only).
 //!
 //! Blanket assumptions: the guest runs in 64-bit mode (so a 0x67 prefix means 32-bit addressing
@@ -29,5 +31,6 @@ pub mod allowlist;
 pub mod decode;
 pub mod delivery;
 pub mod io;
+pub mod mmio;
 pub mod regs;
 pub mod string_io;
