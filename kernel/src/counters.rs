@@ -33,6 +33,8 @@ pub static VE_OTHER: Counter = Counter::new("ve.other");
 pub static TDCALL_VP_INFO: Counter = Counter::new("tdcall.vp_info");
 pub static TDCALL_VEINFO_GET: Counter = Counter::new("tdcall.veinfo_get");
 pub static TDCALL_VMCALL: Counter = Counter::new("tdcall.vmcall");
+/// TDG.MEM.PAGE.ACCEPT calls, retries included (`crate::tdx::accept`).
+pub static TDCALL_ACCEPT: Counter = Counter::new("tdcall.accept");
 pub static TDVMCALL_IO: Counter = Counter::new("tdvmcall.io");
 pub static TDVMCALL_HLT: Counter = Counter::new("tdvmcall.hlt");
 pub static TDVMCALL_CPUID: Counter = Counter::new("tdvmcall.cpuid");
@@ -41,7 +43,7 @@ pub static TDVMCALL_FAILED: Counter = Counter::new("tdvmcall.failed");
 /// Port accesses the allowlist refused (`crate::tdx::io`).
 pub static IO_DENIED: Counter = Counter::new("io.denied");
 
-pub static ALL: [&Counter; 14] = [
+pub static ALL: [&Counter; 15] = [
     &VE_IO,
     &VE_HLT,
     &VE_CPUID,
@@ -50,6 +52,7 @@ pub static ALL: [&Counter; 14] = [
     &TDCALL_VP_INFO,
     &TDCALL_VEINFO_GET,
     &TDCALL_VMCALL,
+    &TDCALL_ACCEPT,
     &TDVMCALL_IO,
     &TDVMCALL_HLT,
     &TDVMCALL_CPUID,

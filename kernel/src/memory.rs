@@ -105,6 +105,39 @@ pub fn translate(address: u64) -> Result<Translation, AccessError> {
     unreachable!("level 0 always returns")
 }
 
+/// The live 2 MiB leaf entry (a PDE with PS set) that maps `address`, present or not; for
+/// softtdx, which keeps the physical map of pending memory non-present.
+#[cfg(feature = "test-modes")]
+pub fn leaf_entry_2m(address: u64) -> Result<*mut u64, AccessError> {
+    if !is_canonical(address) {
+        return Err(AccessError::NonCanonical(address));
+    }
+    let offset = physical_memory_offset().ok_or(AccessError::NoPhysicalMapping)?;
+    if x86_64::registers::control::Cr4::read_raw() & CR4_LA57 != 0 {
+        return Err(AccessError::FiveLevelPaging);
+    }
+    let (level4, _) = x86_64::registers::control::Cr3::read_raw();
+    let mut table = level4.start_address().as_u64();
+    for level in (1..4).rev() {
+        let index = (address >> (12 + 9 * level)) & 0x1FF;
+        let entry = (offset + table + index * 8) as *mut u64;
+        // SAFETY: as in `translate`: a live page table, mapped at `offset`, 8-byte entries.
+        let value = unsafe { core::ptr::read_volatile(entry) };
+        if level == 1 {
+            return if value & HUGE_PAGE != 0 {
+                Ok(entry)
+            } else {
+                Err(AccessError::NotMapped(address))
+            };
+        }
+        if value & PRESENT == 0 || (level == 2 && value & HUGE_PAGE != 0) {
+            return Err(AccessError::NotMapped(address));
+        }
+        table = value & ADDRESS_MASK;
+    }
+    Err(AccessError::NotMapped(address))
+}
+
 /// Checks one address: canonical, mapped, and writable when `write` is set.
 fn check_page(address: u64, write: bool) -> Result<(), AccessError> {
     let translation = translate(address)?;

@@ -16,6 +16,8 @@ pub mod vector {
     pub const BREAKPOINT: u64 = 3;
     pub const INVALID_OPCODE: u64 = 6;
     pub const DOUBLE_FAULT: u64 = 8;
+    #[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Only the test image uses it.
+    pub const PAGE_FAULT: u64 = 14;
     pub const MACHINE_CHECK: u64 = 18;
     pub const VIRTUALIZATION: u64 = 20;
 }

@@ -10,6 +10,7 @@
 //! Lines starting with `#` carry extra diagnostics (e.g. both states of a failed differential
 //! check) and are ignored by the parser.
 
+mod accept;
 mod allowlist;
 mod basic;
 mod bootinfo;
@@ -109,6 +110,7 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     #[cfg(not(feature = "no-device-checks"))]
     devices::run(&ctx, &mut tally);
     td::run(&ctx, &mut tally);
+    accept::run(&ctx, &mut tally);
     allowlist::run(&mut tally);
     #[cfg(feature = "test-modes")]
     diff::run(&ctx, &mut tally);

@@ -26,6 +26,7 @@
 //! for it and CPUID says the CPU is *not* a real TD.
 
 mod gate;
+pub mod pages;
 mod strict;
 mod vmm;
 
@@ -176,6 +177,8 @@ struct Model {
     halted_if: Option<bool>,
     /// #VEs delivered inside the handler of the #VE in flight and not yet returned from.
     nested_ves: u32,
+    /// Private memory: page states, TDG.MEM.PAGE.ACCEPT ([`pages`]).
+    pages: pages::Pages,
 }
 
 static MODEL: Mutex<Model> = Mutex::new(Model {
@@ -191,6 +194,7 @@ static MODEL: Mutex<Model> = Mutex::new(Model {
     ve_in_flight: None,
     halted_if: None,
     nested_ves: 0,
+    pages: pages::Pages::new(),
 });
 
 /// The model's state. The lock is only ever held inside the model's own handlers; finding it
@@ -257,6 +261,7 @@ pub fn enable(
     use crate::arch::{idt::vector, trap};
     trap::register(vector::DEBUG, handle_debug);
     trap::register(vector::INVALID_OPCODE, handle_invalid_opcode);
+    trap::register(vector::PAGE_FAULT, pages::page_fault);
     trap::set_resume_hook(before_resume);
     ACTIVE.store(true, Ordering::SeqCst);
     // Every #DB from here on is acknowledged by `handle_debug`.
@@ -682,6 +687,8 @@ fn tdx_module(frame: &mut TrapFrame) {
             vmm::vmcall(frame, bitmap, scenario, &mut model.host_fault, halted_if);
             frame.rax = TDX_SUCCESS;
         }
+        // TDG.MEM.PAGE.ACCEPT
+        6 => frame.rax = pages::accept(&mut model.pages, frame.rcx, MODEL_GPAW),
         _ => frame.rax = TDX_OPERAND_INVALID,
     }
 }

@@ -4,6 +4,7 @@
 //! reports a maximum basic leaf of at least 0x21, and leaf 0x21 subleaf 0 returns the vendor
 //! string "IntelTDX    " in EBX, EDX, ECX.
 
+pub mod accept;
 pub mod io;
 pub mod tdcall;
 pub mod ve;

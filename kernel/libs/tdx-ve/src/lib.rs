@@ -2,6 +2,9 @@
 //! allocation, so that `cargo test` checks it on the host.
 //!
 //! - [`regs`]: GPR numbering as in the TDG.VP.VMCALL bitmap, and the register-view trait.
+//! - [`accept`]: TDG.MEM.PAGE.ACCEPT's operand and statuses, and accepting a range (2 MiB where
+//!   possible, the 4 KiB fallback, retries).
+//! - [`page_state`]: per-4 KiB page states (private, shared, pending) as sparse ranges (softtdx).
 //! - [`allowlist`]: the ports a TD lets through to the host.
 //! - [`abi`]: TDCALL leaves, TDG.VP.VMCALL sub-functions, status codes and register bitmaps,
 //!   TDG.VP.VEINFO.GET and TDG.VP.INFO outputs (TDX module ABI, Intel GHCI).
@@ -27,10 +30,12 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod accept;
 pub mod allowlist;
 pub mod decode;
 pub mod delivery;
 pub mod io;
 pub mod mmio;
+pub mod page_state;
 pub mod regs;
 pub mod string_io;
