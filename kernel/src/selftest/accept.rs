@@ -6,7 +6,7 @@
 //! Outside softtdx these skip: natively there is no TDX module, and in a real TD the kernel
 //! cannot make memory pending again (the checks of memory above 4 GiB cover a TD).
 
-use super::{Context, Outcome, Tally};
+use super::{Context, Tally};
 use crate::skip;
 #[cfg(feature = "test-modes")]
 use crate::{fail, pass};

@@ -175,7 +175,7 @@ pub fn accept(pages: &mut Pages, rcx: u64, gpaw: u64) -> u64 {
         _ => return invalid,
     };
     let gpa = rcx & !0xFFF & !RESERVED;
-    if rcx & RESERVED != 0 || gpa % level.size() != 0 || gpa >> (gpaw - 1) != 0 {
+    if rcx & RESERVED != 0 || !gpa.is_multiple_of(level.size()) || gpa >> (gpaw - 1) != 0 {
         return invalid;
     }
     match pages.fault.take() {

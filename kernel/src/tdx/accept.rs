@@ -22,6 +22,7 @@ pub use tdx_ve::accept::{AcceptError, AcceptStats};
 ///
 /// # Safety
 /// The page must not hold anything the kernel still needs: on success the module zeroes it.
+#[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Until the frame allocator.
 pub unsafe fn accept_page(gpa: u64, level: PageLevel) -> u64 {
     counters::TDCALL_ACCEPT.increment();
     let mut regs =
@@ -36,6 +37,7 @@ pub unsafe fn accept_page(gpa: u64, level: PageLevel) -> u64 {
 ///
 /// # Safety
 /// As [`accept_page`], for every page of the range.
+#[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Until the frame allocator.
 pub unsafe fn accept_range(gpa: u64, len: u64) -> Result<AcceptStats, AcceptError> {
     // SAFETY: each call is for a page of the range, which the caller vouches for.
     let stats = policy::accept_range(gpa, len, |rcx| unsafe {

@@ -191,7 +191,7 @@ pub struct Plan {
 /// Plans `[gpa, gpa + len)`; errors if it is not 4 KiB-aligned or wraps.
 pub fn plan(gpa: u64, len: u64) -> Result<Plan, AcceptError> {
     let end = gpa.checked_add(len).ok_or(AcceptError::Unaligned { gpa, len })?;
-    if gpa % SIZE_4K != 0 || len % SIZE_4K != 0 {
+    if !gpa.is_multiple_of(SIZE_4K) || !len.is_multiple_of(SIZE_4K) {
         return Err(AcceptError::Unaligned { gpa, len });
     }
     Ok(Plan { next: gpa, end })
@@ -205,7 +205,7 @@ impl Iterator for Plan {
             return None;
         }
         let gpa = self.next;
-        let level = if gpa % SIZE_2M == 0 && self.end - gpa >= SIZE_2M {
+        let level = if gpa.is_multiple_of(SIZE_2M) && self.end - gpa >= SIZE_2M {
             PageLevel::Size2M
         } else {
             PageLevel::Size4K

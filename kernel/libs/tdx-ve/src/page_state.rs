@@ -108,7 +108,7 @@ impl<const N: usize> PageStates<N> {
 
     /// Puts every page of `[start, end)` into `state`.
     pub fn set(&mut self, start: u64, end: u64, state: PageState) -> Result<(), PageStateError> {
-        if start >= end || start % PAGE != 0 || end % PAGE != 0 {
+        if start >= end || !start.is_multiple_of(PAGE) || !end.is_multiple_of(PAGE) {
             return Err(PageStateError::BadRange);
         }
         let mut next = [EMPTY; N];
