@@ -10,6 +10,7 @@
 //!   crate's API.
 
 pub mod esp;
+pub mod pe;
 
 use std::path::{Path, PathBuf};
 

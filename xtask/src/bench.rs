@@ -161,6 +161,7 @@ fn boot(
         machine: crate::machine::Machine::Legacy,
         mode,
         extra_args: &extra,
+        la57: false,
     });
     println!("{}", qemu::command_line(qemu, &args));
     let finished = qemu::run(qemu, &args, &qemu::Limits::timeout(timeout), false)?;

@@ -91,6 +91,13 @@ pub enum LoaderKind {
     /// bootloader_api 0.11.16, which the loader must refuse (`harness:old-bootloader-api`).
     #[value(skip)]
     OwnOldApiKernel,
+    /// Test-only: ours built with `test-enable-la57`: it turns 5-level paging on after
+    /// ExitBootServices, so that the trampoline leaves it (`harness:la57-handoff`, `audit:own`).
+    #[value(name = "own-la57")]
+    OwnLa57,
+    /// Test-only: the same with a trampoline that ignores LA57 (`harness:la57-broken-trampoline`).
+    #[value(skip)]
+    OwnLa57BrokenTrampoline,
 }
 
 impl LoaderKind {
@@ -100,6 +107,31 @@ impl LoaderKind {
             LoaderKind::Upstream => "upstream",
             LoaderKind::OwnBrokenHandoff => "own-broken-handoff",
             LoaderKind::OwnOldApiKernel => "own-old-api-kernel",
+            LoaderKind::OwnLa57 => "own-la57",
+            LoaderKind::OwnLa57BrokenTrampoline => "own-la57-broken-trampoline",
+        }
+    }
+
+    /// The test-only cargo feature of our loader this kind is built with, if any.
+    pub fn loader_feature(self) -> Option<&'static str> {
+        match self {
+            LoaderKind::OwnBrokenHandoff => Some("broken-handoff"),
+            LoaderKind::OwnLa57 => Some("test-enable-la57"),
+            LoaderKind::OwnLa57BrokenTrampoline => Some("test-broken-la57-trampoline"),
+            LoaderKind::Own | LoaderKind::OwnOldApiKernel | LoaderKind::Upstream => None,
+        }
+    }
+
+    /// Whether the guest must be offered 5-level paging (the loader turns it on itself).
+    pub fn needs_la57(self) -> bool {
+        matches!(self, LoaderKind::OwnLa57 | LoaderKind::OwnLa57BrokenTrampoline)
+    }
+
+    /// Our loader's `.efi`, built as this kind needs it; None for upstream.
+    pub fn build_own(self, quiet: bool) -> Result<Option<PathBuf>> {
+        match self {
+            LoaderKind::Upstream => Ok(None),
+            _ => build_loader(self.loader_feature(), quiet).map(Some),
         }
     }
 }
@@ -133,42 +165,77 @@ pub fn nested_cargo(root: &Path) -> Command {
     cargo
 }
 
-/// Builds our UEFI loader (with its test-only `broken-handoff` feature if `broken`); returns
-/// the path of its `.efi` (its PDB lies beside it).
-pub fn build_loader(broken: bool, quiet: bool) -> Result<PathBuf> {
+/// Builds our UEFI loader (with one of its test-only features, if named) into
+/// `target/loader` or `target/loader-FEATURE`; returns the path of its reproducible `.efi`
+/// ([`build_loader_in`]).
+pub fn build_loader(feature: Option<&str>, quiet: bool) -> Result<PathBuf> {
     let root = project_root();
-    let target_dir =
-        root.join(if broken { "target/loader-broken-handoff" } else { "target/loader" });
-    let mut cargo = nested_cargo(&root);
+    let target_dir = match feature {
+        None => root.join("target/loader"),
+        Some(feature) => root.join(format!("target/loader-{feature}")),
+    };
+    build_loader_in(&root, &target_dir, feature, quiet)
+}
+
+/// Builds the loader of the tree at `root` into `target_dir`, so that `loader.efi` is the same
+/// byte for byte wherever the tree and the target directory lie: lld-link with `/Brepro`
+/// (a time stamp from a hash instead of the clock), source paths remapped (the tree to
+/// `/tdx-unikernel`, cargo's home to `/cargo`: panic locations carry them), the PDB named
+/// without its directory (rustc's default `/PDBALTPATH:%_PDB%`), and the CodeView GUID, which
+/// lld takes from the PDB and the PDB from the build directories, rewritten
+/// ([`boot::pe::reproducible`]). Returns `loader-reproducible.efi`, the file the image carries;
+/// the linker's `loader.efi` and its `loader.pdb` lie beside it.
+pub fn build_loader_in(
+    root: &Path,
+    target_dir: &Path,
+    feature: Option<&str>,
+    quiet: bool,
+) -> Result<PathBuf> {
+    let mut cargo = nested_cargo(root);
     cargo
         .args(["build", "--release", "--target", "x86_64-unknown-uefi"])
         .arg("--manifest-path")
         .arg(root.join("boot/loader/Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target_dir);
+        .arg(target_dir);
     if quiet {
         cargo.arg("--quiet");
     }
-    if broken {
-        cargo.args(["--features", "broken-handoff"]);
+    if let Some(feature) = feature {
+        cargo.args(["--features", feature]);
     }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let mut flags = vec![format!("--remap-path-prefix={}=/tdx-unikernel", root.display())];
+    if let Some(home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    flags.push("-Clink-arg=/Brepro".into());
+    cargo.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
     let status = cargo.status().context("cannot run cargo to build the loader")?;
     if !status.success() {
         bail!("loader build failed ({status})");
     }
-    Ok(target_dir.join("x86_64-unknown-uefi/release/loader.efi"))
+    let release = target_dir.join("x86_64-unknown-uefi/release");
+    let linked = release.join("loader.efi");
+    let bytes =
+        std::fs::read(&linked).with_context(|| format!("cannot read {}", linked.display()))?;
+    let reproducible = boot::pe::reproducible(&bytes)
+        .with_context(|| format!("cannot make {} reproducible", linked.display()))?;
+    let out = release.join("loader-reproducible.efi");
+    if std::fs::read(&out).ok().as_deref() != Some(reproducible.as_slice()) {
+        std::fs::write(&out, &reproducible)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(out)
 }
 
 /// Builds the kernel and its UEFI image for `loader`.
 pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result<Artifacts> {
     let root = project_root();
     let target_dir = root.join("target").join(variant.target_dir_name());
-    let loader_efi = match loader {
-        LoaderKind::Own => Some(build_loader(false, quiet)?),
-        LoaderKind::OwnBrokenHandoff => Some(build_loader(true, quiet)?),
-        LoaderKind::OwnOldApiKernel => Some(build_loader(false, quiet)?),
-        LoaderKind::Upstream => None,
-    };
+    let loader_efi = loader.build_own(quiet)?;
     let mut cargo = nested_cargo(&root);
     cargo
         .args(["build", "--release", "--target", "x86_64-unknown-none"])
@@ -229,6 +296,8 @@ pub fn image_name(loader: LoaderKind) -> &'static str {
         LoaderKind::Upstream => "tdx-unikernel-uefi-upstream.img",
         LoaderKind::OwnBrokenHandoff => "tdx-unikernel-uefi-broken-handoff.img",
         LoaderKind::OwnOldApiKernel => "tdx-unikernel-uefi-old-api-kernel.img",
+        LoaderKind::OwnLa57 => "tdx-unikernel-uefi-la57.img",
+        LoaderKind::OwnLa57BrokenTrampoline => "tdx-unikernel-uefi-la57-broken-trampoline.img",
     }
 }
 

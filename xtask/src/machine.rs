@@ -27,6 +27,18 @@ pub enum Machine {
     Td,
 }
 
+/// The CPU of a TCG boot: QEMU's `max`, and with `la57` 5-level paging offered too (CPUID.7.0:
+/// ECX.LA57; TCG implements it, but `max` leaves it off in QEMU 7.2). TDX hosts with a 52-bit
+/// GPAW offer LA57 to TDs under `-cpu host`, and a TDVF built with `PcdUse5LevelPageTable` then
+/// hands over in 5-level paging: the loader's `harness:la57-handoff` run boots this CPU.
+pub fn tcg_cpu(la57: bool) -> &'static str {
+    if la57 {
+        "max,la57=on"
+    } else {
+        "max"
+    }
+}
+
 /// How the boot disk is attached.
 pub struct Disk<'a> {
     /// The raw image, already escaped for a QEMU option string where needed.

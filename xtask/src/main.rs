@@ -9,6 +9,7 @@ mod build;
 #[cfg(test)]
 mod doc_links;
 mod firmware;
+mod loader_repro;
 mod machine;
 mod manifest;
 mod qemu;
@@ -170,6 +171,9 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Build the loader twice from clean copies of the tree in two directories and check that
+    /// both `.efi` files, and the one the tests boot, are byte-identical (CI runs it).
+    LoaderRepro,
     /// Check whether this host can launch a TD: one line per requirement and a verdict.
     Doctor {
         #[command(flatten)]
@@ -280,12 +284,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 PathBuf::from(name)
             });
             boot::check_kernel(&kernel)?;
-            let efi = match loader.loader {
-                build::LoaderKind::Own => Some(build::build_loader(false, true)?),
-                build::LoaderKind::OwnBrokenHandoff => Some(build::build_loader(true, true)?),
-                build::LoaderKind::OwnOldApiKernel => Some(build::build_loader(false, true)?),
-                build::LoaderKind::Upstream => None,
-            };
+            let efi = loader.loader.build_own(true)?;
             let loader = match &efi {
                 Some(efi) => boot::Loader::Own(efi),
                 None => boot::Loader::Upstream,
@@ -328,6 +327,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 machine,
                 mode: softtdx.then_some("softtdx"),
                 extra_args: &qemu_args,
+                la57: loader.loader.needs_la57(),
             });
             firmware::print_announcement(&firmware);
             boot_on_terminal(&qemu, &args, timeout, ovmf::Purpose::Tcg)
@@ -373,6 +373,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 skip_host_tests,
             })
         }
+        Command::LoaderRepro => loader_repro::run(),
         Command::Bench { firmware, timeout, json } => {
             let firmware = find_firmware(&firmware)?;
             firmware::print_announcement(&firmware);

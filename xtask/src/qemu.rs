@@ -6,7 +6,7 @@
 //! because of Secure Boot ([`crate::secure_boot`]): the firmware then waits in its boot menu
 //! forever, and the run has its answer.
 
-use crate::machine::{Disk, Machine};
+use crate::machine::{tcg_cpu, Disk, Machine};
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -58,6 +58,8 @@ pub struct BootSpec<'a> {
     /// The kernel's boot mode (fw_cfg), or None for the default (native).
     pub mode: Option<&'a str>,
     pub extra_args: &'a [String],
+    /// Offer 5-level paging (CPUID LA57) to the guest: [`crate::machine::tcg_cpu`].
+    pub la57: bool,
 }
 
 /// The QEMU arguments for a TCG (or `--kvm`) boot of the image with the UEFI firmware.
@@ -67,7 +69,7 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
     if spec.kvm {
         args.extend(["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]);
     } else {
-        args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), "max".into()]);
+        args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), tcg_cpu(spec.la57).into()]);
     }
     args.extend(["-m".into(), "512M".into()]);
     match &spec.firmware.vars {
@@ -282,6 +284,7 @@ mod tests {
             machine: Machine::Legacy,
             mode: Some("softtdx"),
             extra_args: &[],
+            la57: false,
         });
         let line = args.join(" ");
         for required in [
@@ -306,6 +309,7 @@ mod tests {
             machine: Machine::Td,
             mode: None,
             extra_args: &["-s".into()],
+            la57: false,
         });
         let line = args.join(" ");
         assert!(line.contains("if=pflash,format=raw,readonly=on,file=/c.fd"));

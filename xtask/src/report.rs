@@ -50,6 +50,8 @@ pub struct SerialReport {
     pub first_kernel_line: Option<String>,
     /// The kernel's own status lines (`tdx-unikernel: ...`), for harness markers.
     pub kernel_lines: Vec<String>,
+    /// Our loader's lines (`tdx-loader: ...`) before the kernel started, for harness markers.
+    pub loader_lines: Vec<String>,
     /// The firmware's line refusing our loader because of Secure Boot, printed before the
     /// kernel started ([`crate::secure_boot`]).
     pub firmware_refusal: Option<String>,
@@ -119,6 +121,9 @@ pub fn parse(serial: &str) -> SerialReport {
         }
         if line.starts_with("tdx-unikernel:") {
             report.kernel_lines.push(line.trim_end().to_owned());
+        }
+        if line.starts_with("tdx-loader:") && !report.kernel_started {
+            report.loader_lines.push(line.trim_end().to_owned());
         }
         if let Some(rest) = line.strip_prefix("SELFTEST BEGIN ") {
             report.mode = rest.trim().strip_prefix("mode=").map(str::to_owned);

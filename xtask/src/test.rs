@@ -9,6 +9,9 @@
 //!   (`--loader` boots every run through one loader instead.)
 //! - `harness:broken-loader`: our loader built with `broken-handoff`; expect each `boot.*`
 //!   handoff check of kernel/src/selftest/bootinfo.rs to fail.
+//! - `harness:la57-handoff`: our loader built with `test-enable-la57` on a CPU with LA57: it
+//!   turns 5-level paging on after ExitBootServices and its trampoline must leave it; expect
+//!   pass. `harness:la57-broken-trampoline`: the same with the switch left out; expect `crash`.
 //! - `harness:old-bootloader-api`: the default kernel with its `.bootloader-config` claiming
 //!   bootloader_api 0.11.16; expect our loader to refuse it on the console, stopped at once.
 //! - `fatal:<scenario>`: softtdx injects a fault that must stop the kernel; expect the fatal
@@ -442,6 +445,31 @@ pub fn default_runs(
             timeout,
             firmware: None,
         });
+        // A TD whose firmware runs 5-level paging: the loader's trampoline leaves it. Our loader
+        // turns LA57 on itself after ExitBootServices (Debian's OVMF runs 4-level).
+        runs.push(RunSpec {
+            id: "harness:la57-handoff".into(),
+            mode: "native",
+            machine: Machine::Td,
+            mode_flag: None,
+            variant: KernelVariant::default(),
+            loader: LoaderKind::OwnLa57,
+            expect: Expect::Pass,
+            timeout,
+            firmware: None,
+        });
+        // The same with the switch left out of the trampoline, as before it existed.
+        runs.push(RunSpec {
+            id: "harness:la57-broken-trampoline".into(),
+            mode: "native",
+            machine: Machine::Td,
+            mode_flag: None,
+            variant: KernelVariant::default(),
+            loader: LoaderKind::OwnLa57BrokenTrampoline,
+            expect: Expect::Crash { marker: "tdx-loader: entering the kernel".into() },
+            timeout,
+            firmware: None,
+        });
         runs.push(RunSpec {
             id: "harness:broken-loader".into(),
             mode: "native",
@@ -569,7 +597,9 @@ pub fn judge(
     status: Option<i32>,
     report: &SerialReport,
 ) -> Result<(), String> {
-    let printed = |marker: &str| report.kernel_lines.iter().any(|l| l.contains(marker));
+    let printed = |marker: &str| {
+        report.kernel_lines.iter().chain(&report.loader_lines).any(|l| l.contains(marker))
+    };
     let count = |result: CheckResult| report.checks.iter().filter(|c| c.result == result).count();
     match &spec.expect {
         Expect::Pass => {
@@ -809,6 +839,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         machine: spec.machine,
         mode: spec.mode_flag.as_deref(),
         extra_args: &options.qemu_args,
+        la57: spec.loader.needs_la57(),
     });
     // A run that expects a hang stops a few seconds after the kernel says it will hang, so
     // that a slow boot on a loaded machine cannot eat into its limit.
@@ -991,6 +1022,7 @@ fn run_started(
         machine: specs[0].machine,
         mode: specs[0].mode_flag.as_deref(),
         extra_args: &options.qemu_args,
+        la57: specs[0].loader.needs_la57(),
     });
     println!("    {}", qemu::command_line(qemu, &first_args));
     for line in crate::firmware::announce(&options.firmware) {
@@ -1540,6 +1572,7 @@ mod tests {
                 ("td-machine:softtdx", LoaderKind::Own),
                 ("attributes:debug-td", LoaderKind::Own),
                 ("td-image:hang-mode-ignored", LoaderKind::Own),
+                ("harness:la57-handoff", LoaderKind::OwnLa57),
             ]
         );
         assert!(runs

@@ -4,7 +4,10 @@
 //! and the System V x86-64 psABI 1.0, 4.4 "Relocation" (`R_X86_64_RELATIVE` = 8: the word at
 //! `r_offset` becomes `B + A`, base plus addend). x86_64-unknown-none links the kernel as a
 //! static position-independent executable (ET_DYN) whose only dynamic relocations are
-//! `R_X86_64_RELATIVE`; anything else is refused.
+//! `R_X86_64_RELATIVE`; anything else is refused, and so is every dynamic tag this loader does
+//! not handle (a loader that silently skips a tag it does not know may run a wrongly relocated
+//! kernel). `DT_RELR` (packed relative relocations, tag 36, linked with
+//! `-z pack-relative-relocs`) is one of them: named in the refusal, so that the fix is obvious.
 //!
 //! The loader copies the segments into one zeroed buffer that spans them all (the "image"),
 //! relocates it there, and maps it page by page; so segments need not be page-aligned in the
@@ -23,12 +26,27 @@ const PF_X: u32 = 1;
 const PF_W: u32 = 2;
 
 const DT_NULL: u64 = 0;
+const DT_PLTRELSZ: u64 = 2;
+const DT_HASH: u64 = 4;
+const DT_STRTAB: u64 = 5;
+const DT_SYMTAB: u64 = 6;
 const DT_RELA: u64 = 7;
 const DT_RELASZ: u64 = 8;
 const DT_RELAENT: u64 = 9;
+const DT_STRSZ: u64 = 10;
+const DT_SYMENT: u64 = 11;
 const DT_REL: u64 = 17;
-const DT_PLTRELSZ: u64 = 2;
+const DT_DEBUG: u64 = 21;
 const DT_TEXTREL: u64 = 22;
+const DT_FLAGS: u64 = 30;
+const DT_RELRSZ: u64 = 35;
+const DT_RELR: u64 = 36;
+const DT_RELRENT: u64 = 37;
+const DT_GNU_HASH: u64 = 0x6fff_fef5;
+const DT_RELACOUNT: u64 = 0x6fff_fff9;
+const DT_FLAGS_1: u64 = 0x6fff_fffb;
+/// DT_FLAGS bit: the text has relocations (gABI).
+const DF_TEXTREL: u64 = 0x4;
 
 const R_X86_64_NONE: u32 = 0;
 const R_X86_64_RELATIVE: u32 = 8;
@@ -49,6 +67,7 @@ pub enum ElfError {
     NoLoadableSegment,
     SectionNotFound,
     UnsupportedDynamic(&'static str),
+    UnknownDynamicTag(u64),
     UnsupportedRelocation(u32),
     RelocationOutOfImage(u64),
     WritableAndExecutable(u64),
@@ -68,6 +87,9 @@ impl fmt::Display for ElfError {
             ElfError::NoLoadableSegment => write!(f, "no PT_LOAD segment"),
             ElfError::SectionNotFound => write!(f, "no .bootloader-config section"),
             ElfError::UnsupportedDynamic(what) => write!(f, "unsupported dynamic section: {what}"),
+            ElfError::UnknownDynamicTag(tag) => {
+                write!(f, "dynamic tag {tag:#x}, which this loader does not handle, is refused")
+            }
             ElfError::UnsupportedRelocation(t) => {
                 write!(f, "relocation type {t}, only R_X86_64_RELATIVE is supported")
             }
@@ -319,11 +341,24 @@ impl<'a> Kernel<'a> {
                 DT_RELASZ => rela_size = value,
                 DT_RELAENT => rela_entry = value,
                 DT_REL => return Err(ElfError::UnsupportedDynamic("DT_REL relocations")),
+                DT_RELR | DT_RELRSZ | DT_RELRENT => {
+                    return Err(ElfError::UnsupportedDynamic(
+                        "DT_RELR packed relocations (link without -z pack-relative-relocs)",
+                    ))
+                }
                 DT_PLTRELSZ if value != 0 => {
                     return Err(ElfError::UnsupportedDynamic("PLT relocations"))
                 }
                 DT_TEXTREL => return Err(ElfError::UnsupportedDynamic("text relocations")),
-                _ => {}
+                DT_FLAGS if value & DF_TEXTREL != 0 => {
+                    return Err(ElfError::UnsupportedDynamic("text relocations (DF_TEXTREL)"))
+                }
+                // Handled by doing nothing: an empty PLT, the RELA count (a hint), flags that
+                // only say "bind now" and "PIE", the debugger's slot, and the symbol and hash
+                // tables, which no R_X86_64_RELATIVE relocation reads.
+                DT_PLTRELSZ | DT_RELACOUNT | DT_FLAGS | DT_FLAGS_1 | DT_DEBUG | DT_SYMTAB
+                | DT_SYMENT | DT_STRTAB | DT_STRSZ | DT_HASH | DT_GNU_HASH => {}
+                other => return Err(ElfError::UnknownDynamicTag(other)),
             }
         }
         let Some(rela) = rela else { return Ok(0) };
@@ -498,6 +533,49 @@ pub mod tests {
         let mut image = vec![0u8; k.image_len() as usize];
         k.load_into(&mut image);
         assert_eq!(k.relocate(&mut image, 0), Err(ElfError::UnsupportedRelocation(1)));
+    }
+
+    /// The test ELF with its third dynamic entry (DT_RELAENT) replaced by `tag`.
+    fn with_dynamic_tag(tag: u64, value: u64) -> Vec<u8> {
+        let mut b = test_elf(5, R_X86_64_RELATIVE).bytes;
+        put(&mut b, 0x2040 + 2 * 16, &tag.to_le_bytes());
+        put(&mut b, 0x2048 + 2 * 16, &value.to_le_bytes());
+        b
+    }
+
+    fn relocate(bytes: &[u8]) -> Result<usize, ElfError> {
+        let k = Kernel::parse(bytes).unwrap();
+        let mut image = vec![0u8; k.image_len() as usize];
+        k.load_into(&mut image);
+        k.relocate(&mut image, 0x1000)
+    }
+
+    #[test]
+    fn dt_relr_is_refused_by_name() {
+        for tag in [DT_RELR, DT_RELRSZ, DT_RELRENT] {
+            let error = relocate(&with_dynamic_tag(tag, 8)).unwrap_err();
+            assert!(
+                matches!(error, ElfError::UnsupportedDynamic(what) if what.contains("DT_RELR"))
+            );
+            assert!(error.to_string().contains("DT_RELR packed relocations"), "{error}");
+        }
+    }
+
+    #[test]
+    fn unknown_dynamic_tags_are_refused_known_harmless_ones_pass() {
+        // DT_NEEDED, DT_INIT, DT_PLTGOT, DT_JMPREL: a loader that ignored them would run a
+        // kernel that expects them handled.
+        for tag in [1, 12, 3, 23, 0x6fff_fff0] {
+            assert_eq!(relocate(&with_dynamic_tag(tag, 0)), Err(ElfError::UnknownDynamicTag(tag)));
+        }
+        assert_eq!(
+            relocate(&with_dynamic_tag(DT_FLAGS, DF_TEXTREL)),
+            Err(ElfError::UnsupportedDynamic("text relocations (DF_TEXTREL)"))
+        );
+        // What x86_64-unknown-none's linker writes for the kernel (readelf -d): all handled.
+        for tag in [DT_FLAGS, DT_FLAGS_1, DT_DEBUG, DT_RELACOUNT, DT_SYMTAB, DT_GNU_HASH, DT_HASH] {
+            assert_eq!(relocate(&with_dynamic_tag(tag, 8)), Ok(1), "tag {tag:#x}");
+        }
     }
 
     #[test]

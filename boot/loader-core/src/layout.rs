@@ -15,6 +15,8 @@ pub enum LayoutError {
     NoFreeSlot(u64),
     Overlap(u64),
     NonCanonical(u64),
+    /// A fixed recursive page-table index names a level-4 slot another mapping uses.
+    SlotInUse(usize),
 }
 
 impl fmt::Display for LayoutError {
@@ -25,6 +27,10 @@ impl fmt::Display for LayoutError {
             }
             LayoutError::Overlap(at) => write!(f, "fixed mapping at {at:#x} overlaps another one"),
             LayoutError::NonCanonical(at) => write!(f, "fixed mapping at {at:#x} is not canonical"),
+            LayoutError::SlotInUse(slot) => write!(
+                f,
+                "the recursive page-table index {slot} names a level-4 slot another mapping uses"
+            ),
         }
     }
 }
@@ -100,6 +106,19 @@ impl Layout {
     pub fn allocate_slot(&mut self) -> Result<usize, LayoutError> {
         self.allocate(SLOT_SIZE).map(slot_of)
     }
+
+    /// Claims level-4 slot `slot` for the recursive page-table entry, which must have it alone:
+    /// a mapping in the same slot would be walked through the PML4 itself and write into it.
+    /// Call it after every other fixed claim (the identity pages included) and before the
+    /// dynamic ones, which then keep out of it.
+    pub fn claim_slot(&mut self, slot: usize) -> Result<(), LayoutError> {
+        let used = self.used.get_mut(slot).ok_or(LayoutError::SlotInUse(slot))?;
+        if *used {
+            return Err(LayoutError::SlotInUse(slot));
+        }
+        *used = true;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +158,22 @@ mod tests {
             Err(LayoutError::NonCanonical(0x0000_8000_0000_0000))
         );
         assert_eq!(layout.allocate_slot(), Ok(3));
+    }
+
+    #[test]
+    fn a_fixed_recursive_index_in_a_used_slot_is_refused() {
+        let mut layout = Layout::new(None, None);
+        // The loader's identity-mapped trampoline in slot 0, the kernel at a fixed address in
+        // slot 511.
+        layout.claim(0x7e0_0000, 0x1000).unwrap();
+        layout.claim(0xffff_ff80_0000_0000, 0x10_0000).unwrap();
+        assert_eq!(layout.claim_slot(0), Err(LayoutError::SlotInUse(0)));
+        assert_eq!(layout.claim_slot(511), Err(LayoutError::SlotInUse(511)));
+        assert!(layout.claim_slot(0).unwrap_err().to_string().contains("index 0"));
+        // A free slot is taken once, and dynamic mappings keep out of it.
+        layout.claim_slot(1).unwrap();
+        assert_eq!(layout.claim_slot(1), Err(LayoutError::SlotInUse(1)));
+        assert_eq!(layout.allocate(1), Ok(2 << 39));
+        assert_eq!(layout.claim_slot(512), Err(LayoutError::SlotInUse(512)));
     }
 }

@@ -6,6 +6,7 @@
 //! - [`elf`]: the kernel ELF's segments, permissions and `R_X86_64_RELATIVE` relocations;
 //! - [`layout`]: where dynamic mappings go in the kernel's address space;
 //! - [`paging`]: the 4-level page tables that map it all;
+//! - [`td`]: whether the loader runs in a TD (CPUID leaf 0x21);
 //! - [`checks`]: how the kernel judges what it was handed (its `boot.*` self-test checks).
 
 #![cfg_attr(not(test), no_std)]
@@ -18,3 +19,4 @@ pub mod elf;
 pub mod layout;
 pub mod memory_map;
 pub mod paging;
+pub mod td;

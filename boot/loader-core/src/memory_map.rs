@@ -121,6 +121,27 @@ where
     written
 }
 
+/// [`convert`], with the pages `kept` (page-aligned) reported as `Bootloader` whatever type the
+/// firmware gives them: the loader's trampoline, which lies in the loader's own image (UEFI
+/// `LOADER_CODE`, usable memory) and stays mapped, executable, at its identity address in the
+/// kernel's tables. Reported usable, the kernel could put data there and find it executable.
+/// `out` needs room for two more regions than [`max_regions`] of the descriptors gives.
+pub fn convert_keeping<I>(
+    descriptors: I,
+    kept: core::ops::Range<u64>,
+    out: &mut [MemoryRegion],
+) -> usize
+where
+    I: Iterator<Item = UefiDescriptor> + Clone,
+{
+    let kept = UefiDescriptor {
+        memory_type: LOADER_ALLOCATION_TYPE,
+        physical_start: kept.start,
+        page_count: kept.end.saturating_sub(kept.start) / PAGE_SIZE,
+    };
+    convert(descriptors.chain(core::iter::once(kept)), out)
+}
+
 /// The end of the highest descriptor: how far the physical-memory mapping must reach.
 pub fn highest_address<I: Iterator<Item = UefiDescriptor>>(descriptors: I) -> u64 {
     descriptors.map(|d| d.end()).max().unwrap_or(0)
@@ -145,6 +166,39 @@ mod tests {
 
     fn r(start: u64, end: u64, kind: MemoryRegionKind) -> MemoryRegion {
         MemoryRegion { start, end, kind }
+    }
+
+    #[test]
+    fn the_trampoline_page_is_not_usable() {
+        // The loader's image (LOADER_CODE) with the trampoline's page inside it.
+        let map = [
+            d(CONVENTIONAL, 0, 0x100),
+            d(LOADER_CODE, 0x10_0000, 0x40),
+            d(CONVENTIONAL, 0x14_0000, 0x10),
+        ];
+        let mut out = vec![MemoryRegion::empty(); max_regions(map.len()) + 2];
+        let n = convert_keeping(map.iter().copied(), 0x12_3000..0x12_4000, &mut out);
+        assert_eq!(
+            out[..n],
+            [
+                r(0, 0x12_3000, MemoryRegionKind::Usable),
+                r(0x12_3000, 0x12_4000, MemoryRegionKind::Bootloader),
+                r(0x12_4000, 0x15_0000, MemoryRegionKind::Usable),
+            ]
+        );
+        // Without the carve-out the same page is usable.
+        assert!(run(&map).iter().all(|region| region.kind == MemoryRegionKind::Usable));
+        // Kept pages inside a firmware-reserved range stay reserved.
+        let reserved = [d(CONVENTIONAL, 0, 0x10), d(0, 0x1_0000, 4)];
+        let mut out = vec![MemoryRegion::empty(); 6];
+        let n = convert_keeping(reserved.iter().copied(), 0x1_0000..0x1_1000, &mut out);
+        assert_eq!(
+            out[..n],
+            [
+                r(0, 0x1_0000, MemoryRegionKind::Usable),
+                r(0x1_0000, 0x1_4000, MemoryRegionKind::UnknownUefi(0))
+            ]
+        );
     }
 
     #[test]

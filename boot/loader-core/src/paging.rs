@@ -64,12 +64,14 @@ pub fn leaf_flags(writable: bool, executable: bool) -> u64 {
 pub struct PageTables<F: Frames> {
     pub frames: F,
     pub root: u64,
+    /// The PML4 index that points at the PML4 itself, once [`PageTables::map_recursive`] ran.
+    recursive: Option<usize>,
 }
 
 impl<F: Frames> PageTables<F> {
     pub fn new(mut frames: F) -> Result<Self, MapError> {
         let root = frames.allocate_zeroed().ok_or(MapError::OutOfFrames)?;
-        Ok(PageTables { frames, root })
+        Ok(PageTables { frames, root, recursive: None })
     }
 
     /// The table one level below `table[index]`, created when absent.
@@ -95,6 +97,10 @@ impl<F: Frames> PageTables<F> {
             return Err(MapError::NonCanonical(virt));
         }
         let index = |l: u32| ((virt >> (12 + 9 * (l - 1))) & 0x1FF) as usize;
+        // Through the recursive slot the walk would reach the PML4 as a lower-level table.
+        if self.recursive == Some(index(4)) {
+            return Err(MapError::AlreadyMapped(virt));
+        }
         let mut table = self.root;
         for l in (level + 1..=4).rev() {
             table = self.next_table(table, index(l), virt)?;
@@ -132,13 +138,16 @@ impl<F: Frames> PageTables<F> {
     }
 
     /// Points PML4 entry `index` at the PML4 itself (a recursive mapping), not executable.
+    /// Map it last: an entry already in use is refused, and so is any later mapping in that
+    /// slot.
     pub fn map_recursive(&mut self, index: usize) -> Result<(), MapError> {
         let root = self.root;
         let entry = &mut self.frames.table(root)[index];
         if *entry & PRESENT != 0 {
-            return Err(MapError::AlreadyMapped((index as u64) << 39));
+            return Err(MapError::AlreadyMapped(crate::layout::slot_address(index)));
         }
         *entry = root | PRESENT | WRITABLE | NO_EXECUTE;
+        self.recursive = Some(index);
         Ok(())
     }
 
@@ -219,8 +228,26 @@ pub mod tests {
         );
         pt.map_recursive(510).unwrap();
         assert!(pt.map_recursive(510).is_err());
+        assert_eq!(pt.map_recursive(0), Err(MapError::AlreadyMapped(0)), "slot 0 is in use");
         let mut tiny = tables(2);
         assert_eq!(tiny.map_4k(0x1000, 0, f), Err(MapError::OutOfFrames));
+    }
+
+    #[test]
+    fn nothing_is_mapped_through_the_recursive_slot() {
+        let mut pt = tables(64);
+        let f = leaf_flags(true, false);
+        pt.map_recursive(1).unwrap();
+        let root = pt.frames.table(pt.root)[1];
+        // A mapping in slot 1 would treat the PML4 as its PDPT and write into it.
+        assert_eq!(pt.map_4k(1 << 39, 0x5000, f), Err(MapError::AlreadyMapped(1 << 39)));
+        assert_eq!(
+            pt.map_2m((1 << 39) + PAGE_2M, 0, f),
+            Err(MapError::AlreadyMapped((1 << 39) + PAGE_2M))
+        );
+        assert_eq!(pt.frames.table(pt.root)[1], root);
+        assert_eq!(pt.frames.table(pt.root).iter().filter(|&&e| e != 0).count(), 1);
+        pt.map_4k(2 << 39, 0x5000, f).unwrap();
     }
 
     proptest::proptest! {

@@ -11,7 +11,17 @@ pub fn memory_type() -> MemoryType {
 
 /// `pages` zeroed pages; their physical address (UEFI identity-maps memory).
 pub fn allocate_zeroed(pages: usize) -> uefi::Result<u64> {
-    let start = boot::allocate_pages(AllocateType::AnyPages, memory_type(), pages)?;
+    allocate(AllocateType::AnyPages, pages)
+}
+
+/// `pages` zeroed pages below 4 GiB: what the switch out of 5-level paging reaches from 32-bit
+/// code (the GDT page and its stack) or loads into CR3 with a 32-bit write (the PML4).
+pub fn allocate_zeroed_below_4g(pages: usize) -> uefi::Result<u64> {
+    allocate(AllocateType::MaxAddress(0xFFFF_FFFF), pages)
+}
+
+fn allocate(kind: AllocateType, pages: usize) -> uefi::Result<u64> {
+    let start = boot::allocate_pages(kind, memory_type(), pages)?;
     // SAFETY: allocate_pages returned `pages` pages starting at `start`, ours alone.
     unsafe { core::ptr::write_bytes(start.as_ptr(), 0, pages * PAGE_4K as usize) };
     Ok(start.as_ptr() as u64)
@@ -26,7 +36,8 @@ pub unsafe fn bytes_mut(phys: u64, len: usize) -> &'static mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(phys as *mut u8, len) }
 }
 
-/// Page-table frames, taken from chunks of pages so that the memory map stays short.
+/// Page-table frames, taken from chunks of pages below 4 GiB (the PML4 must be; the rest come
+/// from the same chunks) so that the memory map stays short.
 pub struct ChunkFrames {
     next: u64,
     end: u64,
@@ -43,7 +54,7 @@ impl ChunkFrames {
 impl Frames for ChunkFrames {
     fn allocate_zeroed(&mut self) -> Option<u64> {
         if self.next == self.end {
-            let start = allocate_zeroed(CHUNK_PAGES).ok()?;
+            let start = allocate_zeroed_below_4g(CHUNK_PAGES).ok()?;
             self.next = start;
             self.end = start + CHUNK_PAGES as u64 * PAGE_4K;
         }

@@ -11,17 +11,22 @@
 //!
 //! Everything that can fail happens before ExitBootServices, and errors are printed on the UEFI
 //! console. After it ([`handoff`]), the loader converts the final memory map and writes the
-//! boot info (plain stores to memory it allocated), then calls `enter_kernel`: 59 bytes (today)
-//! in a page-aligned PE section of its own (`.text.en`, PE cuts section names to 8 bytes),
-//! identity-mapped in the kernel's tables; symbols are in `loader.pdb`. In a TD a
+//! boot info (plain stores to memory it allocated), then calls `enter_kernel`: 141 bytes
+//! (today) in a page-aligned PE section of its own (`.text.en`, PE cuts section names to 8
+//! bytes), identity-mapped in the kernel's tables and reported to the kernel as
+//! `Bootloader` memory; symbols are in `loader.pdb`. In a TD a
 //! #VE after ExitBootServices kills the TD, and a #GP is a triple fault; the privileged
 //! instructions executed after it are exactly these, each native in a TD in every module
 //! version. `kernel/libs/td-rules` lists what the TDX module treats differently from bare metal,
-//! with its sources; only the CR0 write below is in that list, and its rule makes setting WP (a
-//! guest-owned bit) native:
+//! with its sources; only the CR0 and CR4 writes below are in that list, and its rules make
+//! changing WP, PG and LA57 (guest-owned bits) native:
 //!
 //! - `mov cr0` only when CR0.WP is clear, to set it (`handoff::set_write_protect_if_clear`), with
-//!   every other bit as read: WP is guest-owned, so the write does not exit. No CR4 write.
+//!   every other bit as read: WP is guest-owned, so the write does not exit.
+//! - Only when the firmware runs 5-level paging (CR4.LA57, read before ExitBootServices and
+//!   again in `enter_kernel`): a far return into compatibility mode, `mov cr0` clearing PG,
+//!   `mov cr4` clearing LA57, `mov cr3`, `mov cr0` setting PG, a far return into 64-bit mode
+//!   (see `handoff`). Every other bit is written as read. No EFER write.
 //! - `cli`: IF is under the TD's own control.
 //! - `lgdt` of the loader's GDT, `lidt` of an empty IDT (any exception before the kernel's own
 //!   `lidt` then shuts the machine down, rather than jumping through the firmware's IDT in

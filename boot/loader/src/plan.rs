@@ -26,6 +26,8 @@ pub enum LoadError {
     Layout(LayoutError),
     Map(MapError),
     Uefi(&'static str, uefi::Status),
+    /// The firmware runs 5-level paging and the switch out of it cannot be made.
+    FiveLevel(&'static str),
 }
 
 impl fmt::Display for LoadError {
@@ -40,6 +42,11 @@ impl fmt::Display for LoadError {
             LoadError::Layout(e) => write!(f, "address space: {e}"),
             LoadError::Map(e) => write!(f, "page tables: {e}"),
             LoadError::Uefi(what, status) => write!(f, "{what}: {status:?}"),
+            LoadError::FiveLevel(why) => write!(
+                f,
+                "the firmware runs 5-level paging (CR4.LA57) and {why}; the host can ask TDVF \
+                 for 4-level paging with -fw_cfg name=opt/org.tianocore/PagingLevel,string=4"
+            ),
         }
     }
 }
@@ -106,6 +113,7 @@ fn pages(len: u64) -> u64 {
 }
 
 pub fn prepare() -> Result<Handoff, LoadError> {
+    let five_level = paging_levels()? == 5;
     let file = kernel_file::read()?;
     let kernel = Kernel::parse(file)?;
     let config = config::parse(kernel.section(b".bootloader-config")?)?;
@@ -134,12 +142,18 @@ pub fn prepare() -> Result<Handoff, LoadError> {
         pages(REGIONS_OFFSET + (region_capacity * core::mem::size_of::<MemoryRegion>()) as u64)
             * PAGE_4K;
     let stack_len = pages(config.kernel_stack_size) * PAGE_4K;
-    let framebuffer = graphics_output();
+    // In a TD the frame buffer is MMIO the host reads: not offered (see `in_td`).
+    let framebuffer = if in_td() { None } else { graphics_output() };
 
     // Virtual layout: identity pages first, then fixed mappings, then dynamic ones.
     let mut layout = Layout::new(mappings.dynamic_range_start, mappings.dynamic_range_end);
-    let gdt = frames::allocate_zeroed(1).map_err(uefi_error("cannot allocate the GDT"))?;
+    let gdt = frames::allocate_zeroed_below_4g(1).map_err(uefi_error("cannot allocate the GDT"))?;
     let trampoline = handoff::trampoline_pages();
+    if five_level && trampoline.end > 1 << 32 {
+        return Err(LoadError::FiveLevel(
+            "the loader's trampoline lies above 4 GiB, out of reach of the 32-bit switch",
+        ));
+    }
     layout.claim(trampoline.start, trampoline.end - trampoline.start)?;
     layout.claim(gdt, PAGE_4K)?;
     let (span_start, span_end) = kernel.span();
@@ -155,7 +169,10 @@ pub fn prepare() -> Result<Handoff, LoadError> {
     if let Some(fb) = &framebuffer {
         claim_fixed(&mut layout, Some(mappings.framebuffer), fb.info.byte_len as u64)?;
     }
-    claim_fixed(&mut layout, mappings.page_table_recursive, 1)?;
+    // The recursive entry needs a slot of its own: claimed after every other fixed mapping.
+    if let Some(Mapping::FixedAddress(addr)) = mappings.page_table_recursive {
+        layout.claim_slot(((addr >> 39) & 0x1FF) as usize)?;
+    }
     let kernel_base = if kernel.is_position_independent() {
         virtual_for(&mut layout, mappings.kernel_base, image_len)?
     } else {
@@ -242,9 +259,6 @@ pub fn prepare() -> Result<Handoff, LoadError> {
         let len = (fb.physical + fb.info.byte_len as u64).next_multiple_of(PAGE_4K) - start;
         tables.map_range_4k(virt, start, len, leaf_flags(true, false))?;
     }
-    if let Some(index) = recursive_index {
-        tables.map_recursive(index as usize)?;
-    }
     // The trampoline that switches CR3 and the GDT stay where they are.
     tables.map_range_4k(
         trampoline.start,
@@ -254,6 +268,10 @@ pub fn prepare() -> Result<Handoff, LoadError> {
     )?;
     tables.map_4k(gdt, gdt, leaf_flags(true, false))?;
     handoff::write_gdt(gdt);
+    // Last: nothing may be mapped through the recursive slot after it points at the PML4.
+    if let Some(index) = recursive_index {
+        tables.map_recursive(index as usize)?;
+    }
 
     // The boot info, all but the regions (they come from the final memory map).
     let empty: &'static mut [MemoryRegion] = &mut [];
@@ -290,6 +308,9 @@ pub fn prepare() -> Result<Handoff, LoadError> {
     unsafe { core::ptr::write(boot_info as *mut BootInfo, info) };
 
     cpu_preconditions();
+    if tables.root >= 1 << 32 {
+        return Err(LoadError::FiveLevel("the kernel's PML4 lies above 4 GiB"));
+    }
     Ok(Handoff {
         boot_info,
         boot_info_virtual,
@@ -300,6 +321,90 @@ pub fn prepare() -> Result<Handoff, LoadError> {
         stack_top: stack_bottom + stack_len,
         entry: kernel.entry().wrapping_add(bias),
         gdt,
+        #[cfg(feature = "test-enable-la57")]
+        test_pml5: test_pml5()?,
+    })
+}
+
+const CR4_LA57: u64 = 1 << 12;
+const CR4_PCIDE: u64 = 1 << 17;
+
+/// How many paging levels the handoff starts from, read before ExitBootServices: 5 when the
+/// firmware runs with CR4.LA57 set (a TDVF built with `PcdUse5LevelPageTable`, from
+/// edk2-stable202405, on a CPU with LA57), or when this is the test build that turns it on
+/// itself. `enter_kernel` reads CR4 again and leaves 5-level paging when it finds LA57 set.
+pub fn paging_levels() -> Result<u8, LoadError> {
+    let cr4: u64;
+    // SAFETY: reading CR4 has no side effect; in a TD it is native (only writes can exit).
+    unsafe {
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags))
+    };
+    let test = cfg!(feature = "test-enable-la57");
+    if test && !cpu_has_la57() {
+        return Err(LoadError::Unsupported(
+            "5-level paging (the test-enable-la57 build) on a CPU without LA57 (QEMU: -cpu max,la57=on)",
+        ));
+    }
+    if cr4 & CR4_LA57 == 0 && !test {
+        return Ok(4);
+    }
+    // MOV to CR0 that clears PG with CR4.PCIDE set is #GP (SDM Vol. 3A 4.10.1); TDVF never
+    // sets PCIDE, and this loader does not clear it for the firmware.
+    if cr4 & CR4_PCIDE != 0 {
+        return Err(LoadError::FiveLevel("CR4.PCIDE is set, so paging cannot be turned off"));
+    }
+    if test {
+        uefi::println!("tdx-loader: test build: turning 5-level paging on after ExitBootServices");
+    } else {
+        uefi::println!(
+            "tdx-loader: the firmware runs 5-level paging (CR4.LA57); the handoff leaves it for \
+             the kernel's 4-level tables"
+        );
+    }
+    Ok(5)
+}
+
+/// CPUID.(EAX=7,ECX=0):ECX bit 16, LA57 (SDM Vol. 2A, CPUID). Before ExitBootServices only.
+fn cpu_has_la57() -> bool {
+    let max = core::arch::x86_64::__cpuid_count(0, 0).eax;
+    max >= 7 && core::arch::x86_64::__cpuid_count(7, 0).ecx & (1 << 16) != 0
+}
+
+/// A PML5 below 4 GiB whose entry 0 is the firmware's PML4: with it, every address below
+/// 2^47 translates under 5-level paging as it did under 4-level paging.
+#[cfg(feature = "test-enable-la57")]
+fn test_pml5() -> Result<u64, LoadError> {
+    let pml5 =
+        frames::allocate_zeroed_below_4g(1).map_err(uefi_error("cannot allocate the PML5"))?;
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effect.
+    unsafe {
+        core::arch::asm!("mov {}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags))
+    };
+    let pml4 = cr3 & loader_core::paging::ADDRESS_MASK;
+    // SAFETY: `pml5` is a fresh zeroed page of ours, identity-mapped.
+    unsafe {
+        (pml5 as *mut u64)
+            .write(pml4 | loader_core::paging::PRESENT | loader_core::paging::WRITABLE)
+    };
+    Ok(pml5)
+}
+
+/// Whether this loader runs in a TD: CPUID leaf 0x21 subleaf 0 answers "IntelTDX    " (TDX
+/// module ABI; Linux `tdx_early_init`). The TDX module answers that leaf natively, so this is a
+/// fact of the hardware, not the host's word.
+///
+/// In a TD the GOP frame buffer is not offered to the kernel: its pages are MMIO that the host
+/// emulates, so they would have to be mapped shared (the shared bit from TDG.VP.INFO's GPAW),
+/// and whatever the kernel drew there the host would read. The kernel writes nothing to a
+/// screen, and TDs are launched with `-nodefaults` (no VGA, no GOP) anyway; not offering it
+/// leaves no private mapping of host memory behind and no TDCALL in the loader.
+fn in_td() -> bool {
+    // Leaves 0 and 0x21/0 are answered by the TDX module natively; outside a TD, CPUID is
+    // ordinary.
+    loader_core::td::is_td(|leaf, subleaf| {
+        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
     })
 }
 

@@ -26,7 +26,7 @@ pub fn runs(timeout: Duration) -> Vec<RunSpec> {
         firmware: None,
     };
     vec![
-        spec("audit:own", LoaderKind::Own, true, Expect::Pass, false),
+        spec("audit:own", LoaderKind::OwnLa57, true, Expect::Pass, false),
         spec(
             "audit:upstream",
             LoaderKind::Upstream,

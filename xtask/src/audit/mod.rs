@@ -512,7 +512,7 @@ fn upstream_loader_pdb() -> Result<(PathBuf, PathBuf)> {
 fn boot_with_plugin(
     firmware: &ovmf::Firmware,
     image: &Path,
-    mode: Option<&str>,
+    request: &Request,
     images: &[&Image],
     marks: &[String],
     log_path: &Path,
@@ -537,8 +537,9 @@ fn boot_with_plugin(
         firmware,
         image,
         kvm: false,
-        mode,
+        mode: request.softtdx.then_some("softtdx"),
         extra_args: &extra,
+        la57: request.loader.needs_la57(),
     });
     let command = crate::qemu::command_line(&qemu, &args);
     let finished = crate::qemu::run(&qemu, &args, &crate::qemu::Limits::timeout(timeout), false)?;
@@ -592,8 +593,12 @@ impl Request {
 /// the PDB of a rebuild of the same crate.
 fn loader_image(loader: LoaderKind, image: &Path) -> Result<(Image, PathBuf)> {
     match loader {
-        LoaderKind::Own | LoaderKind::OwnBrokenHandoff | LoaderKind::OwnOldApiKernel => {
-            let efi = build::build_loader(loader == LoaderKind::OwnBrokenHandoff, true)?;
+        LoaderKind::Own
+        | LoaderKind::OwnBrokenHandoff
+        | LoaderKind::OwnOldApiKernel
+        | LoaderKind::OwnLa57
+        | LoaderKind::OwnLa57BrokenTrampoline => {
+            let efi = build::build_loader(loader.loader_feature(), true)?;
             let pdb = efi.with_file_name("loader.pdb");
             let image_bytes =
                 std::fs::read(image).with_context(|| format!("cannot read {}", image.display()))?;
@@ -602,7 +607,10 @@ fn loader_image(loader: LoaderKind, image: &Path) -> Result<(Image, PathBuf)> {
                 bail!("{} is not inside {}", efi.display(), image.display());
             }
             let pdb = pdb.is_file().then_some(pdb);
-            let loaded = symbols::loader_image(&efi, pdb.as_deref().map(|p| (p, efi.as_path())))?;
+            // The PDB matches the linker's output, beside the reproducible copy (build.rs).
+            let linked = efi.with_file_name("loader.efi");
+            let loaded =
+                symbols::loader_image(&efi, pdb.as_deref().map(|p| (p, linked.as_path())))?;
             Ok((loaded, efi))
         }
         LoaderKind::Upstream => {
@@ -645,11 +653,10 @@ pub fn audit(request: Request, firmware: &ovmf::Firmware, timeout: Duration) -> 
         log_name.push_str("-bypass");
     }
     let log_path = logs_dir()?.join(format!("{log_name}.plugin.log"));
-    let mode = request.softtdx.then_some("softtdx");
     let (log, serial, log_bytes, command) = boot_with_plugin(
         firmware,
         &artifacts.image,
-        mode,
+        &request,
         &[&loader, &kernel],
         &marks,
         &log_path,
