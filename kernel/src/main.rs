@@ -23,6 +23,7 @@
 extern crate alloc;
 
 mod arch;
+mod attest;
 #[cfg(feature = "test-modes")]
 mod bench;
 #[cfg(feature = "test-modes")]

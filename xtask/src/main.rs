@@ -3,6 +3,7 @@
 //! Errors end the process with one line on stderr and a non-zero status, never a backtrace.
 
 mod ansi;
+mod attest;
 mod audit;
 mod bench;
 mod build;

@@ -832,13 +832,16 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
             });
         }
     };
+    let nonce = crate::attest::fresh_nonce();
+    let mut extra_args = options.qemu_args.clone();
+    extra_args.extend(crate::attest::nonce_args(&nonce));
     let args = qemu::boot_args(&qemu::BootSpec {
         firmware: &firmware,
         image,
         kvm: options.kvm,
         machine: spec.machine,
         mode: spec.mode_flag.as_deref(),
-        extra_args: &options.qemu_args,
+        extra_args: &extra_args,
         la57: spec.loader.needs_la57(),
     });
     // A run that expects a hang stops a few seconds after the kernel says it will hang, so
@@ -855,8 +858,27 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         .with_context(|| format!("cannot write {}", log.display()))?;
     let parsed = report::parse(&finished.output);
     let (verdict, why) = verdict(finished.status, finished.timed_out, &parsed);
-    let judged = judge(spec, verdict, finished.status, &parsed);
+    let mut judged = judge(spec, verdict, finished.status, &parsed);
     let mut tests = parsed.checks.clone();
+    // A TDREPORT the kernel printed is judged on the host too (xtask/src/attest.rs); a run
+    // expected to pass in which the kernel's report check passed must bring one that holds.
+    let report_checked =
+        parsed.checks.iter().any(|c| c.name == "attest.report" && c.result == CheckResult::Pass);
+    if matches!(spec.expect, Expect::Pass) && report_checked {
+        let outcome =
+            crate::attest::verify(&finished.output, &nonce, &crate::attest::report_file(&log))
+                .and_then(|detail| {
+                    detail.ok_or_else(|| "no TDREPORT lines in the log".to_string())
+                });
+        tests.push(Check {
+            name: "host.tdreport".into(),
+            result: if outcome.is_ok() { CheckResult::Pass } else { CheckResult::Fail },
+            detail: outcome.clone().unwrap_or_else(|e| e.clone()),
+        });
+        if let (Ok(()), Err(e)) = (&judged, outcome) {
+            judged = Err(format!("host check of the TDREPORT: {e}"));
+        }
+    }
     if let Some(scenario) = spec.id.strip_prefix("fatal:") {
         tests.push(Check {
             name: format!("fault.{scenario}"),

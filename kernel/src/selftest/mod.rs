@@ -95,6 +95,11 @@ impl Tally {
         }
     }
 
+    /// Checks recorded so far: (passed, failed, skipped).
+    pub fn counts(&self) -> (u32, u32, u32) {
+        (self.passed, self.failed, self.skipped)
+    }
+
     pub fn run(&mut self, name: &str, check: impl FnOnce() -> Outcome) {
         let outcome = check();
         self.record(name, outcome);
@@ -121,6 +126,7 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
         tally.record("fault.*", skip!("softtdx is not active: host faults are injected by the model, which this image does not contain"));
     }
     allowlist::run_final(&mut tally);
+    crate::attest::checks::run(&ctx, &mut tally);
     #[cfg(feature = "audit-bypass")]
     audit_bypass();
 
@@ -189,7 +195,7 @@ pub fn ve_path_ok(before: u64, accesses: u64) -> Result<u64, Detail> {
 
 /// What the self-test runs on: `softtdx` (the model stands in for the TDX module), `td` (a real
 /// TD) or `native`.
-fn mode_name() -> &'static str {
+pub(crate) fn mode_name() -> &'static str {
     #[cfg(feature = "test-modes")]
     if crate::softtdx::is_active() {
         return "softtdx";

@@ -25,6 +25,7 @@
 //! advance) is the code that runs in a real TD. The model is active only when the boot flags ask
 //! for it and CPUID says the CPU is *not* a real TD.
 
+mod attest;
 mod gate;
 pub mod pages;
 mod strict;
@@ -630,6 +631,9 @@ fn tdx_module(frame: &mut TrapFrame) {
             frame.r10 = 0;
             frame.r11 = 0;
         }
+        // TDG.MR.RTMR.EXTEND, TDG.MR.REPORT
+        2 => attest::rtmr_extend(frame),
+        4 => attest::mr_report(frame, model.attributes),
         // TDG.VP.VEINFO.GET
         3 => {
             // The module clears the outputs first, so a failing call returns them as 0

@@ -143,8 +143,7 @@ impl<'a> EventLog<'a> {
                 }
                 continue;
             }
-            let Some(digest) = event.digest(alg).and_then(|d| <&[u8; N]>::try_from(d).ok())
-            else {
+            let Some(digest) = event.digest(alg).and_then(|d| <&[u8; N]>::try_from(d).ok()) else {
                 continue;
             };
             if let Some(r) = registers.get_mut(event.index as usize) {
@@ -329,8 +328,15 @@ mod tests {
     fn startup_locality_sets_pcr0() {
         let mut log = vec![0u8; 1024];
         let mut at = write_spec_id_header(&mut log, &[(ALG_SHA256, 32)]).unwrap();
-        at += write_event2(&mut log[at..], 0, EV_NO_ACTION, ALG_SHA256, &[0; 32], b"StartupLocality\0\x03")
-            .unwrap();
+        at += write_event2(
+            &mut log[at..],
+            0,
+            EV_NO_ACTION,
+            ALG_SHA256,
+            &[0; 32],
+            b"StartupLocality\0\x03",
+        )
+        .unwrap();
         write_event2(&mut log[at..], 0, EV_IPL, ALG_SHA256, &[9; 32], b"").unwrap();
         let mut pcrs = [[0u8; 32]; 24];
         let sha256_extend = |a: &[u8; 32], b: &[u8; 32]| crate::sha256(&[a, b]);

@@ -75,9 +75,6 @@ mod tests {
             hex(&sha256(&[b"abc"])),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(
-            hex(&sha512(&[b"abc"]))[..32],
-            *"ddaf35a193617abacc417349ae204131"
-        );
+        assert_eq!(hex(&sha512(&[b"abc"]))[..32], *"ddaf35a193617abacc417349ae204131");
     }
 }

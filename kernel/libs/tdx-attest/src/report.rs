@@ -260,7 +260,8 @@ mod tests {
         let tcb = [0x11; TEE_TCB_INFO_SIZE];
         let data = [0x42; 64];
         let ty = ReportType { tee_type: REPORT_TYPE_TDX, subtype: 0, version: 0 };
-        let bytes = build(ty, &[0; 16], &tcb, &sample_info(), &data, b"0123456789abcdef0123456789abcdef");
+        let bytes =
+            build(ty, &[0; 16], &tcb, &sample_info(), &data, b"0123456789abcdef0123456789abcdef");
         let report = TdReport::new(&bytes);
         assert_eq!(report.report_type(), ty);
         assert_eq!(bytes[0], 0x81);
