@@ -113,10 +113,48 @@ pub fn disk_image(loader: &[u8], kernel: &[u8]) -> Result<Vec<u8>, String> {
     Ok(disk.into_inner())
 }
 
+/// The loader (`EFI/BOOT/BOOTX64.EFI`) and `kernel.elf` of a disk image [`disk_image`] wrote,
+/// read back through its GPT and FAT (for `cargo xtask measure` and the TPM run, which must
+/// hash exactly what the firmware and the loader read).
+pub fn read_files(image: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use std::io::Read;
+    let disk = gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .open_from_device(Cursor::new(image.to_vec()))
+        .map_err(|e| format!("no GPT: {e}"))?;
+    let esp = disk
+        .partitions()
+        .values()
+        .find(|p| p.part_type_guid == gpt::partition_types::EFI)
+        .ok_or("no EFI system partition")?;
+    let start = usize::try_from(esp.first_lba * SECTOR).map_err(|e| e.to_string())?;
+    let end = usize::try_from((esp.last_lba + 1) * SECTOR).map_err(|e| e.to_string())?;
+    let partition = image.get(start..end).ok_or("the ESP runs past the end of the image")?;
+    let fs = fatfs::FileSystem::new(Cursor::new(partition.to_vec()), fatfs::FsOptions::new())
+        .map_err(io("the ESP is not a FAT volume"))?;
+    let read = |path: &str| -> Result<Vec<u8>, String> {
+        let mut bytes = Vec::new();
+        fs.root_dir()
+            .open_file(path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| format!("cannot read {path} from the ESP: {e}"))?;
+        Ok(bytes)
+    };
+    Ok((read("EFI/BOOT/BOOTX64.EFI")?, read(KERNEL_FILE)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn files_read_back_as_written() {
+        let image = disk_image(&fake_loader(), &fake_kernel()).unwrap();
+        assert_eq!(read_files(&image).unwrap(), (fake_loader(), fake_kernel()));
+        assert!(read_files(&image[..4096]).is_err());
+    }
 
     fn fake_loader() -> Vec<u8> {
         let mut v = b"MZ fake loader".to_vec();

@@ -10,6 +10,8 @@
 //!   developer tools can say "this firmware cannot boot a TD" before QEMU does.
 //! - [`descriptor`] reads QEMU's firmware descriptors (`/usr/share/qemu/firmware/*.json` and
 //!   the directories that override it), which [`find`](mod@find) consults before its own list.
+//! - [`mrtd`] computes the MRTD a TD built from a TDVF image reports (the host's
+//!   TDH.MEM.PAGE.ADD and TDH.MR.EXTEND records, in QEMU's order).
 //! - [`varstore`] tells whether a variable store has a Secure Boot Platform Key enrolled, i.e.
 //!   whether the firmware will refuse an unsigned loader.
 //!
@@ -21,6 +23,7 @@
 
 pub mod descriptor;
 pub mod find;
+pub mod mrtd;
 pub mod tdvf;
 pub mod varstore;
 

@@ -13,6 +13,7 @@ mod firmware;
 mod loader_repro;
 mod machine;
 mod manifest;
+mod measure;
 mod qemu;
 mod report;
 mod secure_boot;
@@ -77,6 +78,19 @@ enum Command {
     Build {
         #[command(flatten)]
         loader: LoaderArgs,
+    },
+    /// Predict a TD's measurements: MRTD from the firmware's TDVF metadata, and the digests of
+    /// our loader's and our kernel's events (table, then JSON).
+    Measure {
+        /// The TDVF firmware the TD boots (default: $OVMF_PATH).
+        #[arg(long, value_name = "FILE")]
+        firmware: Option<PathBuf>,
+        /// The disk image (default: build the image a TD boots).
+        #[arg(long, value_name = "FILE")]
+        image: Option<PathBuf>,
+        /// Write the JSON here instead of printing it after the table.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// Wrap an existing kernel ELF into a bootable UEFI disk image.
     Image {
@@ -276,6 +290,10 @@ fn run_command(cli: Cli) -> Result<bool> {
             let artifacts = build::build(&build::KernelVariant::td_image(), loader.loader, false)?;
             println!("kernel: {}", artifacts.kernel.display());
             println!("image:  {}", artifacts.image.display());
+            Ok(true)
+        }
+        Command::Measure { firmware, image, json } => {
+            measure::run(firmware, image, json)?;
             Ok(true)
         }
         Command::Image { kernel, out, loader } => {
