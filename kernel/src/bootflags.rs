@@ -28,10 +28,16 @@ pub enum FatalScenario {
     /// The model reports the first INS/OUTS #VE with the REP bit of the exit qualification
     /// flipped: the handler must find that the bytes at RIP disagree, and stop.
     MismatchedQualification,
+    /// Not a model fault: the kernel reads memory TDVF (the model) left unaccepted before
+    /// accepting it; the model must stop the run as the TDX module would (TD exit).
+    TouchPending,
+    /// The model's TDG.MEM.PAGE.ACCEPT returns a status the kernel's policy does not know; the
+    /// frame allocator must stop with it.
+    AcceptUnknownStatus,
 }
 
 impl FatalScenario {
-    pub const ALL: [FatalScenario; 10] = [
+    pub const ALL: [FatalScenario; 12] = [
         Self::IoInInvalidOperand,
         Self::IoOutInvalidOperand,
         Self::IoInRetry,
@@ -42,6 +48,8 @@ impl FatalScenario {
         Self::StringIoUnmapped,
         Self::BrokenGate20,
         Self::MismatchedQualification,
+        Self::TouchPending,
+        Self::AcceptUnknownStatus,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +64,8 @@ impl FatalScenario {
             Self::StringIoUnmapped => "string-io-unmapped",
             Self::BrokenGate20 => "broken-gate20",
             Self::MismatchedQualification => "mismatched-qualification",
+            Self::TouchPending => "touch-pending",
+            Self::AcceptUnknownStatus => "accept-unknown-status",
         }
     }
 }
@@ -116,6 +126,9 @@ pub enum Mode {
     Hang,
     /// softtdx on, and the benchmarks (`cargo xtask bench`) instead of the self-test.
     Bench,
+    /// softtdx on, the boot figure (`instructions.boot_to_frames_ready`) and nothing else: the
+    /// bench boots it with another memory size to compare.
+    BenchBoot,
     /// Crash on purpose, so that the harness can prove the crash paths report and fail.
     Crash(Crash),
 }
@@ -128,6 +141,7 @@ impl Mode {
             Mode::Softtdx(Some(s)) => s.name(),
             Mode::Hang => "hang",
             Mode::Bench => "bench",
+            Mode::BenchBoot => "bench boot",
             Mode::Crash(Crash::PageFault) => "crash page-fault",
             Mode::Crash(Crash::Panic) => "crash panic",
             Mode::Crash(Crash::TripleFault) => "crash triple-fault",
@@ -141,6 +155,7 @@ impl Mode {
             "softtdx" => return Some(Mode::Softtdx(None)),
             "hang" => return Some(Mode::Hang),
             "bench" => return Some(Mode::Bench),
+            "bench boot" => return Some(Mode::BenchBoot),
             "crash page-fault" => return Some(Mode::Crash(Crash::PageFault)),
             "crash panic" => return Some(Mode::Crash(Crash::Panic)),
             "crash triple-fault" => return Some(Mode::Crash(Crash::TripleFault)),

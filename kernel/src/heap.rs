@@ -38,7 +38,6 @@ pub fn free_bytes() -> usize {
 }
 
 /// The heap's physical range, `[start, end)`; empty before [`init`].
-#[cfg_attr(not(feature = "test-modes"), allow(dead_code))]
 pub fn range() -> (u64, u64) {
     RANGE.get().copied().unwrap_or((0, 0))
 }

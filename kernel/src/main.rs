@@ -36,6 +36,7 @@ mod fmtbuf;
 mod fw_cfg;
 mod heap;
 mod memory;
+mod mm;
 mod port;
 mod selftest;
 #[cfg(feature = "test-modes")]
@@ -85,12 +86,17 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // image the boot flags are read before it, because they may switch the softtdx model on,
     // which is what makes TD detection succeed under plain QEMU.
     #[cfg(feature = "test-modes")]
-    let flags = testmodes::enter();
+    let flags = testmodes::enter(boot_info);
 
     // After the model is on: under softtdx, too, the console must use the direct backend.
     console::init();
     tdx::init();
     println!("tdx-unikernel: kernel entered, GDT/TSS/IDT installed");
+    mm::frames::init(boot_info);
+    #[cfg(feature = "test-modes")]
+    // SAFETY: RDTSC has no side effects.
+    bench::FRAMES_READY_TSC
+        .store(unsafe { core::arch::x86_64::_rdtsc() }, core::sync::atomic::Ordering::Relaxed);
     #[cfg(feature = "test-modes")]
     testmodes::run(&flags);
     #[cfg(not(feature = "test-modes"))]

@@ -9,9 +9,9 @@ use crate::{bench, exit, println, softtdx};
 
 /// Reads the boot flags and, if they ask for it, switches softtdx on. Prints nothing (in a TD,
 /// or under softtdx, the TD info must be the kernel's first line).
-pub fn enter() -> BootFlags {
+pub fn enter(boot_info: &mut bootloader_api::BootInfo) -> BootFlags {
     let flags = bootflags::read();
-    if let Mode::Softtdx(_) | Mode::Bench = flags.mode {
+    if let Mode::Softtdx(_) | Mode::Bench | Mode::BenchBoot = flags.mode {
         let fault = match flags.mode {
             Mode::Softtdx(fault) => fault,
             _ => None,
@@ -20,6 +20,14 @@ pub fn enter() -> BootFlags {
             println!("tdx-unikernel: softtdx refused: {reason}");
             exit::exit(exit::ExitCode::Failure);
         }
+        // The model plays TDVF's part too: RAM above 4 GiB stays pending (type 15 in the map).
+        // Its cost is firmware's in a TD, so the boot figure leaves it out.
+        // SAFETY: RDTSC has no side effects.
+        let before = unsafe { core::arch::x86_64::_rdtsc() };
+        softtdx::pages::leave_above_4g_unaccepted(&mut boot_info.memory_regions);
+        // SAFETY: as above.
+        let spent = unsafe { core::arch::x86_64::_rdtsc() } - before;
+        bench::TDVF_PLAY_TSC.store(spent, core::sync::atomic::Ordering::Relaxed);
         // In a TD the boot-mode read is the kernel's first #VE. Under softtdx it had to run
         // natively to learn that the model is wanted; read it again, now through #VE, and
         // only then arm the fault scenario (which is about the code after it).
@@ -47,6 +55,10 @@ pub fn run(flags: &BootFlags) {
         Mode::Softtdx(Some(bootflags::FatalScenario::StringIoUnmapped)) => {
             provoke_unmapped_string_io()
         }
+        Mode::Softtdx(Some(bootflags::FatalScenario::TouchPending)) => provoke_pending_access(),
+        Mode::Softtdx(Some(bootflags::FatalScenario::AcceptUnknownStatus)) => {
+            provoke_accept_failure()
+        }
         Mode::Softtdx(Some(bootflags::FatalScenario::BrokenGate20)) => {
             crate::arch::idt::mark_not_present(crate::arch::idt::vector::VIRTUALIZATION)
         }
@@ -57,6 +69,10 @@ pub fn run(flags: &BootFlags) {
             }
         }
         Mode::Bench => exit::exit(bench::run()),
+        Mode::BenchBoot => {
+            bench::boot_metric();
+            exit::exit(exit::ExitCode::Success)
+        }
         _ => {}
     }
 }
@@ -101,4 +117,29 @@ fn provoke_unmapped_string_io() -> ! {
                          inout("rcx") 4usize => _, options(nostack, preserves_flags));
     }
     panic!("rep insb into an unmapped buffer completed")
+}
+
+/// Reads the first byte of memory TDVF (here the model) left unaccepted, without accepting it:
+/// in a TD with SEPT_VE_DISABLE the TD is stopped, and softtdx must stop it naming the GPA.
+fn provoke_pending_access() -> ! {
+    let Some(gpa) = crate::mm::frames::first_unaccepted() else {
+        println!(
+            "tdx-unikernel: no unaccepted memory to touch (the machine has no RAM above 4 GiB)"
+        );
+        exit::exit(exit::ExitCode::Failure);
+    };
+    let offset = crate::memory::physical_memory_offset().unwrap_or(0);
+    println!("tdx-unikernel: reading GPA {gpa:#x} before accepting it, on request");
+    // SAFETY: not safe, on purpose: the page is pending; the model must stop the run.
+    let value = unsafe { core::ptr::read_volatile((offset + gpa) as *const u8) };
+    panic!("a read of pending GPA {gpa:#x} returned {value:#x}")
+}
+
+/// The model's next TDG.MEM.PAGE.ACCEPT returns a status the policy does not know; the frame
+/// allocator's first accept must stop the kernel with it.
+fn provoke_accept_failure() -> ! {
+    softtdx::pages::arm_fault(Some(softtdx::pages::AcceptFault::UnknownStatus));
+    println!("tdx-unikernel: allocating a frame above 4 GiB with an unknown accept status armed");
+    let frame = crate::mm::frames::allocate(4096, 4096, 1 << 32);
+    panic!("the allocation returned {frame:x?} despite the failing accept")
 }

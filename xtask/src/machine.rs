@@ -56,6 +56,17 @@ impl Machine {
         }
     }
 
+    /// Guest memory for a TCG boot. The `td` machine has RAM above 4 GiB (q35 puts 2 GiB below
+    /// and the rest from 4 GiB up), where TDVF leaves memory unaccepted: under softtdx the
+    /// kernel must accept it before use (kernel/src/mm/frames.rs). `--tdx` takes its own
+    /// `--memory`.
+    pub fn tcg_memory(self) -> &'static str {
+        match self {
+            Machine::Legacy => "512M",
+            Machine::Td => "8G",
+        }
+    }
+
     /// `-machine` and the devices: everything but the accelerator, CPU, memory, firmware,
     /// the project-wide `-nic none -display none -no-reboot` and the boot mode. `properties`
     /// are appended to the machine's own (for `--tdx`: the split irqchip and the

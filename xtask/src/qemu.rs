@@ -71,7 +71,7 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
     } else {
         args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), tcg_cpu(spec.la57).into()]);
     }
-    args.extend(["-m".into(), "512M".into()]);
+    args.extend(["-m".into(), spec.machine.tcg_memory().into()]);
     match &spec.firmware.vars {
         None => args.extend(["-bios".into(), spec.firmware.code.display().to_string()]),
         Some(vars) => args.extend([

@@ -18,6 +18,7 @@ mod bootinfo;
 mod devices;
 #[cfg(feature = "test-modes")]
 mod diff;
+mod mm;
 mod td;
 
 use crate::exit::ExitCode;
@@ -116,6 +117,7 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     devices::run(&ctx, &mut tally);
     td::run(&ctx, &mut tally);
     accept::run(&ctx, &mut tally);
+    mm::run(&ctx, &mut tally);
     allowlist::run(&mut tally);
     #[cfg(feature = "test-modes")]
     diff::run(&ctx, &mut tally);

@@ -262,7 +262,7 @@ pub fn enable(
     use crate::arch::{idt::vector, trap};
     trap::register(vector::DEBUG, handle_debug);
     trap::register(vector::INVALID_OPCODE, handle_invalid_opcode);
-    trap::register(vector::PAGE_FAULT, pages::page_fault);
+    trap::register(vector::PAGE_FAULT, handle_page_fault);
     trap::set_resume_hook(before_resume);
     ACTIVE.store(true, Ordering::SeqCst);
     // Every #DB from here on is acknowledged by `handle_debug`.
@@ -342,6 +342,12 @@ fn handle_debug(frame: &mut TrapFrame) -> bool {
         counting::step(frame.rip, frame.rsp);
     }
     single_step
+}
+
+/// #PF: the model's hooks on memory accesses (an access to a pending page, [`pages`]); any
+/// other page fault is not the model's.
+fn handle_page_fault(frame: &mut TrapFrame) -> bool {
+    is_active() && pages::page_fault(frame)
 }
 
 /// #UD: if the faulting instruction is TDCALL, answers it as the TDX module would.

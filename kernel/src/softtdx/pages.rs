@@ -90,6 +90,37 @@ impl Pages {
     }
 }
 
+/// Leaves RAM above 4 GiB pending, as TDVF does in a TD, and says so in the boot memory map
+/// exactly as our loader would have: `UnknownUefi(15)` (EfiUnacceptedMemoryType) instead of
+/// usable.
+///
+/// TDVF accepts the memory below 4 GiB only and reports the rest as type 15 (EDK2
+/// `OvmfPkg/IntelTdx/TdxHelperLib/SecTdxHelper.c`, `PlatformInitLib/IntelTdx.c`). Under TCG,
+/// OVMF is not in a TD and reports all RAM as conventional, so the model plays TDVF here, at
+/// the one point where its report reaches the kernel: every usable region at or above 4 GiB
+/// becomes pending in the model and type 15 in the map. (A usable region across 4 GiB would
+/// need a split the map has no room for; QEMU's q35 puts no RAM there, so the model stops if
+/// it ever sees one.) Runs once, when the model is switched on, before the kernel reads the
+/// memory map for its frame allocator.
+pub fn leave_above_4g_unaccepted(regions: &mut [bootloader_api::info::MemoryRegion]) {
+    use bootloader_api::info::MemoryRegionKind;
+    const FOUR_GIB: u64 = 1 << 32;
+    for region in regions.iter_mut().filter(|r| r.kind == MemoryRegionKind::Usable) {
+        if region.end <= FOUR_GIB {
+            continue;
+        }
+        if region.start < FOUR_GIB {
+            host_stop("FATAL softtdx: a usable region crosses 4 GiB; the model cannot split it");
+        }
+        let start = region.start.next_multiple_of(SIZE_4K);
+        let end = region.end / SIZE_4K * SIZE_4K;
+        if start < end && set(start, end, PageState::Pending).is_err() {
+            host_stop("FATAL softtdx: the page-state map is full");
+        }
+        region.kind = crate::mm::frames::UNACCEPTED;
+    }
+}
+
 /// The state of the page holding `gpa` (shared bit clear).
 pub fn state(gpa: u64) -> PageState {
     super::with_model(|m| m.pages.states.state(gpa))

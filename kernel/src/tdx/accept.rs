@@ -13,16 +13,27 @@
 
 use super::tdcall::{tdcall, TdcallRegs};
 use crate::{counters, println};
+use core::sync::atomic::{AtomicBool, Ordering};
 use tdx_ve::accept::{self as policy, PageLevel};
 
 pub use tdx_ve::accept::{AcceptError, AcceptStats};
+
+/// Whether 2 MiB accepts are still worth trying: cleared by the first TDX_PAGE_SIZE_MISMATCH
+/// (the VMM maps private memory at 4 KiB, as upstream KVM always does), after which every
+/// accept is 4 KiB and no 2 MiB attempt costs a TD exit again.
+static USE_2M: AtomicBool = AtomicBool::new(true);
+
+/// Tries 2 MiB accepts again (for tests that change how the model's VMM maps memory).
+#[cfg(feature = "test-modes")]
+pub fn try_2m_again() {
+    USE_2M.store(true, Ordering::Relaxed);
+}
 
 /// One TDG.MEM.PAGE.ACCEPT of the page at `gpa` (aligned to `level`); returns RAX, the
 /// completion status, unclassified.
 ///
 /// # Safety
 /// The page must not hold anything the kernel still needs: on success the module zeroes it.
-#[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Until the frame allocator.
 pub unsafe fn accept_page(gpa: u64, level: PageLevel) -> u64 {
     counters::TDCALL_ACCEPT.increment();
     let mut regs =
@@ -37,12 +48,14 @@ pub unsafe fn accept_page(gpa: u64, level: PageLevel) -> u64 {
 ///
 /// # Safety
 /// As [`accept_page`], for every page of the range.
-#[cfg_attr(not(feature = "test-modes"), allow(dead_code))] // Until the frame allocator.
 pub unsafe fn accept_range(gpa: u64, len: u64) -> Result<AcceptStats, AcceptError> {
+    let mut use_2m = USE_2M.load(Ordering::Relaxed);
     // SAFETY: each call is for a page of the range, which the caller vouches for.
-    let stats = policy::accept_range(gpa, len, |rcx| unsafe {
+    let result = policy::accept_range(gpa, len, &mut use_2m, |rcx| unsafe {
         accept_page(rcx & !0xFFF, if rcx & 7 == 1 { PageLevel::Size2M } else { PageLevel::Size4K })
-    })?;
+    });
+    USE_2M.store(use_2m, Ordering::Relaxed);
+    let stats = result?;
     if let Some(first) = stats.first_already_accepted {
         println!(
             "tdx: accept: {:#x} bytes of {gpa:#x}+{len:#x} were already accepted (first at GPA \

@@ -180,38 +180,21 @@ impl AcceptStats {
     }
 }
 
-/// The pages a range is accepted in, before any fallback: 4 KiB up to the first 2 MiB
-/// boundary, 2 MiB pages while a whole one fits, 4 KiB for the tail.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    next: u64,
-    end: u64,
-}
-
-/// Plans `[gpa, gpa + len)`; errors if it is not 4 KiB-aligned or wraps.
-pub fn plan(gpa: u64, len: u64) -> Result<Plan, AcceptError> {
+/// Checks that `[gpa, gpa + len)` is 4 KiB-aligned and does not wrap; returns its end.
+fn range_end(gpa: u64, len: u64) -> Result<u64, AcceptError> {
     let end = gpa.checked_add(len).ok_or(AcceptError::Unaligned { gpa, len })?;
     if !gpa.is_multiple_of(SIZE_4K) || !len.is_multiple_of(SIZE_4K) {
         return Err(AcceptError::Unaligned { gpa, len });
     }
-    Ok(Plan { next: gpa, end })
+    Ok(end)
 }
 
-impl Iterator for Plan {
-    type Item = (u64, PageLevel);
-
-    fn next(&mut self) -> Option<(u64, PageLevel)> {
-        if self.next >= self.end {
-            return None;
-        }
-        let gpa = self.next;
-        let level = if gpa.is_multiple_of(SIZE_2M) && self.end - gpa >= SIZE_2M {
-            PageLevel::Size2M
-        } else {
-            PageLevel::Size4K
-        };
-        self.next += level.size();
-        Some((gpa, level))
+/// The level of the next accept at `gpa` below `end`: 2 MiB when allowed, aligned and whole.
+fn next_level(gpa: u64, end: u64, use_2m: bool) -> PageLevel {
+    if use_2m && gpa.is_multiple_of(SIZE_2M) && end - gpa >= SIZE_2M {
+        PageLevel::Size2M
+    } else {
+        PageLevel::Size4K
     }
 }
 
@@ -247,13 +230,22 @@ fn accept_one(
 
 /// Accepts `[gpa, gpa + len)` through `tdcall`, which makes one TDG.MEM.PAGE.ACCEPT with the
 /// given RCX and returns RAX. Stops at the first status the policy does not handle.
+///
+/// `use_2m` is the caller's memory of how the VMM maps private memory: while it is true, 2 MiB
+/// accepts are tried where the range allows; the first TDX_PAGE_SIZE_MISMATCH clears it (the
+/// VMM maps at 4 KiB, as upstream KVM always does), so later chunks go straight to 4 KiB
+/// instead of paying a failed 2 MiB accept, which on KVM is a TD exit, per 2 MiB.
 pub fn accept_range(
     gpa: u64,
     len: u64,
+    use_2m: &mut bool,
     mut tdcall: impl FnMut(u64) -> u64,
 ) -> Result<AcceptStats, AcceptError> {
+    let end = range_end(gpa, len)?;
     let mut stats = AcceptStats::default();
-    for (page, level) in plan(gpa, len)? {
+    let mut page = gpa;
+    while page < end {
+        let level = next_level(page, end, *use_2m);
         match accept_one(page, level, &mut tdcall, &mut stats)? {
             AcceptStatus::Success => match level {
                 PageLevel::Size2M => stats.accepted_2m += 1,
@@ -261,19 +253,80 @@ pub fn accept_range(
             },
             AcceptStatus::SizeMismatch => {
                 stats.size_mismatches += 1;
-                for index in 0..PAGES_4K_PER_2M {
-                    let small = page + index * SIZE_4K;
-                    if accept_one(small, PageLevel::Size4K, &mut tdcall, &mut stats)?
-                        == AcceptStatus::Success
-                    {
-                        stats.accepted_4k += 1;
-                    }
-                }
+                *use_2m = false;
+                // Redone below as 4 KiB accepts, from the same page.
+                continue;
             }
             _ => {}
         }
+        page += level.size();
     }
     Ok(stats)
+}
+
+/// The still-unaccepted part of one unaccepted region, at 2 MiB granularity (as Linux's EFI
+/// unaccepted-memory table): bit `i` of `bits` set means the 2 MiB unit at
+/// `base + i * 2 MiB`, clipped to the region, has not been accepted yet.
+#[derive(Debug)]
+pub struct UnacceptedBitmap<'a> {
+    start: u64,
+    end: u64,
+    base: u64,
+    bits: &'a mut [u64],
+}
+
+impl<'a> UnacceptedBitmap<'a> {
+    /// The 64-bit words a bitmap for `[start, end)` needs.
+    pub const fn words(start: u64, end: u64) -> usize {
+        let units = (end.next_multiple_of(SIZE_2M) - start / SIZE_2M * SIZE_2M) / SIZE_2M;
+        units.div_ceil(64) as usize
+    }
+
+    /// Every 2 MiB unit of `[start, end)` unaccepted; `bits` must have [`Self::words`] words.
+    pub fn new(start: u64, end: u64, bits: &'a mut [u64]) -> Self {
+        let base = start / SIZE_2M * SIZE_2M;
+        let units = ((end.next_multiple_of(SIZE_2M) - base) / SIZE_2M) as usize;
+        for (index, word) in bits.iter_mut().enumerate() {
+            let first = index * 64;
+            *word = match units.saturating_sub(first) {
+                0 => 0,
+                n if n >= 64 => u64::MAX,
+                n => (1u64 << n) - 1,
+            };
+        }
+        Self { start, end, base, bits }
+    }
+
+    /// The region, `[start, end)`.
+    pub fn region(&self) -> (u64, u64) {
+        (self.start, self.end)
+    }
+
+    /// The first still-unaccepted unit that `[from, to)` touches, as the range to accept
+    /// (clipped to the region); its bit is cleared, so the caller must accept it now.
+    pub fn take(&mut self, from: u64, to: u64) -> Option<(u64, u64)> {
+        let from = from.max(self.start);
+        let to = to.min(self.end);
+        if from >= to {
+            return None;
+        }
+        let first = (from - self.base) / SIZE_2M;
+        let last = (to - 1 - self.base) / SIZE_2M;
+        for unit in first..=last {
+            let (word, bit) = ((unit / 64) as usize, unit % 64);
+            if self.bits[word] & (1 << bit) != 0 {
+                self.bits[word] &= !(1 << bit);
+                let unit_start = self.base + unit * SIZE_2M;
+                return Some((unit_start.max(self.start), (unit_start + SIZE_2M).min(self.end)));
+            }
+        }
+        None
+    }
+
+    /// Units not accepted yet.
+    pub fn remaining(&self) -> u64 {
+        self.bits.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
 }
 
 #[cfg(test)]
@@ -351,9 +404,21 @@ mod tests {
         assert_eq!(rcx(0x1_0000_3000, PageLevel::Size4K), 0x1_0000_3000);
     }
 
+    fn plan(gpa: u64, len: u64) -> Result<Vec<(u64, PageLevel)>, AcceptError> {
+        let mut pages = Vec::new();
+        accept_range(gpa, len, &mut true, |rcx| {
+            pages.push((
+                rcx & !0xFFF,
+                if rcx & 7 == 1 { PageLevel::Size2M } else { PageLevel::Size4K },
+            ));
+            0
+        })?;
+        Ok(pages)
+    }
+
     #[test]
     fn the_plan_uses_2m_where_aligned_and_4k_at_the_edges() {
-        let pages: Vec<_> = plan(2 * MIB - 8192, 4 * MIB + 20480).unwrap().collect();
+        let pages = plan(2 * MIB - 8192, 4 * MIB + 20480).unwrap();
         assert_eq!(pages[0], (2 * MIB - 8192, PageLevel::Size4K));
         assert_eq!(pages[1], (2 * MIB - 4096, PageLevel::Size4K));
         assert_eq!(pages[2], (2 * MIB, PageLevel::Size2M));
@@ -371,38 +436,43 @@ mod tests {
         assert!(plan(0x1000, 0x800).is_err());
         assert!(plan(0x800, 0x1000).is_err());
         assert!(plan(u64::MAX - 0xFFF, 0x2000).is_err());
-        assert_eq!(plan(0, 0).unwrap().count(), 0);
+        assert!(plan(0, 0).unwrap().is_empty());
     }
 
     #[test]
     fn one_gib_takes_512_calls_at_2m_and_262144_with_the_4k_fallback() {
         let mut module = FakeModule::new(false);
-        let stats = accept_range(4 * GIB, GIB, |rcx| module.call(rcx)).unwrap();
+        let stats = accept_range(4 * GIB, GIB, &mut true, |rcx| module.call(rcx)).unwrap();
         assert_eq!(stats.calls, 512);
         assert_eq!(stats.accepted_2m, 512);
         assert_eq!(module.accepted.len() as u64, GIB / SIZE_4K);
 
+        // A VMM that maps at 4 KiB: the first 2 MiB attempt fails, and the policy remembers.
         let mut module = FakeModule::new(true);
-        let stats = accept_range(4 * GIB, GIB, |rcx| module.call(rcx)).unwrap();
-        // Each 2 MiB attempt fails once, then 512 small ones: 513 per 2 MiB.
-        assert_eq!(stats.size_mismatches, 512);
+        let mut use_2m = true;
+        let stats = accept_range(4 * GIB, GIB, &mut use_2m, |rcx| module.call(rcx)).unwrap();
+        assert_eq!(stats.size_mismatches, 1);
+        assert!(!use_2m);
         assert_eq!(stats.accepted_4k, 262_144);
-        assert_eq!(stats.calls, 512 + 262_144);
+        assert_eq!(stats.calls, 1 + 262_144);
         assert_eq!(module.accepted.len() as u64, GIB / SIZE_4K);
+        // The next GiB goes straight to 4 KiB.
+        let stats = accept_range(5 * GIB, GIB, &mut use_2m, |rcx| module.call(rcx)).unwrap();
+        assert_eq!((stats.calls, stats.size_mismatches), (262_144, 0));
     }
 
     #[test]
     fn already_accepted_pages_are_counted_not_fatal() {
         let mut module = FakeModule::new(true);
         module.accepted.insert(4 * GIB + 0x5000);
-        let stats = accept_range(4 * GIB, 2 * MIB, |rcx| module.call(rcx)).unwrap();
+        let stats = accept_range(4 * GIB, 2 * MIB, &mut true, |rcx| module.call(rcx)).unwrap();
         assert_eq!(stats.already_accepted_bytes, 4096);
         assert_eq!(stats.first_already_accepted, Some(4 * GIB + 0x5000));
         assert_eq!(stats.accepted_4k, 511);
         // At 2 MiB: the whole 2 MiB counts as already accepted, not zeroed.
         let mut module = FakeModule::new(false);
         module.accepted.insert(4 * GIB);
-        let stats = accept_range(4 * GIB, 4 * MIB, |rcx| module.call(rcx)).unwrap();
+        let stats = accept_range(4 * GIB, 4 * MIB, &mut true, |rcx| module.call(rcx)).unwrap();
         assert_eq!(stats.already_accepted_bytes, 2 * MIB);
         assert_eq!(stats.accepted_2m, 1);
     }
@@ -412,13 +482,13 @@ mod tests {
         let mut module = FakeModule::new(false);
         module.busy_each = 3;
         module.busy_left = 3;
-        let stats = accept_range(4 * GIB, 4 * MIB, |rcx| module.call(rcx)).unwrap();
+        let stats = accept_range(4 * GIB, 4 * MIB, &mut true, |rcx| module.call(rcx)).unwrap();
         assert_eq!(stats.busy_retries, 6);
         assert_eq!(stats.calls, 8);
         assert_eq!(stats.accepted_2m, 2);
 
         let mut calls = 0;
-        let error = accept_range(4 * GIB, 4096, |_| {
+        let error = accept_range(4 * GIB, 4096, &mut true, |_| {
             calls += 1;
             TDX_OPERAND_BUSY | OPERAND_ID_RCX
         })
@@ -436,7 +506,8 @@ mod tests {
 
     #[test]
     fn unknown_statuses_and_4k_size_mismatch_are_errors_with_the_status() {
-        let error = accept_range(4 * GIB, 2 * MIB, |_| 0xC000_0B0D_0000_0000).unwrap_err();
+        let error =
+            accept_range(4 * GIB, 2 * MIB, &mut true, |_| 0xC000_0B0D_0000_0000).unwrap_err();
         assert_eq!(
             error,
             AcceptError::Status {
@@ -445,10 +516,10 @@ mod tests {
                 status: 0xC000_0B0D_0000_0000
             }
         );
-        let error = accept_range(4 * GIB, 4096, |_| TDX_PAGE_SIZE_MISMATCH).unwrap_err();
+        let error = accept_range(4 * GIB, 4096, &mut true, |_| TDX_PAGE_SIZE_MISMATCH).unwrap_err();
         assert!(matches!(error, AcceptError::Status { level: PageLevel::Size4K, .. }));
         let mut calls = Vec::new();
-        let error = accept_range(4 * GIB, 2 * MIB, |rcx| {
+        let error = accept_range(4 * GIB, 2 * MIB, &mut true, |rcx| {
             calls.push(rcx);
             if rcx & 7 == 1 {
                 TDX_PAGE_SIZE_MISMATCH | 1
@@ -468,5 +539,34 @@ mod tests {
             }
         );
         assert!(error.to_string().contains("0xc000010000000001"));
+    }
+
+    #[test]
+    fn the_bitmap_hands_out_each_2m_unit_once_clipped_to_the_region() {
+        let (start, end) = (4 * GIB + 3 * MIB, 4 * GIB + 9 * MIB);
+        let mut bits = vec![0u64; UnacceptedBitmap::words(start, end)];
+        assert_eq!(bits.len(), 1);
+        let mut map = UnacceptedBitmap::new(start, end, &mut bits);
+        // Units: [2,4) clipped to [3,4), [4,6), [6,8), [8,10) clipped to [8,9).
+        assert_eq!(map.remaining(), 4);
+        assert_eq!(
+            map.take(4 * GIB + 3 * MIB, 4 * GIB + 3 * MIB + 4096),
+            Some((start, 4 * GIB + 4 * MIB))
+        );
+        assert_eq!(map.take(4 * GIB + 3 * MIB, 4 * GIB + 3 * MIB + 4096), None);
+        assert_eq!(map.take(0, u64::MAX), Some((4 * GIB + 4 * MIB, 4 * GIB + 6 * MIB)));
+        assert_eq!(map.take(4 * GIB + 8 * MIB, end), Some((4 * GIB + 8 * MIB, end)));
+        assert_eq!(map.remaining(), 1);
+        assert_eq!(map.take(end, end + GIB), None);
+        assert_eq!(map.take(0, start), None);
+
+        let (start, end) = (4 * GIB, 12 * GIB);
+        let mut bits = vec![0u64; UnacceptedBitmap::words(start, end)];
+        assert_eq!(bits.len(), 64);
+        let map = UnacceptedBitmap::new(start, end, &mut bits);
+        assert_eq!(map.remaining(), 4096);
+        let (start, end) = (4 * GIB, 4 * GIB + 130 * MIB);
+        let mut bits = vec![0u64; UnacceptedBitmap::words(start, end)];
+        assert_eq!(UnacceptedBitmap::new(start, end, &mut bits).remaining(), 65);
     }
 }

@@ -1,0 +1,3 @@
+//! Memory management: physical frames, including the memory TDVF left unaccepted.
+
+pub mod frames;
