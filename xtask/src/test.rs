@@ -1533,7 +1533,10 @@ mod tests {
     #[test]
     fn default_runs_cover_every_fatal_scenario_and_the_harness() {
         let runs = default_runs(Duration::from_secs(120), None, None);
-        assert_eq!(runs.iter().filter(|r| r.id.starts_with("fatal:")).count(), 10);
+        assert_eq!(
+            runs.iter().filter(|r| r.id.starts_with("fatal:")).count(),
+            FATAL_SCENARIOS.len()
+        );
         assert!(runs.iter().any(|r| matches!(r.expect, Expect::Timeout { .. })));
         let secure_boot = runs.iter().find(|r| r.expect == Expect::Refused).unwrap();
         assert_eq!(secure_boot.firmware.as_deref(), Some(Path::new(SECURE_BOOT_FIRMWARE)));

@@ -91,18 +91,12 @@ pub fn init(boot_info: &BootInfo) {
     }
     let mut frames = Frames { regions, accepted: AcceptStats::default() };
     let summary = frames.summary();
+    // One shape whatever the sizes, so that boot does not print more for a bigger TD.
     println!(
-        "mm: {} MiB usable, {} MiB unaccepted ({}): {}",
+        "mm: {} MiB usable, {} MiB unaccepted, accept={}",
         summary.usable_bytes >> 20,
         summary.unaccepted_bytes >> 20,
-        if ACCEPT_EAGER { "accept=eager" } else { "accept=lazy" },
-        if summary.unaccepted_bytes == 0 {
-            "nothing to accept"
-        } else if ACCEPT_EAGER {
-            "accepting all of it now"
-        } else {
-            "accepted on first use, 2 MiB at a time"
-        }
+        if ACCEPT_EAGER { "eager: all of it now" } else { "lazy: on first use, 2 MiB at a time" }
     );
     if ACCEPT_EAGER {
         frames.accept_everything();
