@@ -62,6 +62,9 @@ pub struct BootSpec<'a> {
     pub la57: bool,
 }
 
+/// Guest memory of the 5-level-paging boots (`harness:la57-*`), all below 4 GiB.
+const LA57_MEMORY: &str = "512M";
+
 /// The QEMU arguments for a TCG (or `--kvm`) boot of the image with the UEFI firmware.
 pub fn boot_args(spec: &BootSpec) -> Vec<String> {
     let image = crate::td::qemu::qemu_opt_escape(&spec.image.display().to_string());
@@ -71,7 +74,12 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
     } else {
         args.extend(["-accel".into(), "tcg".into(), "-cpu".into(), tcg_cpu(spec.la57).into()]);
     }
-    args.extend(["-m".into(), spec.machine.tcg_memory().into()]);
+    // A 5-level-paging boot keeps all RAM below 4 GiB: plain OVMF (not in a TD) may load our
+    // loader above 4 GiB when there is conventional RAM there, and the loader refuses to leave
+    // LA57 from a trampoline out of reach of its 32-bit switch. In a TD, TDVF leaves the RAM
+    // above 4 GiB unaccepted, so firmware allocations stay below it.
+    let memory = if spec.la57 { LA57_MEMORY } else { spec.machine.tcg_memory() };
+    args.extend(["-m".into(), memory.into()]);
     match &spec.firmware.vars {
         None => args.extend(["-bios".into(), spec.firmware.code.display().to_string()]),
         Some(vars) => args.extend([
