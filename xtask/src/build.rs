@@ -7,6 +7,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// The repository root, from this crate's manifest directory.
 pub fn project_root() -> PathBuf {
@@ -14,6 +15,42 @@ pub fn project_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the root")
         .to_owned()
+}
+
+/// Cargo's target directory for this workspace, as cargo reports it (`cargo metadata`'s
+/// `target_directory`): `CARGO_TARGET_DIR`, `build.target-dir` of a cargo config, or `target/`
+/// under the root. Every cargo artifact xtask builds or reads lies below it (the nested builds
+/// get their own directories inside it); xtask's own outputs (logs, reports) stay under the root.
+pub fn cargo_target_dir() -> Result<PathBuf> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| query_target_dir().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn query_target_dir() -> Result<PathBuf> {
+    // The user's environment as it is: CARGO_TARGET_DIR and cargo's configuration decide.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(project_root())
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .output()
+        .context("cannot run cargo metadata")?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!("cargo metadata failed: {}", stderr.lines().next().unwrap_or("").trim());
+    }
+    target_directory_of(&output.stdout)
+}
+
+/// `target_directory` from `cargo metadata` output.
+fn target_directory_of(metadata: &[u8]) -> Result<PathBuf> {
+    let metadata: serde_json::Value =
+        serde_json::from_slice(metadata).context("cargo metadata printed no JSON")?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata reports no target_directory")
 }
 
 /// A kernel variant. The default is the test image; [`KernelVariant::td_image`] is the kernel a
@@ -46,6 +83,11 @@ impl KernelVariant {
     /// The kernel a TD boots (`cargo xtask build`, `--tdx`).
     pub fn td_image() -> Self {
         Self { td_image: true, ..Self::default() }
+    }
+
+    /// The variant's own cargo target directory (inside [`cargo_target_dir`]).
+    pub fn target_dir(&self) -> Result<PathBuf> {
+        Ok(cargo_target_dir()?.join(self.target_dir_name()))
     }
 
     fn target_dir_name(&self) -> String {
@@ -171,8 +213,8 @@ pub fn nested_cargo(root: &Path) -> Command {
 pub fn build_loader(feature: Option<&str>, quiet: bool) -> Result<PathBuf> {
     let root = project_root();
     let target_dir = match feature {
-        None => root.join("target/loader"),
-        Some(feature) => root.join(format!("target/loader-{feature}")),
+        None => cargo_target_dir()?.join("loader"),
+        Some(feature) => cargo_target_dir()?.join(format!("loader-{feature}")),
     };
     build_loader_in(&root, &target_dir, feature, quiet)
 }
@@ -234,7 +276,7 @@ pub fn build_loader_in(
 /// Builds the kernel and its UEFI image for `loader`.
 pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result<Artifacts> {
     let root = project_root();
-    let target_dir = root.join("target").join(variant.target_dir_name());
+    let target_dir = variant.target_dir()?;
     let loader_efi = loader.build_own(quiet)?;
     let mut cargo = nested_cargo(&root);
     cargo
@@ -363,6 +405,18 @@ pub fn build_image(kernel: &Path, loader: &boot::Loader, image: &Path) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_directory_is_cargo_metadata_s() {
+        let json = br#"{"packages":[],"target_directory":"/srv/cargo-target","version":1}"#;
+        assert_eq!(target_directory_of(json).unwrap(), Path::new("/srv/cargo-target"));
+        assert!(target_directory_of(br#"{"version":1}"#).is_err());
+        assert!(target_directory_of(b"warning: not JSON").is_err());
+        // This workspace: whatever cargo says, and the nested builds inside it.
+        let dir = cargo_target_dir().unwrap();
+        assert!(dir.is_absolute(), "{}", dir.display());
+        assert_eq!(KernelVariant::td_image().target_dir().unwrap(), dir.join("kernel-td"));
+    }
 
     /// A file that passes `boot::check_kernel_elf`: an ELF-64 header with one program header.
     fn fake_kernel(dir: &Path) -> PathBuf {

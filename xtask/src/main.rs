@@ -314,8 +314,8 @@ fn run_command(cli: Cli) -> Result<bool> {
         }
         Command::Run { firmware, td, qemu_args, timeout, loader, .. } if td.tdx => {
             let firmware = find_td_firmware(&firmware)?;
-            let image = build::project_root()
-                .join("target/kernel-td")
+            let image = build::KernelVariant::td_image()
+                .target_dir()?
                 .join(build::image_name(loader.loader));
             let mut launch = td_launch(&td, firmware.code.clone(), image, qemu_args)?;
             if td.dry_run {
@@ -357,7 +357,7 @@ fn run_command(cli: Cli) -> Result<bool> {
             let loader = loader.unwrap_or_default();
             let firmware = find_td_firmware(&firmware)?;
             let image =
-                build::project_root().join("target/kernel-td").join(build::image_name(loader));
+                build::KernelVariant::td_image().target_dir()?.join(build::image_name(loader));
             let launch = td_launch(&td, firmware.code.clone(), image, qemu_args)?;
             if td.dry_run {
                 println!("{}", td::qemu::td_command_line(&launch)?);

@@ -430,7 +430,7 @@ fn nested_cargo() -> Command {
 /// Builds the plugin (a cdylib) in its own target directory; returns the .so.
 pub fn build_plugin() -> Result<PathBuf> {
     let root = build::project_root();
-    let target_dir = root.join("target/td-audit/plugin");
+    let target_dir = build::cargo_target_dir()?.join("td-audit/plugin");
     let status = nested_cargo()
         .current_dir(&root)
         .args(["build", "--quiet", "--release", "--package", "td-audit", "--target-dir"])
@@ -443,13 +443,14 @@ pub fn build_plugin() -> Result<PathBuf> {
     Ok(target_dir.join("release/libtd_audit.so"))
 }
 
-/// The upstream loader's .efi as the `bootloader` crate's build script left it, checked to be
+/// The upstream loader's .efi as the `bootloader` crate's build script left it (in the build
+/// directory of whichever profile built xtask, below cargo's target directory), checked to be
 /// the one inside `image`.
 fn upstream_loader_efi(image: &Path) -> Result<PathBuf> {
-    let root = build::project_root().join("target");
+    let target = build::cargo_target_dir()?;
     let mut candidates = Vec::new();
-    for profile in ["debug", "release"] {
-        let Ok(dirs) = std::fs::read_dir(root.join(profile).join("build")) else { continue };
+    for profile in std::fs::read_dir(&target).into_iter().flatten().flatten() {
+        let Ok(dirs) = std::fs::read_dir(profile.path().join("build")) else { continue };
         for dir in dirs.flatten() {
             if !dir.file_name().to_string_lossy().starts_with("bootloader") {
                 continue;
@@ -473,7 +474,8 @@ fn upstream_loader_efi(image: &Path) -> Result<PathBuf> {
         }
     }
     bail!(
-        "cannot find the upstream loader's .efi in target/*/build/bootloader*/ that is inside {}",
+        "cannot find the upstream loader's .efi in {}/*/build/bootloader*/ that is inside {}",
+        target.display(),
         image.display()
     )
 }
@@ -483,7 +485,7 @@ fn upstream_loader_efi(image: &Path) -> Result<PathBuf> {
 /// target directory that is kept, so the PDB survives. Reuses an earlier build.
 /// Returns (PDB, the .efi linked with it).
 fn upstream_loader_pdb() -> Result<(PathBuf, PathBuf)> {
-    let dir = build::project_root().join("target/td-audit/upstream-loader");
+    let dir = build::cargo_target_dir()?.join("td-audit/upstream-loader");
     let release = dir.join("target/x86_64-unknown-uefi/release");
     let pdb = release.join("bootloader_x86_64_uefi.pdb");
     // cargo install copies the linked .efi into the root's bin/ and keeps the PDB in release/.
