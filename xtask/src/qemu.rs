@@ -32,6 +32,20 @@ pub fn qemu_binary() -> Result<PathBuf> {
     )
 }
 
+/// The QEMU binary's version (major, minor, micro), from `QEMU -version`.
+pub fn version(qemu: &Path) -> Result<(u32, u32, u32)> {
+    use crate::td::doctor::{parse_qemu_version, run_with_timeout, QEMU_PROBE_TIMEOUT};
+    let output =
+        run_with_timeout(qemu, &["-version"], QEMU_PROBE_TIMEOUT).map_err(anyhow::Error::msg)?;
+    parse_qemu_version(&output).with_context(|| {
+        format!(
+            "cannot read a version from `{} -version`: {:?}",
+            qemu.display(),
+            output.lines().next().unwrap_or("")
+        )
+    })
+}
+
 fn find_in_path(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return is_executable(program).then(|| program.to_owned());

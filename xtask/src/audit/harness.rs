@@ -1,7 +1,7 @@
 //! The audit runs of `cargo xtask test` (`"mode": "audit"`): each is a [`RunSpec`] whose
 //! `mode_flag` names the audit, judged here instead of from a serial self-test.
 
-use super::{audit, Request};
+use super::{audit, Request, Unavailable};
 use crate::build::LoaderKind;
 use crate::report::{Check, CheckResult};
 use crate::test::{Expect, RunReport, RunSpec, Verdict};
@@ -55,6 +55,11 @@ pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Resul
         bypass: spec.variant.audit_bypass,
     };
     let result = audit(request, firmware, spec.timeout);
+    if let Some(reason) = result.as_ref().err().and_then(skip_reason) {
+        std::fs::write(&log, format!("skipped: {reason}\n"))
+            .with_context(|| format!("cannot write {}", log.display()))?;
+        return Ok(skipped(spec, reason, log));
+    }
     let (verdict, reason, text, wall, log_bytes) = match result {
         Ok(audit) => (
             if audit.passed { Verdict::Pass } else { Verdict::Fail },
@@ -85,10 +90,7 @@ pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Resul
         mode: "audit".into(),
         loader: spec.loader.name().into(),
         machine: spec.machine,
-        expect: match spec.expect {
-            Expect::Pass => "pass".into(),
-            _ => "fail".into(),
-        },
+        expect: expect_word(&spec.expect).into(),
         verdict,
         judged: if judged { "ok".into() } else { "wrong".into() },
         reason,
@@ -98,4 +100,59 @@ pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Resul
         counters: BTreeMap::new(),
         log: log.display().to_string(),
     })
+}
+
+/// The reason to skip an audit that failed with `error`: only [`Unavailable`] (no plugin API
+/// fits this QEMU), so that the run is neither passed nor failed; any other error fails the run.
+fn skip_reason(error: &anyhow::Error) -> Option<String> {
+    let Unavailable(why) = error.downcast_ref()?;
+    Some(format!("td-audit needs a QEMU plugin API it can build for: {why}"))
+}
+
+/// The report of an audit run that could not be made with this QEMU.
+fn skipped(spec: &RunSpec, reason: String, log: PathBuf) -> RunReport {
+    RunReport {
+        id: spec.id.clone(),
+        mode: "audit".into(),
+        loader: spec.loader.name().into(),
+        machine: spec.machine,
+        expect: expect_word(&spec.expect).into(),
+        verdict: Verdict::Skip,
+        judged: "skip".into(),
+        reason,
+        qemu_status: None,
+        wall_ms: 0,
+        tests: Vec::new(),
+        counters: BTreeMap::new(),
+        log: log.display().to_string(),
+    }
+}
+
+fn expect_word(expect: &Expect) -> &'static str {
+    match expect {
+        Expect::Pass => "pass",
+        _ => "fail",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::plugin_api;
+
+    #[test]
+    fn only_a_qemu_without_a_fitting_plugin_api_skips() {
+        let old = plugin_api::choose((5, 2, 0)).map_err(Unavailable).unwrap_err();
+        let reason = skip_reason(&anyhow::Error::from(old).context("audit")).unwrap();
+        assert!(reason.contains("QEMU 5.2.0 predates the versioned TCG plugin API"), "{reason}");
+        // QEMU dying, a refused plugin for a release in the table: failures, never skips.
+        assert_eq!(skip_reason(&anyhow::anyhow!("QEMU did not finish within 120 s")), None);
+        let wrong_table = anyhow::anyhow!(
+            "plugin requires API version 4, but this QEMU supports only up to version 1; plugin_api::RELEASES is wrong for this QEMU"
+        );
+        assert_eq!(skip_reason(&wrong_table), None);
+        let skip = skipped(&runs(Duration::from_secs(1))[0], reason, PathBuf::from("x.log"));
+        assert_eq!((skip.verdict, skip.judged.as_str()), (Verdict::Skip, "skip"));
+        assert!(skip.tests.is_empty(), "a skipped audit reports no check, so none passes");
+    }
 }

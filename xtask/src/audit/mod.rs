@@ -13,6 +13,7 @@
 pub mod harness;
 pub mod log;
 pub mod operands;
+pub mod plugin_api;
 pub mod symbols;
 
 #[cfg(test)]
@@ -427,13 +428,14 @@ fn nested_cargo() -> Command {
     build::nested_cargo(&build::project_root())
 }
 
-/// Builds the plugin (a cdylib) in its own target directory; returns the .so.
-pub fn build_plugin() -> Result<PathBuf> {
-    let root = build::project_root();
-    let target_dir = build::cargo_target_dir()?.join("td-audit/plugin");
+/// Builds the plugin (a cdylib) for plugin API `choice.api`, in a target directory of its own
+/// per API (so switching between QEMUs rebuilds nothing); returns the .so.
+pub fn build_plugin(choice: plugin_api::Choice) -> Result<PathBuf> {
+    let target_dir =
+        build::cargo_target_dir()?.join(format!("td-audit/plugin-api-v{}", choice.api));
     let status = nested_cargo()
-        .current_dir(&root)
-        .args(["build", "--quiet", "--release", "--package", "td-audit", "--target-dir"])
+        .args(["build", "--quiet", "--release", "--package", "td-audit"])
+        .args(["--no-default-features", "--features", &choice.feature(), "--target-dir"])
         .arg(&target_dir)
         .status()
         .context("cannot run cargo to build the td-audit plugin")?;
@@ -441,6 +443,27 @@ pub fn build_plugin() -> Result<PathBuf> {
         bail!("td-audit plugin build failed ({status})");
     }
     Ok(target_dir.join("release/libtd_audit.so"))
+}
+
+/// Why an audit cannot be made with this QEMU (no plugin API both it and the plugin have): the
+/// audit runs report `skip` with it.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "td-audit cannot run with this QEMU: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// The QEMU to run and the plugin API to build for it; [`Unavailable`] when none fits.
+fn qemu_and_plugin_api() -> Result<(PathBuf, plugin_api::Choice)> {
+    let qemu = crate::qemu::qemu_binary()?;
+    let version = crate::qemu::version(&qemu)?;
+    let choice = plugin_api::choose(version).map_err(Unavailable)?;
+    Ok((qemu, choice))
 }
 
 /// The upstream loader's .efi as the `bootloader` crate's build script left it (in the build
@@ -520,8 +543,8 @@ fn boot_with_plugin(
     log_path: &Path,
     timeout: Duration,
 ) -> Result<(log::PluginLog, String, u64, String)> {
-    let plugin = build_plugin()?;
-    let qemu = crate::qemu::qemu_binary()?;
+    let (qemu, api) = qemu_and_plugin_api()?;
+    let plugin = build_plugin(api)?;
     let _ = std::fs::remove_file(log_path);
     let mut option = format!("{},out={}", plugin.display(), log_path.display());
     for image in images {
@@ -548,8 +571,17 @@ fn boot_with_plugin(
     if finished.timed_out {
         bail!("QEMU did not finish within {} s", timeout.as_secs());
     }
+    let qemu_said = crate::qemu::stderr_part(&finished.output).unwrap_or("");
+    if let Some(refusal) = plugin_api::refusal(qemu_said) {
+        // A QEMU newer than the table refused the API assumed for it: no API fits that we know.
+        // For a release in the table the table is wrong: a failure, not a skip.
+        let refusal = format!("{refusal} (plugin built for API {})", api.api);
+        if api.assumed {
+            return Err(Unavailable(refusal).into());
+        }
+        bail!("{refusal}; plugin_api::RELEASES is wrong for this QEMU");
+    }
     let text = std::fs::read_to_string(log_path).map_err(|e| {
-        let qemu_said = crate::qemu::stderr_part(&finished.output).unwrap_or("").to_owned();
         anyhow::anyhow!("no plugin log {} ({e}); QEMU said: {qemu_said}", log_path.display())
     })?;
     let bytes = text.len() as u64;
@@ -627,6 +659,8 @@ fn loader_image(loader: LoaderKind, image: &Path) -> Result<(Image, PathBuf)> {
 /// entry to the kernel's LIDT is always judged, the softtdx run too with `softtdx`.
 pub fn audit(request: Request, firmware: &ovmf::Firmware, timeout: Duration) -> Result<Audit> {
     let start = Instant::now();
+    // Before any build: a QEMU no plugin API fits is a skip, whatever the images.
+    qemu_and_plugin_api()?;
     let variant = build::KernelVariant { audit_bypass: request.bypass, ..Default::default() };
     let artifacts = build::build(&variant, request.loader, true)?;
     let kernel = symbols::kernel_image(&artifacts.kernel)?;

@@ -505,7 +505,7 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String
 }
 
 /// Runs `program args` with no stdin and returns its stdout, killing it after `timeout`.
-fn run_with_timeout(
+pub(crate) fn run_with_timeout(
     program: &Path,
     args: &[&str],
     timeout: Duration,

@@ -1,12 +1,19 @@
-//! A QEMU TCG plugin (plugin API v1, so it loads in QEMU 7.2) that records, for the guest images
-//! it is told about, every executed instruction a TD may not execute natively, in order.
+//! A QEMU TCG plugin that records, for the guest images it is told about, every executed
+//! instruction a TD may not execute natively, in order.
+//!
+//! One source for every QEMU plugin API version from 1 (QEMU 6.0 to 8.2) to 5 (QEMU 10.1): the
+//! feature `qemu-plugin-api-vN` picks the version, and xtask picks the feature from the QEMU it
+//! runs (xtask/src/audit/plugin_api.rs). The plugin uses only what every one of them has
+//! (translation callbacks, instruction bytes and addresses, execution callbacks, atexit); the
+//! `qemu-plugin` crate hides the one signature that changed among those (`qemu_plugin_insn_data`
+//! copies into a buffer from API 3 on).
 //!
 //! It knows no TDX rules: it finds candidate instructions by opcode (a superset of everything
 //! the TDX module intercepts, plus LIDT and the indirect call through
 //! `EFI_BOOT_SERVICES.ExitBootServices`), and `cargo xtask td-audit` decodes and classifies them
-//! with `td-rules`. API v1 cannot read registers, so the plugin also logs the bytes of the
-//! translation block up to each candidate: the audit finds constant operands (the MSR in ECX,
-//! the CPUID leaf in EAX) there.
+//! with `td-rules`. API 1 cannot read registers (API 2 can), and the log is the same for every
+//! API, so the plugin logs the bytes of the translation block up to each candidate: the audit
+//! finds constant operands (the MSR in ECX, the CPUID leaf in EAX) there.
 //!
 //! Options (`-plugin libtd_audit.so,out=FILE,image=...,mark=...`):
 //! - `out=FILE`: where the log goes (written at exit).
@@ -31,6 +38,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 mod opcode;
+
+#[cfg(not(any(
+    feature = "qemu-plugin-api-v1",
+    feature = "qemu-plugin-api-v2",
+    feature = "qemu-plugin-api-v3",
+    feature = "qemu-plugin-api-v4",
+    feature = "qemu-plugin-api-v5"
+)))]
+compile_error!("td-audit: enable one feature qemu-plugin-api-vN (xtask picks it from the QEMU)");
 
 /// One instrumented instruction (per translation; a retranslated block gets new records).
 #[derive(Default)]
