@@ -27,8 +27,10 @@ pub enum Machine {
     Td,
 }
 
-/// The CPU of a TCG boot: QEMU's `max`, and with `la57` 5-level paging offered too (CPUID.7.0:
-/// ECX.LA57; TCG implements it, but `max` leaves it off in QEMU 7.2). TDX hosts with a 52-bit
+/// The CPU of a TCG boot: QEMU's `max`, and with `la57` 5-level paging asked for by name
+/// (CPUID.7.0:ECX.LA57). QEMU 7.2's TCG `max` already offers it (the `test-enable-la57` loader
+/// refuses `-cpu max,la57=off` and runs on `-cpu max`); the name keeps the run's requirement
+/// visible on its command line whatever a QEMU's `max` holds. TDX hosts with a 52-bit
 /// GPAW offer LA57 to TDs under `-cpu host`, and a TDVF built with `PcdUse5LevelPageTable` then
 /// hands over in 5-level paging: the loader's `harness:la57-handoff` run boots this CPU.
 pub fn tcg_cpu(la57: bool) -> &'static str {

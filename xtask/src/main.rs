@@ -186,8 +186,8 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
-    /// Build the loader twice from clean copies of the tree in two directories and check that
-    /// both `.efi` files, and the one the tests boot, are byte-identical (CI runs it).
+    /// Build the loader from a clean copy of the tree in another directory and check that its
+    /// `.efi` is byte-identical to the one built in the tree (CI runs it).
     LoaderRepro,
     /// Check whether this host can launch a TD: one line per requirement and a verdict.
     Doctor {

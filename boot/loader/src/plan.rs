@@ -28,6 +28,8 @@ pub enum LoadError {
     Uefi(&'static str, uefi::Status),
     /// The firmware runs 5-level paging and the switch out of it cannot be made.
     FiveLevel(&'static str),
+    /// A test build that cannot do what it is for on this machine.
+    TestBuild(&'static str),
 }
 
 impl fmt::Display for LoadError {
@@ -42,10 +44,11 @@ impl fmt::Display for LoadError {
             LoadError::Layout(e) => write!(f, "address space: {e}"),
             LoadError::Map(e) => write!(f, "page tables: {e}"),
             LoadError::Uefi(what, status) => write!(f, "{what}: {status:?}"),
+            LoadError::TestBuild(why) => write!(f, "test build: {why}"),
             LoadError::FiveLevel(why) => write!(
                 f,
-                "the firmware runs 5-level paging (CR4.LA57) and {why}; the host can ask TDVF \
-                 for 4-level paging with -fw_cfg name=opt/org.tianocore/PagingLevel,string=4"
+                "the firmware runs 5-level paging (CR4.LA57) and {why}; OVMF's fw_cfg \
+                 switch to 4-level paging is -fw_cfg name=opt/org.tianocore/PagingLevel,string=4"
             ),
         }
     }
@@ -341,8 +344,8 @@ pub fn paging_levels() -> Result<u8, LoadError> {
     };
     let test = cfg!(feature = "test-enable-la57");
     if test && !cpu_has_la57() {
-        return Err(LoadError::Unsupported(
-            "5-level paging (the test-enable-la57 build) on a CPU without LA57 (QEMU: -cpu max,la57=on)",
+        return Err(LoadError::TestBuild(
+            "test-enable-la57 needs a CPU with LA57 (QEMU: -cpu max,la57=on)",
         ));
     }
     if cr4 & CR4_LA57 == 0 && !test {

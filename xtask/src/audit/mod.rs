@@ -329,6 +329,37 @@ pub mod boot_path {
         );
         Ok(Judgement { lines, problems, summary })
     }
+
+    /// With a loader that hands over in 5-level paging (`test-enable-la57`), the trampoline's
+    /// switch out of it must be among what was judged: `enter_kernel` wrote CR4 (clearing
+    /// LA57) and CR0 (PG off, PG on). Without this a boot that took the trampoline's 4-level
+    /// branch (LA57 never on) would pass the audit and say nothing of the 5-level path. The
+    /// switch's 32-bit stretch is decoded as 64-bit code (the plugin does not tell the mode); its
+    /// instructions (`mov` to and from CR0/CR3/CR4, `btr`, `bts`, `push`, `retf`) encode the same
+    /// in both modes, with the same operand bits, so the judgement holds for it.
+    pub fn la57_switch_judged(entries: &[Entry]) -> Result<String, String> {
+        let in_trampoline =
+            |e: &&Entry| e.image == "loader" && e.function.as_deref() == Some("enter_kernel");
+        let cr4 = entries
+            .iter()
+            .filter(in_trampoline)
+            .filter(|e| matches!(e.decoded, Decoded::Rule(TdInstruction::MovToCr4(_))))
+            .count();
+        let cr0 = entries
+            .iter()
+            .filter(in_trampoline)
+            .filter(|e| matches!(e.decoded, Decoded::Rule(TdInstruction::MovToCr0(_))))
+            .count();
+        if cr4 >= 1 && cr0 >= 2 {
+            Ok(format!(
+                "the trampoline's switch out of 5-level paging ran and was judged ({cr0} MOV to CR0, {cr4} MOV to CR4 in enter_kernel)"
+            ))
+        } else {
+            Err(format!(
+                "the trampoline's switch out of 5-level paging did not run ({cr0} MOV to CR0, {cr4} MOV to CR4 in enter_kernel; want 2 and 1): the audit did not cover it"
+            ))
+        }
+    }
 }
 
 /// The softtdx judgement.
@@ -721,6 +752,16 @@ pub fn audit(request: Request, firmware: &ovmf::Firmware, timeout: Duration) -> 
         "boot path: nothing after ExitBootServices raises #VE or #GP, TDVF handles everything before ({})",
         boot.summary
     )];
+    if request.loader.needs_la57() {
+        match boot_path::la57_switch_judged(&entries) {
+            Ok(line) => {
+                report.push_str(&line);
+                report.push('\n');
+                good.push(line);
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
     if request.softtdx {
         let enabled = entries
             .iter()
@@ -815,6 +856,26 @@ mod tests {
         let judgement = boot_path::judge(&entries).unwrap();
         assert_eq!(judgement.problems, ["WRMSR IA32_EFER (0xc0000080) in enable_nxe_bit"]);
         assert!(judgement.lines.iter().any(|l| l.starts_with("UNSAFE after")));
+    }
+
+    #[test]
+    fn the_la57_audit_requires_the_trampolines_switch_to_have_run() {
+        let cr0 = Decoded::Rule(T::MovToCr0(WrittenValue::read_modify(0, 1 << 31)));
+        let cr4 = Decoded::Rule(T::MovToCr4(WrittenValue::read_modify(0, 1 << 12)));
+        let mut entries = vec![
+            entry("loader", "efi_main", Decoded::Other, "entry", 0, 0),
+            // The test build's switch into 5-level paging does not count.
+            entry("loader", "test_enable_la57", cr0, "priv", 2, 2),
+            entry("loader", "test_enable_la57", cr4, "priv", 3, 3),
+            entry("loader", "test_enable_la57", cr0, "priv", 4, 4),
+        ];
+        assert!(boot_path::la57_switch_judged(&entries).is_err());
+        entries.push(entry("loader", "enter_kernel", cr0, "priv", 5, 5));
+        entries.push(entry("loader", "enter_kernel", cr4, "priv", 6, 6));
+        assert!(boot_path::la57_switch_judged(&entries).is_err());
+        entries.push(entry("loader", "enter_kernel", cr0, "priv", 7, 7));
+        let line = boot_path::la57_switch_judged(&entries).unwrap();
+        assert!(line.contains("2 MOV to CR0, 1 MOV to CR4 in enter_kernel"), "{line}");
     }
 
     #[test]

@@ -445,6 +445,41 @@ mod tests {
         assert_eq!(last(&hex("0f22df")), Decoded::Other);
     }
 
+    /// The loader's switch out of 5-level paging runs in compatibility mode, and the audit
+    /// decodes every block as 64-bit code: its 32-bit stretch (as `enter_kernel` assembles it:
+    /// mov ecx,cr0; btr ecx,31; mov cr0,ecx; mov ecx,cr4; btr ecx,12; mov cr4,ecx;
+    /// mov cr3,eax; mov ecx,cr0; bts ecx,31; mov cr0,ecx; push 8; push edx; retf) must decode
+    /// to the same instructions, at the same lengths, in both modes, and its CR4 write must be
+    /// read as "LA57 cleared, every other bit of the low half kept".
+    #[test]
+    fn the_la57_switch_decodes_the_same_as_32_and_64_bit_code() {
+        let bytes =
+            hex("0f20c10fbaf11f0f22c10f20e10fbaf10c0f22e10f22d80f20c10fbae91f0f22c16a0852cb");
+        let mnemonics = |bitness| {
+            let mut decoder = Decoder::with_ip(bitness, &bytes, 0x1000, DecoderOptions::NONE);
+            let mut out = Vec::new();
+            while decoder.can_decode() {
+                let i = decoder.decode();
+                assert!(!i.is_invalid());
+                out.push((i.ip(), i.len(), i.mnemonic()));
+            }
+            out
+        };
+        assert_eq!(mnemonics(32), mnemonics(64));
+        assert_eq!(mnemonics(64).len(), 13);
+        // Up to and including the CR4 write (the sixth instruction, ending at byte 20).
+        match last(&bytes[..20]) {
+            Decoded::Rule(T::MovToCr4(value)) => {
+                // As 64-bit code the 32-bit BTR also clears bits 63:32: reserved in CR4, 0 as
+                // read, so the judgement is the same (a write of them would be #GP anyway).
+                assert_eq!(value.ones, 0);
+                assert_eq!(value.zeros, 0xFFFF_FFFF_0000_0000 | 1 << 12);
+                assert_eq!(value.kept, 0xFFFF_EFFF);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn markers() {
         assert_eq!(last(&hex("0f0118")), Decoded::Lidt); // lidt [rax]
