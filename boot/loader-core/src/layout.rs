@@ -5,6 +5,7 @@
 //! each) inside `[dynamic_range_start, dynamic_range_end)`, after the fixed mappings and the
 //! loader's identity-mapped pages have claimed theirs. Slots are handed out lowest first.
 
+use crate::paging::{is_canonical, slot_address};
 use core::fmt;
 
 pub const SLOT_SIZE: u64 = 1 << 39;
@@ -35,16 +36,6 @@ impl fmt::Display for LayoutError {
     }
 }
 
-/// The canonical address where level-4 slot `slot` starts.
-pub fn slot_address(slot: usize) -> u64 {
-    let raw = (slot as u64) << 39;
-    if slot >= 256 {
-        raw | 0xFFFF_0000_0000_0000
-    } else {
-        raw
-    }
-}
-
 fn slot_of(virt: u64) -> usize {
     ((virt >> 39) & 0x1FF) as usize
 }
@@ -69,7 +60,7 @@ impl Layout {
     /// each other (they cannot share pages: the page-table builder refuses that).
     pub fn claim(&mut self, virt: u64, len: u64) -> Result<(), LayoutError> {
         let last = virt.checked_add(len.max(1) - 1).ok_or(LayoutError::NonCanonical(virt))?;
-        if !crate::paging::is_canonical(virt) || !crate::paging::is_canonical(last) {
+        if !is_canonical(virt) || !is_canonical(last) {
             return Err(LayoutError::NonCanonical(virt));
         }
         if slot_of(virt) > slot_of(last) {

@@ -49,6 +49,16 @@ pub fn is_canonical(virt: u64) -> bool {
     upper == 0 || upper == -1
 }
 
+/// The canonical address where level-4 slot `slot` (PML4 entry `slot`) starts.
+pub fn slot_address(slot: usize) -> u64 {
+    let raw = (slot as u64) << 39;
+    if slot >= 256 {
+        raw | 0xFFFF_0000_0000_0000
+    } else {
+        raw
+    }
+}
+
 /// Leaf flags for a page: always present; writable and executable as asked.
 pub fn leaf_flags(writable: bool, executable: bool) -> u64 {
     let mut flags = PRESENT;
@@ -144,7 +154,7 @@ impl<F: Frames> PageTables<F> {
         let root = self.root;
         let entry = &mut self.frames.table(root)[index];
         if *entry & PRESENT != 0 {
-            return Err(MapError::AlreadyMapped(crate::layout::slot_address(index)));
+            return Err(MapError::AlreadyMapped(slot_address(index)));
         }
         *entry = root | PRESENT | WRITABLE | NO_EXECUTE;
         self.recursive = Some(index);

@@ -3,7 +3,7 @@
 //! See the crate doc for the privileged instructions executed here and why each is safe in a
 //! TD. Nothing here allocates, prints, or can fail.
 
-use crate::plan;
+use crate::uefi_map;
 use bootloader_api::info::{MemoryRegion, MemoryRegions};
 use bootloader_api::BootInfo;
 use core::sync::atomic::Ordering;
@@ -300,7 +300,7 @@ pub fn exit_and_enter(handoff: Handoff) -> ! {
     // The trampoline's pages stay mapped and executable in the kernel's tables: not usable.
     #[allow(unused_mut)]
     let mut count = memory_map::convert_keeping(
-        map.entries().map(plan::descriptor),
+        map.entries().map(uefi_map::descriptor),
         trampoline_pages(),
         regions,
     );

@@ -45,6 +45,7 @@ mod frames;
 mod handoff;
 mod kernel_file;
 mod plan;
+mod uefi_map;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use uefi::prelude::*;

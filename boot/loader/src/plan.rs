@@ -4,6 +4,7 @@
 use crate::frames::{self, ChunkFrames};
 use crate::handoff::{self, Handoff};
 use crate::kernel_file;
+use crate::uefi_map;
 use bootloader_api::config::Mapping;
 use bootloader_api::info::{FrameBuffer, FrameBufferInfo, MemoryRegion, PixelFormat, TlsTemplate};
 use bootloader_api::BootInfo;
@@ -11,7 +12,7 @@ use core::fmt;
 use loader_core::config::{self, ConfigError};
 use loader_core::elf::{ElfError, Kernel};
 use loader_core::layout::{Layout, LayoutError};
-use loader_core::memory_map::{self, UefiDescriptor};
+use loader_core::memory_map;
 use loader_core::paging::{leaf_flags, MapError, PageTables, PAGE_2M, PAGE_4K};
 use uefi::boot::{self, MemoryType};
 use uefi::mem::memory_map::MemoryMap;
@@ -136,7 +137,7 @@ pub fn prepare() -> Result<Handoff, LoadError> {
     let (descriptors, highest) = {
         let map = boot::memory_map(MemoryType::LOADER_DATA)
             .map_err(uefi_error("cannot read the memory map"))?;
-        let highest = memory_map::highest_address(map.entries().map(descriptor));
+        let highest = memory_map::highest_address(map.entries().map(uefi_map::descriptor));
         (map.entries().len(), highest)
     };
     let physical_len = highest.max(4 << 30).next_multiple_of(PAGE_2M);
@@ -421,10 +422,6 @@ fn allocate_image(pages: usize) -> uefi::Result<u64> {
     } else {
         frames::allocate_zeroed(pages)
     }
-}
-
-pub fn descriptor(d: &uefi::mem::memory_map::MemoryDescriptor) -> UefiDescriptor {
-    UefiDescriptor { memory_type: d.ty.0, physical_start: d.phys_start, page_count: d.page_count }
 }
 
 /// The RSDP: the ACPI 2.0 table first, then ACPI 1.0 (UEFI 2.10, 4.6 "EFI Configuration Table").
