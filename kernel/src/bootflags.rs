@@ -126,8 +126,9 @@ pub enum Mode {
     Hang,
     /// softtdx on, and the benchmarks (`cargo xtask bench`) instead of the self-test.
     Bench,
-    /// softtdx on, the boot figure (`instructions.boot_to_frames_ready`) and nothing else: the
-    /// bench boots it with another memory size to compare.
+    /// softtdx on, the boot figures (`instructions.boot_to_frames_ready`, then the self-test to
+    /// its verdict) and after it the `accept.*` figures: the bench boots it on the td machine
+    /// at 2 GiB and 8 GiB to compare.
     BenchBoot,
     /// Crash on purpose, so that the harness can prove the crash paths report and fail.
     Crash(Crash),

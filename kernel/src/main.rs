@@ -105,6 +105,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
 
     let verdict = selftest::run(boot_info);
+    #[cfg(feature = "test-modes")]
+    testmodes::finish(&flags);
     exit::exit(verdict)
 }
 
