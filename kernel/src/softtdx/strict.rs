@@ -13,7 +13,7 @@
 //! CR0/CR4 values) are read from the interrupted registers, so each decision is exact.
 
 use crate::arch::trap::TrapFrame;
-use iced_x86::{Code, Decoder, DecoderOptions, Mnemonic, Register};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
 use td_rules::{ModuleVersion, Outcome, WrittenValue};
 
 /// The TDX module version the model plays.
@@ -140,68 +140,35 @@ enum Classified {
 
 /// The table's name for `instruction`, with its operands from the interrupted registers.
 fn table_instruction(instruction: &iced_x86::Instruction, frame: &TrapFrame) -> Option<Classified> {
+    use td_rules::iced::Kind;
     use td_rules::Instruction as I;
     let eax = frame.rax as u32;
     let ecx = frame.rcx as u32;
     let table = |i| Some(Classified::Table(i));
-    match instruction.mnemonic() {
-        // TDCALL is the model's own #UD path.
-        Mnemonic::Tdcall => None,
-        Mnemonic::In
-        | Mnemonic::Out
-        | Mnemonic::Insb
-        | Mnemonic::Insw
-        | Mnemonic::Insd
-        | Mnemonic::Outsb
-        | Mnemonic::Outsw
-        | Mnemonic::Outsd => {
+    match td_rules::iced::kind(instruction) {
+        Kind::PortIo => {
             let (qualification, info) = port_io(instruction, frame)?;
             Some(Classified::Io { qualification, info })
         }
-        Mnemonic::Hlt => table(I::Hlt),
-        Mnemonic::Invd => table(I::Invd),
-        Mnemonic::Wbinvd | Mnemonic::Wbnoinvd => table(I::Wbinvd),
-        Mnemonic::Vmcall => table(I::Vmcall),
-        Mnemonic::Mwait => table(I::Mwait),
-        Mnemonic::Monitor => table(I::Monitor),
-        Mnemonic::Pconfig => table(I::Pconfig),
-        Mnemonic::Rdpmc => table(I::Rdpmc),
-        Mnemonic::Vmclear
-        | Mnemonic::Vmlaunch
-        | Mnemonic::Vmptrld
-        | Mnemonic::Vmptrst
-        | Mnemonic::Vmread
-        | Mnemonic::Vmresume
-        | Mnemonic::Vmwrite
-        | Mnemonic::Vmxoff
-        | Mnemonic::Vmxon
-        | Mnemonic::Invept
-        | Mnemonic::Invvpid
-        | Mnemonic::Vmfunc => table(I::Vmx),
-        Mnemonic::Getsec => table(I::Getsec),
-        Mnemonic::Rsm => table(I::Rsm),
-        Mnemonic::Encls => table(I::Encls),
-        Mnemonic::Enclv => table(I::Enclv),
-        Mnemonic::Seamcall => table(I::Seamcall),
-        Mnemonic::Cpuid => table(I::Cpuid { leaf: Some(eax), subleaf: Some(ecx) }),
-        Mnemonic::Rdmsr => table(I::Rdmsr { msr: Some(ecx) }),
-        Mnemonic::Wrmsr => {
+        // TDCALL is the model's own #UD path.
+        Kind::Fixed(I::Tdcall) => None,
+        // XSETBV is not modelled: the module emulates it or raises #GP(0) against the TD's XFAM
+        // (td_xsetbv.c); the CPU's own XCR0 check stands in for it.
+        Kind::Fixed(I::Xsetbv) => None,
+        Kind::Fixed(i) => table(i),
+        Kind::Cpuid => table(I::Cpuid { leaf: Some(eax), subleaf: Some(ecx) }),
+        Kind::Rdmsr => table(I::Rdmsr { msr: Some(ecx) }),
+        Kind::Wrmsr => {
             let value = (frame.rdx << 32) | (frame.rax & 0xFFFF_FFFF);
             table(I::Wrmsr { msr: Some(ecx), value: WrittenValue::constant(value) })
         }
-        Mnemonic::Mov if instruction.code() == Code::Mov_cr_r64 => {
-            let number = match instruction.op0_register() {
-                Register::CR0 => 0,
-                Register::CR4 => 4,
-                // CR3 and CR8 do not exit (README 3.1); CR2 never does. LMSW changes only
-                // CR0[3:1] (CR0_L1_LMSW_MASK), all guest-owned: it never needs the module.
-                _ => return None,
-            };
-            let source = instruction.op1_register();
+        Kind::MovToCr { cr: number @ (0 | 4), source } => {
             let gpr = gpr_index(source)?;
             Some(Classified::Cr { number, gpr, value: gpr_value(frame, gpr) })
         }
-        _ => None,
+        // CR3 and CR8 do not exit (README 3.1); CR2 never does. LMSW changes only CR0[3:1]
+        // (CR0_L1_LMSW_MASK), all guest-owned: it never needs the module.
+        Kind::MovToCr { .. } | Kind::Lmsw | Kind::Other => None,
     }
 }
 

@@ -9,6 +9,7 @@ use iced_x86::{
     Code, Decoder, DecoderOptions, Formatter, Instruction, InstructionInfoFactory, IntelFormatter,
     Mnemonic, OpAccess, OpKind, Register,
 };
+use td_rules::iced::Kind;
 use td_rules::{Instruction as TdInstruction, WrittenValue};
 
 /// What a recorded instruction is, for the audit.
@@ -274,55 +275,21 @@ fn classify(registers: &Registers, instruction: &Instruction) -> Decoded {
     use TdInstruction as T;
     let ecx = || registers.get(Register::ECX).constant().map(|v| v as u32);
     let rule = |t| Decoded::Rule(t);
-    match instruction.mnemonic() {
-        Mnemonic::In
-        | Mnemonic::Out
-        | Mnemonic::Insb
-        | Mnemonic::Insw
-        | Mnemonic::Insd
-        | Mnemonic::Outsb
-        | Mnemonic::Outsw
-        | Mnemonic::Outsd => rule(T::PortIo),
-        Mnemonic::Hlt => rule(T::Hlt),
-        Mnemonic::Invd => rule(T::Invd),
-        Mnemonic::Wbinvd | Mnemonic::Wbnoinvd => rule(T::Wbinvd),
-        Mnemonic::Vmcall => rule(T::Vmcall),
-        Mnemonic::Mwait => rule(T::Mwait),
-        Mnemonic::Monitor => rule(T::Monitor),
-        Mnemonic::Pconfig => rule(T::Pconfig),
-        Mnemonic::Rdpmc => rule(T::Rdpmc),
-        Mnemonic::Getsec => rule(T::Getsec),
-        Mnemonic::Rsm => rule(T::Rsm),
-        Mnemonic::Encls => rule(T::Encls),
-        Mnemonic::Enclv => rule(T::Enclv),
-        Mnemonic::Seamcall => rule(T::Seamcall),
-        Mnemonic::Tdcall => rule(T::Tdcall),
-        Mnemonic::Xsetbv => rule(T::Xsetbv),
-        Mnemonic::Vmclear
-        | Mnemonic::Vmlaunch
-        | Mnemonic::Vmptrld
-        | Mnemonic::Vmptrst
-        | Mnemonic::Vmread
-        | Mnemonic::Vmresume
-        | Mnemonic::Vmwrite
-        | Mnemonic::Vmxoff
-        | Mnemonic::Vmxon
-        | Mnemonic::Invept
-        | Mnemonic::Invvpid
-        | Mnemonic::Vmfunc => rule(T::Vmx),
-        Mnemonic::Cpuid => rule(T::Cpuid {
+    match td_rules::iced::kind(instruction) {
+        Kind::PortIo => rule(T::PortIo),
+        Kind::Fixed(t) => rule(t),
+        Kind::Cpuid => rule(T::Cpuid {
             leaf: registers.get(Register::EAX).constant().map(|v| v as u32),
             subleaf: ecx(),
         }),
-        Mnemonic::Rdmsr => rule(T::Rdmsr { msr: ecx() }),
-        Mnemonic::Wrmsr => rule(T::Wrmsr { msr: ecx(), value: msr_value(registers, ecx()) }),
-        Mnemonic::Lmsw => {
+        Kind::Rdmsr => rule(T::Rdmsr { msr: ecx() }),
+        Kind::Wrmsr => rule(T::Wrmsr { msr: ecx(), value: msr_value(registers, ecx()) }),
+        Kind::Lmsw => {
             // LMSW writes CR0 bits 3:0 (PE can be set, not cleared) and keeps the rest.
             rule(T::MovToCr0(WrittenValue { ones: 0, zeros: 0, kept: !0xF }))
         }
-        Mnemonic::Mov if instruction.code() == Code::Mov_cr_r64 => {
-            let cr = (instruction.op0_register() as u32 - Register::CR0 as u32) as u8;
-            let value = registers.get(instruction.op1_register()).written(Source::Cr(cr));
+        Kind::MovToCr { cr, source } => {
+            let value = registers.get(source).written(Source::Cr(cr));
             match cr {
                 0 => rule(T::MovToCr0(value)),
                 4 => rule(T::MovToCr4(value)),
@@ -330,6 +297,13 @@ fn classify(registers: &Registers, instruction: &Instruction) -> Decoded {
                 _ => Decoded::Other,
             }
         }
+        Kind::Other => other(instruction),
+    }
+}
+
+/// What the audit looks for besides the rules: LIDT, and the call to ExitBootServices.
+fn other(instruction: &Instruction) -> Decoded {
+    match instruction.mnemonic() {
         Mnemonic::Lidt => Decoded::Lidt,
         Mnemonic::Call
             if instruction.op0_kind() == OpKind::Memory

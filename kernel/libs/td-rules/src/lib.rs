@@ -21,6 +21,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "iced", test))]
+pub mod iced;
 pub mod msr_table;
 
 /// Module versions whose behaviour differs for some instruction (README 0).
