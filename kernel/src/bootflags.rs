@@ -72,7 +72,8 @@ impl FatalScenario {
 
 /// What a kernel built with `broken-ve-ordering` executes in its #VE handler before
 /// TDG.VP.VEINFO.GET (a #DF on hardware): chosen by `softtdx misorder=<name>`, so that one build
-/// proves the ordering check for each kind of #VE the model raises.
+/// proves the ordering check for each kind of #VE the model raises, and the model's other
+/// checks of the handler (a nested #VE, RF left set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Misorder {
     /// A port write (the default).
@@ -85,10 +86,14 @@ pub enum Misorder {
     /// 0x40000000, which must come back as a nested #VE (counted in `ve.cpuid`), not run
     /// natively. The handler then stops and says which it was.
     Nested,
+    /// Nothing misordered: the handler emulates correctly but leaves RFLAGS.RF set when it
+    /// advances RIP (`tdx::ve::advance` without its RF clear), which softtdx must catch.
+    RfLeftSet,
 }
 
 impl Misorder {
-    const ALL: [Misorder; 4] = [Self::PortIo, Self::Wbinvd, Self::Cpuid, Self::Nested];
+    const ALL: [Misorder; 5] =
+        [Self::PortIo, Self::Wbinvd, Self::Cpuid, Self::Nested, Self::RfLeftSet];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -96,6 +101,7 @@ impl Misorder {
             Self::Wbinvd => "wbinvd",
             Self::Cpuid => "cpuid",
             Self::Nested => "nested",
+            Self::RfLeftSet => "rf-left-set",
         }
     }
 }
@@ -105,7 +111,8 @@ static MISORDER: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::ne
 /// The misordered instruction the boot flags chose (see [`Misorder`]).
 #[cfg_attr(not(feature = "broken-ve-ordering"), allow(dead_code))]
 pub fn misorder() -> Misorder {
-    Misorder::ALL[usize::from(MISORDER.load(core::sync::atomic::Ordering::Relaxed)).min(3)]
+    let index = usize::from(MISORDER.load(core::sync::atomic::Ordering::Relaxed));
+    Misorder::ALL[index.min(Misorder::ALL.len() - 1)]
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,10 +179,24 @@ impl Mode {
     }
 }
 
+/// Where the softtdx model injects NMIs (`softtdx nmi=<point>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NmiPoint {
+    /// At the instruction after every successful TDG.VP.VEINFO.GET of a #VE handler: the
+    /// earliest point a TD's NMI can arrive inside the handler.
+    AfterVeinfo,
+}
+
+#[derive(Clone, Copy)]
 pub struct BootFlags {
     pub mode: Mode,
     /// The TD attributes softtdx reports (`softtdx ... attributes=0x...`), when not its own.
     pub td_attributes: Option<u64>,
+    /// Where softtdx injects NMIs (`softtdx nmi=after-veinfo`), if anywhere.
+    pub softtdx_nmi: Option<NmiPoint>,
+    /// Before the self-test, wait (bounded) until this many NMIs have arrived, for a harness
+    /// that injects them from outside (`... nmi-window=N`).
+    pub nmi_window: Option<u32>,
     /// The raw flag text when it could not be parsed, for the report.
     pub unparsed: bool,
 }
@@ -184,14 +205,22 @@ pub struct BootFlags {
 /// (in a real TD they go through #VE like any other port access).
 pub fn read() -> BootFlags {
     let mut text = [0u8; MAX_MODE_LEN];
-    let unparsed = BootFlags { mode: Mode::Native, td_attributes: None, unparsed: true };
+    let none = BootFlags {
+        mode: Mode::Native,
+        td_attributes: None,
+        softtdx_nmi: None,
+        nmi_window: None,
+        unparsed: false,
+    };
+    let unparsed = BootFlags { unparsed: true, ..none };
     let Some(size) = crate::fw_cfg::file(MODE_FILE, &mut text) else {
-        return BootFlags { mode: Mode::Native, td_attributes: None, unparsed: false };
+        return none;
     };
     let Ok(text) = core::str::from_utf8(&text[..size.min(MAX_MODE_LEN)]) else {
         return unparsed;
     };
-    // A softtdx mode may end with ` attributes=0x...`: the TD attributes the model reports.
+    // A mode may end with ` nmi-window=N` and a softtdx mode with ` nmi=<point>` and
+    // ` attributes=0x...` (the TD attributes the model reports), in that order.
     let (text, td_attributes) = match text.trim().split_once(" attributes=") {
         Some((mode, hex)) => {
             let digits = hex.trim().strip_prefix("0x").unwrap_or(hex.trim());
@@ -202,9 +231,22 @@ pub fn read() -> BootFlags {
         }
         None => (text, None),
     };
+    let (text, softtdx_nmi) = match text.trim().split_once(" nmi=") {
+        Some((mode, "after-veinfo")) => (mode, Some(NmiPoint::AfterVeinfo)),
+        Some(_) => return unparsed,
+        None => (text, None),
+    };
+    let (text, nmi_window) = match text.trim().split_once(" nmi-window=") {
+        Some((mode, count)) => match count.trim().parse::<u32>() {
+            Ok(count) => (mode, Some(count)),
+            Err(_) => return unparsed,
+        },
+        None => (text, None),
+    };
+    let flags = |mode| BootFlags { mode, td_attributes, softtdx_nmi, nmi_window, unparsed: false };
     match Mode::parse(text.as_bytes()) {
-        Some(mode @ Mode::Softtdx(_)) => BootFlags { mode, td_attributes, unparsed: false },
-        Some(mode) if td_attributes.is_none() => BootFlags { mode, td_attributes, unparsed: false },
+        Some(mode @ Mode::Softtdx(_)) => flags(mode),
+        Some(mode) if td_attributes.is_none() && softtdx_nmi.is_none() => flags(mode),
         _ => unparsed,
     }
 }

@@ -26,8 +26,12 @@ pub const COM1: u16 = 0x3F8;
 /// Line status register and its "transmitter holding register empty" bit (16550 datasheet).
 const LSR_OFFSET: u16 = 5;
 const LSR_THR_EMPTY: u8 = 1 << 5;
-/// How long the emergency writer waits for the transmitter before it writes anyway.
-const THR_POLL_LIMIT: u32 = 100_000;
+/// How many line-status reads one emergency message may spend waiting for the transmitter.
+/// In a TD each read is a host exit, and a host that never reports the transmitter empty must
+/// not stall the fatal path (and the ReportFatalError after it): once the budget is spent, the
+/// rest of the message is written without waiting. 16 bytes of FIFO drain in under 2 ms at
+/// 115200 baud; 100,000 reads are far more than a working UART needs for a whole message.
+const THR_POLL_BUDGET: u32 = 100_000;
 /// The 16550 transmit FIFO; output is sent in chunks of this many bytes.
 pub const FIFO_SIZE: usize = 16;
 /// Bytes formatted before the console sends them; a multiple of the FIFO size.
@@ -167,7 +171,7 @@ pub fn _print(args: fmt::Arguments) {
             let _ = BufferedWriter::new(&mut send).write_fmt(args);
         }
         None => {
-            let _ = EmergencyWriter.write_fmt(args);
+            let _ = EmergencyWriter::new().write_fmt(args);
         }
     }
 }
@@ -207,10 +211,18 @@ macro_rules! println {
     ($($arg:tt)*) => ($crate::console::_print(format_args!("{}\n", format_args!($($arg)*))));
 }
 
-/// A stateless COM1 writer that takes no lock and, in a TD, raises no #VE.
-pub struct EmergencyWriter;
+/// A COM1 writer that takes no lock and, in a TD, raises no #VE: one value per message, with
+/// one budget of line-status polls for the whole message ([`THR_POLL_BUDGET`]).
+pub struct EmergencyWriter {
+    polls_left: u32,
+}
 
 impl EmergencyWriter {
+    /// A writer for one message.
+    pub const fn new() -> Self {
+        Self { polls_left: THR_POLL_BUDGET }
+    }
+
     fn read_register(offset: u16) -> u8 {
         // SAFETY: COM1's registers have no memory side effects.
         unsafe { crate::port::raw_in(COM1 + offset, PortWidth::Byte) as u8 }
@@ -221,8 +233,9 @@ impl EmergencyWriter {
         unsafe { crate::port::raw_out(COM1 + offset, PortWidth::Byte, value as u32) };
     }
 
-    fn write_byte(byte: u8) {
-        for _ in 0..THR_POLL_LIMIT {
+    fn write_byte(&mut self, byte: u8) {
+        while self.polls_left > 0 {
+            self.polls_left -= 1;
             if Self::read_register(LSR_OFFSET) & LSR_THR_EMPTY != 0 {
                 break;
             }
@@ -236,9 +249,9 @@ impl Write for EmergencyWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for byte in s.bytes() {
             if byte == b'\n' {
-                Self::write_byte(b'\r');
+                self.write_byte(b'\r');
             }
-            Self::write_byte(byte);
+            self.write_byte(byte);
         }
         Ok(())
     }

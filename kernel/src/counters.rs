@@ -2,7 +2,7 @@
 //!
 //! They are plain atomics so that the #VE handler can count without a lock. The guest counts
 //! its own side of the ABI, so the numbers mean the same in a real TD and under softtdx; in
-//! native mode they all stay 0.
+//! native mode they all stay 0, except `nmi`, which counts NMIs wherever they come from.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -42,8 +42,10 @@ pub static TDVMCALL_MSR: Counter = Counter::new("tdvmcall.msr");
 pub static TDVMCALL_FAILED: Counter = Counter::new("tdvmcall.failed");
 /// Port accesses the allowlist refused (`crate::tdx::io`).
 pub static IO_DENIED: Counter = Counter::new("io.denied");
+/// NMIs taken (`crate::arch::nmi`): counted, then returned from.
+pub static NMI: Counter = Counter::new("nmi");
 
-pub static ALL: [&Counter; 15] = [
+pub static ALL: [&Counter; 16] = [
     &VE_IO,
     &VE_HLT,
     &VE_CPUID,
@@ -59,6 +61,7 @@ pub static ALL: [&Counter; 15] = [
     &TDVMCALL_MSR,
     &TDVMCALL_FAILED,
     &IO_DENIED,
+    &NMI,
 ];
 
 /// Every counter's name and value, read at once. Not inlined: `cargo xtask td-audit --softtdx`

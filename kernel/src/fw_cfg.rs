@@ -12,6 +12,13 @@ const FW_CFG_SELECTOR: u16 = 0x510;
 const FW_CFG_DATA: u16 = 0x511;
 const FW_CFG_SIGNATURE: u16 = 0x0000;
 const FW_CFG_FILE_DIR: u16 = 0x0019;
+/// The most directory entries the walk reads. QEMU offers about 30 files on the machines here
+/// and holds at most `x-file-slots` of them, 0x20 by default (FW_CFG_FILE_SLOTS_DFLT,
+/// hw/nvram/fw_cfg.c); the kernel's own files (`etc/e820`, the boot mode under `opt/`) are among
+/// them. The count comes from the host, up to 4096 in QEMU's format: every entry is 64 port
+/// reads, each a host exit in a TD (a #VE each), so an untrusted count is capped at twice the
+/// default number of slots (64 entries, 4096 reads) instead of trusted.
+pub const MAX_DIRECTORY_ENTRIES: u32 = 64;
 
 fn select(key: u16) {
     // SAFETY: fw_cfg's selector port only chooses which item the data port returns.
@@ -37,7 +44,7 @@ pub fn file(name: &[u8], buffer: &mut [u8]) -> Option<usize> {
     select(FW_CFG_FILE_DIR);
     let mut count = [0u8; 4];
     read_bytes(&mut count);
-    let count = u32::from_be_bytes(count).min(4096);
+    let count = u32::from_be_bytes(count).min(MAX_DIRECTORY_ENTRIES);
     for _ in 0..count {
         let mut entry = [0u8; 64];
         read_bytes(&mut entry);

@@ -114,7 +114,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 fn panic(info: &core::panic::PanicInfo) -> ! {
     // The console lock may be held by the code that panicked: use the lock-free writer.
     use core::fmt::Write;
-    let mut out = console::EmergencyWriter;
+    let mut out = console::EmergencyWriter::new();
     match info.location() {
         Some(at) => {
             let _ = writeln!(

@@ -119,6 +119,23 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
     args
 }
 
+/// `args` without the isa-debug-exit device: the machine a production TD gets, where the
+/// kernel's exit write to 0xf4 is dropped and it must park its vCPU (kernel/src/exit.rs).
+pub fn without_debug_exit(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "-device" && args.get(i + 1).is_some_and(|d| d.starts_with("isa-debug-exit"))
+        {
+            i += 2;
+            continue;
+        }
+        out.push(args[i].clone());
+        i += 1;
+    }
+    out
+}
+
 /// How a QEMU process ended.
 #[derive(Debug)]
 pub struct Finished {
@@ -127,6 +144,8 @@ pub struct Finished {
     pub timed_out: bool,
     pub output: String,
     pub wall: Duration,
+    /// The NMIs injected over QMP, when the limits asked for them.
+    pub nmis: Option<NmisSent>,
 }
 
 /// When to stop waiting for QEMU.
@@ -136,12 +155,137 @@ pub struct Limits {
     pub timeout: Duration,
     /// Stop this long after the guest printed this text (for a guest that is meant to hang).
     pub stop_after_marker: Option<(String, Duration)>,
+    /// Inject NMIs over QMP (the QEMU command line must carry `-qmp unix:<socket>,...`).
+    pub nmis: Option<NmiInjection>,
 }
 
 impl Limits {
     pub fn timeout(timeout: Duration) -> Self {
-        Self { timeout, stop_after_marker: None }
+        Self { timeout, stop_after_marker: None, nmis: None }
     }
+}
+
+/// NMIs injected into the running guest through QEMU's QMP `inject-nmi`, as a host
+/// administrator does (`virsh inject-nmi`): `count` of them once the guest printed `after`,
+/// each after the previous one was acknowledged and 20 ms apart (so that two never merge into
+/// one pending NMI), then one every 10 ms while QEMU runs.
+#[derive(Clone, Debug)]
+pub struct NmiInjection {
+    /// The QMP unix socket, in the run's temporary directory.
+    pub socket: PathBuf,
+    /// The guest's line that says it waits for them (after its IDT is live: an NMI that lands in
+    /// the firmware, before the kernel's handler, is not the kernel's to survive).
+    pub after: String,
+    pub count: u32,
+}
+
+/// What the injector did.
+#[derive(Clone, Debug, Default)]
+pub struct NmisSent {
+    /// Acknowledged by QEMU after the guest's marker, among the first `count`.
+    pub counted: u32,
+    /// Acknowledged after those, while the guest went on.
+    pub more: u32,
+    /// Why the injector stopped early, if it did (not "QEMU exited").
+    pub error: Option<String>,
+}
+
+/// The QMP conversation: greeting, `qmp_capabilities`, then `inject-nmi` on demand. Each
+/// command waits for its `return` (events in between are skipped), so an acknowledged NMI has
+/// been raised in the vCPU (QEMU `qmp_inject_nmi` -> `nmi_monitor_handle`).
+struct Qmp {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Qmp {
+    fn connect(socket: &Path, deadline: Instant) -> Result<Qmp> {
+        let stream = loop {
+            match std::os::unix::net::UnixStream::connect(socket) {
+                Ok(stream) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(error) => bail!("cannot connect to QMP at {}: {error}", socket.display()),
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let writer = stream.try_clone()?;
+        let mut qmp = Qmp { reader: std::io::BufReader::new(stream), writer };
+        let greeting = qmp.line()?;
+        if !greeting.contains("\"QMP\"") {
+            bail!("QMP greeting expected, got {greeting:?}");
+        }
+        qmp.execute("qmp_capabilities")?;
+        Ok(qmp)
+    }
+
+    fn line(&mut self) -> Result<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            bail!("QMP closed the connection");
+        }
+        Ok(line)
+    }
+
+    fn execute(&mut self, command: &str) -> Result<()> {
+        writeln!(self.writer, "{{\"execute\": \"{command}\"}}")?;
+        loop {
+            let line = self.line()?;
+            let reply: serde_json::Value = serde_json::from_str(&line)
+                .with_context(|| format!("QMP sent something that is not JSON: {line:?}"))?;
+            if reply.get("return").is_some() {
+                return Ok(());
+            }
+            if let Some(error) = reply.get("error") {
+                bail!("QMP {command} failed: {error}");
+            }
+        }
+    }
+}
+
+/// Runs the injection of `plan` until `done` (QEMU has exited); `output` is the guest's serial
+/// output so far.
+fn inject_nmis(
+    plan: &NmiInjection,
+    output: &std::sync::Mutex<Vec<u8>>,
+    done: &std::sync::atomic::AtomicBool,
+    deadline: Instant,
+) -> NmisSent {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut sent = NmisSent::default();
+    let mut qmp = match Qmp::connect(&plan.socket, deadline) {
+        Ok(qmp) => qmp,
+        Err(error) => {
+            sent.error = Some(format!("{error:#}"));
+            return sent;
+        }
+    };
+    let marker = plan.after.as_bytes();
+    while !output.lock().unwrap().windows(marker.len()).any(|w| w == marker) {
+        if done.load(Relaxed) || Instant::now() >= deadline {
+            return sent;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while !done.load(Relaxed) {
+        if let Err(error) = qmp.execute("inject-nmi") {
+            // After the counted ones, QEMU exiting at the end of the run ends the conversation.
+            if !done.load(Relaxed) && sent.counted < plan.count {
+                sent.error = Some(format!("{error:#}"));
+            }
+            break;
+        }
+        if sent.counted < plan.count {
+            sent.counted += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        } else {
+            sent.more += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    sent
 }
 
 /// Kills QEMU's whole process group when dropped, so no path leaves QEMU (or anything a
@@ -209,8 +353,10 @@ pub fn run(qemu: &Path, args: &[String], limits: &Limits, echo: bool) -> Result<
                             let lines = String::from_utf8_lossy(&all[checked..checked + end]);
                             // The firmware's Secure Boot refusal, or our loader's refusal of the
                             // kernel: either way the firmware goes on to its boot menu.
+                            // Or softtdx's VMM has halted the machine for good.
                             if crate::secure_boot::find_refusal(&lines).is_some()
                                 || lines.lines().any(crate::report::is_loader_error)
+                                || lines.contains(crate::report::MACHINE_HALTED)
                             {
                                 refused.store(true, std::sync::atomic::Ordering::Relaxed);
                             }
@@ -232,6 +378,13 @@ pub fn run(qemu: &Path, args: &[String], limits: &Limits, echo: bool) -> Result<
             }
         })
     };
+    let qemu_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let injector = limits.nmis.clone().map(|plan| {
+        let collected = collected.clone();
+        let done = qemu_done.clone();
+        let deadline = start + limits.timeout;
+        std::thread::spawn(move || inject_nmis(&plan, &collected, &done, deadline))
+    });
     let error_reader = std::thread::spawn(move || {
         let mut collected = Vec::new();
         let _ = stderr.read_to_end(&mut collected);
@@ -258,7 +411,9 @@ pub fn run(qemu: &Path, args: &[String], limits: &Limits, echo: bool) -> Result<
         std::thread::sleep(Duration::from_millis(20));
     };
     let wall = start.elapsed();
+    qemu_done.store(true, std::sync::atomic::Ordering::Relaxed);
     drop(child);
+    let nmis = injector.map(|thread| thread.join().unwrap_or_default());
     // The pipes close when the process group is gone; do not wait forever on a stray holder.
     let deadline = Instant::now() + Duration::from_secs(2);
     while !(reader.is_finished() && error_reader.is_finished()) && Instant::now() < deadline {
@@ -273,7 +428,7 @@ pub fn run(qemu: &Path, args: &[String], limits: &Limits, echo: bool) -> Result<
             output.push_str(&errors);
         }
     }
-    Ok(Finished { status, timed_out, output, wall })
+    Ok(Finished { status, timed_out, output, wall, nmis })
 }
 
 /// QEMU's own error output, from a [`Finished::output`].
@@ -322,6 +477,23 @@ mod tests {
     }
 
     #[test]
+    fn the_debug_exit_device_can_be_left_out() {
+        let fw = firmware();
+        let args = boot_args(&BootSpec {
+            firmware: &fw,
+            image: Path::new("/i.img"),
+            kvm: false,
+            machine: Machine::Td,
+            mode: None,
+            extra_args: &[],
+            la57: false,
+        });
+        let line = without_debug_exit(&args).join(" ");
+        assert!(!line.contains("isa-debug-exit"), "{line}");
+        assert!(line.contains("-device virtio-blk-pci,drive=disk0 -accel tcg"), "{line}");
+    }
+
+    #[test]
     fn split_firmware_uses_pflash() {
         let fw = ovmf::Firmware::new("/c.fd".into(), Some("/v.fd".into()), ovmf::Source::Explicit);
         let args = boot_args(&BootSpec {
@@ -355,6 +527,7 @@ mod tests {
         let limits = Limits {
             timeout: Duration::from_secs(30),
             stop_after_marker: Some(("spinning".into(), Duration::from_millis(200))),
+            nmis: None,
         };
         let args = ["-c".to_owned(), "echo spinning; exec sleep 30".to_owned()];
         let finished = run(Path::new("/bin/sh"), &args, &limits, false).unwrap();

@@ -52,6 +52,11 @@ pub struct SerialReport {
     pub kernel_lines: Vec<String>,
     /// Our loader's lines (`tdx-loader: ...`) before the kernel started, for harness markers.
     pub loader_lines: Vec<String>,
+    /// Whether the kernel printed register contents (the fatal paths' dump: `RIP=`, `RAX=`,
+    /// `CR2=`, `GLA=`), which a non-debug TD must never do.
+    pub register_dump: bool,
+    /// softtdx's VMM halted the machine for good ([`MACHINE_HALTED`]): the line, which says why.
+    pub halted: Option<String>,
     /// The firmware's line refusing our loader because of Secure Boot, printed before the
     /// kernel started ([`crate::secure_boot`]).
     pub firmware_refusal: Option<String>,
@@ -85,6 +90,15 @@ fn parse_check(rest: &str) -> Option<Check> {
     let detail = parts.next().unwrap_or("").trim().to_owned();
     Some(Check { name: name.to_owned(), result, detail })
 }
+
+/// What softtdx's VMM prints when it halts the machine for good (kernel/src/softtdx/vmm.rs
+/// `HALTED`): the kernel parked its vCPU, or a fatal stop found no exit device. The runner
+/// stops QEMU at this line.
+pub const MACHINE_HALTED: &str = "softtdx: host: machine halted: ";
+
+/// The markers of register contents in the kernel's fatal output (kernel/src/arch/trap.rs
+/// `TrapFrame::dump` and the unexpected-exception line, kernel/src/tdx/ve.rs `fatal`).
+const REGISTER_MARKERS: [&str; 4] = ["RIP=", "RAX=", "CR2=", "GLA="];
 
 /// Whether `line` is our loader refusing the kernel (boot/loader/src/main.rs).
 pub fn is_loader_error(line: &str) -> bool {
@@ -124,6 +138,12 @@ pub fn parse(serial: &str) -> SerialReport {
         }
         if line.starts_with("tdx-loader:") && !report.kernel_started {
             report.loader_lines.push(line.trim_end().to_owned());
+        }
+        if report.kernel_started && REGISTER_MARKERS.iter().any(|m| line.contains(m)) {
+            report.register_dump = true;
+        }
+        if let Some(at) = line.find(MACHINE_HALTED) {
+            report.halted.get_or_insert_with(|| line[at..].trim_end().to_owned());
         }
         if let Some(rest) = line.strip_prefix("SELFTEST BEGIN ") {
             report.mode = rest.trim().strip_prefix("mode=").map(str::to_owned);
@@ -245,6 +265,20 @@ mod tests {
         let entering = parse("tdx-loader: entering the kernel at 0x8000017690\n");
         assert_eq!(entering.loader_error, None);
         assert!(entering.fatal.is_empty());
+    }
+
+    #[test]
+    fn a_register_dump_and_the_models_halt_are_recognised() {
+        let report =
+            parse("tdx-unikernel: kernel entered\r\nFATAL #VE: x\r\n  RIP=0x1 RSP=0x2\r\n");
+        assert!(report.register_dump);
+        let report = parse("tdx-unikernel: kernel entered\r\nFATAL #VE: x\r\n  (registers not shown: not a debug TD)\r\n# native:   Rax=0x0\r\n");
+        assert!(!report.register_dump);
+        let report = parse("SUMMARY passed=1 failed=0 skipped=0\r\nsofttdx: host: machine halted: the TD parked its vCPU\r\n");
+        assert_eq!(
+            report.halted.as_deref(),
+            Some("softtdx: host: machine halted: the TD parked its vCPU")
+        );
     }
 
     #[test]

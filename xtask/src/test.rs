@@ -27,6 +27,14 @@
 //!   expect the kernel to refuse to run (FATAL and ReportFatalError), as Linux does.
 //! - `attributes:debug-td`: softtdx reports a debug TD; expect a pass whose first line says
 //!   DEBUG TD.
+//! - `attributes:debug-td-fatal`: a debug TD with a fatal fault; expect the fatal stop with the
+//!   register dump, which every non-debug `fatal:*` run must not show.
+//! - `td-machine:native` takes NMIs over QMP (boot mode `nmi-window=N`, [`NMI_WINDOW`]);
+//!   `td-machine:softtdx` takes the model's NMIs after every VEINFO.GET and boots without
+//!   isa-debug-exit ([`NO_DEBUG_EXIT_RUNS`]): the kernel parks its vCPU and the verdict is read
+//!   from serial.
+//! - `harness:rf-left-set`: the broken-ve-ordering kernel with `softtdx misorder=rf-left-set`
+//!   leaves RFLAGS.RF set after an emulated instruction; expect softtdx to stop it.
 //! - `td-image:hang-mode-ignored`: the kernel a TD boots, on the TD machine, with a hang
 //!   requested in fw_cfg; expect the self-test to run and pass (that image reads no boot mode).
 //! - `harness:broken-allowlist`: a kernel whose port allowlist lets every port through; expect
@@ -175,6 +183,25 @@ pub fn requests_debug_td(mode_flag: Option<&str>) -> bool {
         .is_some_and(|attributes| attributes & DEBUG_TD_ATTRIBUTES != 0)
 }
 
+/// How many NMIs a run with `nmi-window=N` in its boot mode injects over QMP while the kernel
+/// waits for them (kernel/src/testmodes.rs), and at least how many its `nmi=` counter must show.
+pub const NMI_WINDOW: u32 = 3;
+
+/// The kernel's line that opens its NMI window: the harness injects after it (not before: an
+/// NMI that lands in the firmware, before the kernel's IDT, is not the kernel's to survive).
+const NMI_WINDOW_MARKER: &str = "tdx-unikernel: NMI window: waiting for";
+
+/// Runs booted without the isa-debug-exit device, as a production TD is: the kernel's exit
+/// write to 0xf4 is dropped and it parks its vCPU with TDG.VP.VMCALL<Instruction.HLT>
+/// (interrupts blocked); softtdx's VMM halts the machine and the runner stops QEMU at that line.
+/// The verdict comes from serial (SUMMARY and the kernel's park line), not from an exit status.
+pub const NO_DEBUG_EXIT_RUNS: [&str; 1] = ["td-machine:softtdx"];
+
+/// The NMI window a boot mode asks for (`... nmi-window=N`).
+fn nmi_window(mode_flag: Option<&str>) -> Option<u32> {
+    mode_flag?.split_once(" nmi-window=")?.1.split_whitespace().next()?.parse().ok()
+}
+
 /// How long a run that expects a hang watches the kernel after it announced the hang.
 const HANG_GRACE: Duration = Duration::from_secs(2);
 
@@ -229,13 +256,19 @@ pub fn default_runs(
             firmware: None,
         });
     }
-    // The machine a TD gets (no PIC, no SMM, -nodefaults), through the default loader.
+    // The machine a TD gets (no PIC, no SMM, -nodefaults), through the default loader. The
+    // native boot also takes NMIs over QMP (`nmi-window`, see `NMI_WINDOW`); the softtdx boot
+    // gets an NMI from the model inside every #VE handler after its VEINFO.GET, and has no
+    // isa-debug-exit device (`NO_DEBUG_EXIT_RUNS`): it ends with the kernel parking its vCPU.
     for mode in ["native", "softtdx"] {
         runs.push(RunSpec {
             id: format!("td-machine:{mode}"),
             mode,
             machine: Machine::Td,
-            mode_flag: (mode == "softtdx").then(|| "softtdx".into()),
+            mode_flag: Some(match mode {
+                "native" => format!("native nmi-window={NMI_WINDOW}"),
+                _ => "softtdx nmi=after-veinfo".into(),
+            }),
             variant: variant.clone(),
             loader,
             expect: Expect::Pass,
@@ -272,6 +305,24 @@ pub fn default_runs(
         variant: KernelVariant::default(),
         loader,
         expect: Expect::Pass,
+        timeout,
+        firmware: None,
+    });
+    // A debug TD keeps the full register dump on its fatal paths (the `fatal:*` runs, non-debug,
+    // must show none): the host can read a debug TD's registers anyway.
+    runs.push(RunSpec {
+        id: "attributes:debug-td-fatal".into(),
+        mode: "softtdx",
+        machine: Machine::Td,
+        mode_flag: Some(format!(
+            "softtdx fault=io-in-invalid-operand attributes={DEBUG_TD_ATTRIBUTES:#x}"
+        )),
+        variant: KernelVariant::default(),
+        loader,
+        expect: Expect::Fatal {
+            reason: vec!["IN from port".into(), "TDG.VP.VMCALL<Io> returned InvalidOperand".into()],
+            host_report: true,
+        },
         timeout,
         firmware: None,
     });
@@ -410,6 +461,22 @@ pub fn default_runs(
         expect: Expect::Fatal {
             reason: vec!["after VEINFO.GET was emulated through a nested #VE".into()],
             host_report: true,
+        },
+        timeout,
+        firmware: None,
+    });
+    // The same kernel, whose handler leaves RFLAGS.RF set when it advances RIP: softtdx checks
+    // RF when the handler returns.
+    runs.push(RunSpec {
+        id: "harness:rf-left-set".into(),
+        mode: "softtdx",
+        machine: Machine::Td,
+        mode_flag: Some("softtdx misorder=rf-left-set".into()),
+        variant: KernelVariant { broken_ve_ordering: true, ..KernelVariant::default() },
+        loader,
+        expect: Expect::Fatal {
+            reason: vec!["RF left set after an emulated instruction".into()],
+            host_report: false,
         },
         timeout,
         firmware: None,
@@ -569,6 +636,22 @@ pub fn verdict(
     if timed_out {
         return (Verdict::Timeout, "no exit before the timeout".into());
     }
+    // softtdx's VMM halted the machine (no isa-debug-exit device): the verdict is on serial.
+    if let Some(halted) = &report.halted {
+        let parked = halted.contains("parked its vCPU");
+        let said = |code: &str| {
+            report.kernel_lines.iter().any(|l| l.contains("parking the vCPU") && l.contains(code))
+        };
+        return match report.summary {
+            _ if !parked => (Verdict::Fail, report.fatal.first().unwrap_or(halted).clone()),
+            Some(s) if s.failed == 0 && said("(Success)") => (
+                Verdict::Pass,
+                format!("{} checks passed; the kernel parked its vCPU ({halted})", s.passed),
+            ),
+            Some(s) => (Verdict::Fail, format!("parked after {} failed checks", s.failed)),
+            None => (Verdict::Fail, format!("parked without a SUMMARY line ({halted})")),
+        };
+    }
     match finished_status {
         Some(33) => match report.summary {
             Some(s) if s.failed == 0 => (Verdict::Pass, format!("{} checks passed", s.passed)),
@@ -674,9 +757,33 @@ pub fn judge(
                 ));
             }
             if spec.mode == "native" {
-                if let Some((key, value)) = report.counters.iter().find(|(_, v)| **v != 0) {
+                // NMIs are counted wherever they come from (the QMP-injected ones natively).
+                let nonzero = report.counters.iter().find(|(k, v)| **v != 0 && *k != "nmi");
+                if let Some((key, value)) = nonzero {
                     return Err(format!("native run has counter {key}={value}, expected all 0"));
                 }
+            }
+            let counter = |name: &str| report.counters.get(name).copied().unwrap_or(0);
+            if spec.mode_flag.as_deref().is_some_and(|f| f.contains(" nmi=after-veinfo")) {
+                // One model NMI after every successful VEINFO.GET, each survived and counted:
+                // as many as #VEs handled (`ve.*`; `tdcall.veinfo_get` also counts the
+                // self-test's deliberate call with no #VE pending).
+                let nmis = counter("nmi");
+                let ves: u64 = report
+                    .counters
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("ve."))
+                    .map(|(_, v)| v)
+                    .sum();
+                if nmis == 0 || nmis != ves {
+                    return Err(format!(
+                        "softtdx injected an NMI after each VEINFO.GET, but nmi={nmis} for {ves} \
+                         #VEs"
+                    ));
+                }
+            }
+            if NO_DEBUG_EXIT_RUNS.contains(&spec.id.as_str()) && report.halted.is_none() {
+                return Err("without isa-debug-exit the kernel must park its vCPU".into());
             }
             Ok(())
         }
@@ -700,6 +807,18 @@ pub fn judge(
             // Only a TD (or the model) has a host to tell.
             if *host_report && spec.mode != "native" && report.host_fatal.is_none() {
                 return Err("the host never received ReportFatalError".into());
+            }
+            // In a TD the serial port is the host's: register contents only in a debug TD.
+            // (Native runs keep the full dump, which `harness:page-fault` checks for CR2.)
+            if spec.mode != "native" {
+                let debug_td = requests_debug_td(spec.mode_flag.as_deref());
+                if report.register_dump != debug_td {
+                    return Err(format!(
+                        "a {} TD's fatal output {} register contents",
+                        if debug_td { "debug" } else { "non-debug" },
+                        if debug_td { "must show" } else { "shows" }
+                    ));
+                }
             }
             Ok(())
         }
@@ -745,6 +864,25 @@ pub fn judge(
             Ok(())
         }
     }
+}
+
+/// A run that injected NMIs over QMP: all `count` of the kernel's window were acknowledged by
+/// QEMU, and the kernel counted at least those (the ones sent later, during the self-test, may
+/// land after its COUNTERS snapshot).
+fn judge_nmis(count: u32, sent: &qemu::NmisSent, nmis: u64) -> Result<(), String> {
+    if let Some(error) = &sent.error {
+        return Err(format!("NMI injection over QMP failed: {error}"));
+    }
+    if sent.counted < count {
+        return Err(format!("only {} of the {count} NMIs were injected", sent.counted));
+    }
+    if nmis < u64::from(sent.counted) {
+        return Err(format!(
+            "{} NMIs injected while the kernel waited, but nmi={nmis}",
+            sent.counted
+        ));
+    }
+    Ok(())
 }
 
 /// A finished self-test with the failure exit, in which each of `checks` failed.
@@ -845,7 +983,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
     let nonce = crate::attest::fresh_nonce();
     let mut extra_args = options.qemu_args.clone();
     extra_args.extend(crate::attest::nonce_args(&nonce));
-    let args = qemu::boot_args(&qemu::BootSpec {
+    let mut args = qemu::boot_args(&qemu::BootSpec {
         firmware: &firmware,
         image,
         kvm: options.kvm,
@@ -854,6 +992,26 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         extra_args: &extra_args,
         la57: spec.loader.needs_la57(),
     });
+    if NO_DEBUG_EXIT_RUNS.contains(&spec.id.as_str()) {
+        args = qemu::without_debug_exit(&args);
+    }
+    // NMIs over QMP: a unix socket in the run's own temporary directory.
+    let window = nmi_window(spec.mode_flag.as_deref());
+    let scratch = std::env::temp_dir().join(format!(
+        "xtask-{}-{}",
+        std::process::id(),
+        spec.id.replace(':', "-")
+    ));
+    let nmis = match window {
+        Some(count) => {
+            std::fs::create_dir_all(&scratch)
+                .with_context(|| format!("cannot create {}", scratch.display()))?;
+            let socket = scratch.join("qmp.sock");
+            args.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", socket.display())]);
+            Some(qemu::NmiInjection { socket, after: NMI_WINDOW_MARKER.into(), count })
+        }
+        None => None,
+    };
     // A run that expects a hang stops a few seconds after the kernel says it will hang, so
     // that a slow boot on a loaded machine cannot eat into its limit.
     let limits = qemu::Limits {
@@ -862,13 +1020,28 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
             Expect::Timeout { marker } => Some((marker.clone(), HANG_GRACE)),
             _ => None,
         },
+        nmis,
     };
-    let finished = qemu::run(qemu, &args, &limits, false)?;
+    let finished = qemu::run(qemu, &args, &limits, false);
+    if window.is_some() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    let finished = finished?;
     std::fs::write(&log, &finished.output)
         .with_context(|| format!("cannot write {}", log.display()))?;
     let parsed = report::parse(&finished.output);
-    let (verdict, why) = verdict(finished.status, finished.timed_out, &parsed);
+    let (verdict, mut why) = verdict(finished.status, finished.timed_out, &parsed);
     let mut judged = judge(spec, verdict, finished.status, &parsed);
+    if let (Some(count), Ok(())) = (window, &judged) {
+        let sent = finished.nmis.clone().unwrap_or_default();
+        let nmis = parsed.counters.get("nmi").copied().unwrap_or(0);
+        judged = judge_nmis(count, &sent, nmis);
+        why = format!(
+            "{why}; NMIs over QMP: {} while the kernel waited, {} more during the self-test, \
+             nmi={nmis}",
+            sent.counted, sent.more
+        );
+    }
     let mut tests = parsed.checks.clone();
     // A TDREPORT the kernel printed is judged on the host too (xtask/src/attest.rs); a run
     // expected to pass in which the kernel's report check passed must bring one that holds.

@@ -1,7 +1,8 @@
-//! x86_64 plumbing: descriptor tables and the trap entry path.
+//! x86_64 plumbing: descriptor tables, the trap entry path and the NMI handler.
 
 pub mod gdt;
 pub mod idt;
+pub mod nmi;
 pub mod trap;
 
 /// RFLAGS bits used by the trap and emulation code (Intel SDM Vol. 1, 3.4.3).
@@ -22,6 +23,7 @@ pub mod rflags {
 pub fn init() {
     gdt::init();
     idt::init();
+    nmi::register();
 }
 
 /// Runs `f` with RFLAGS.TF clear and restores the caller's TF afterwards. softtdx single-steps

@@ -320,25 +320,61 @@ extern "sysv64" fn trap_dispatch(frame: &mut TrapFrame) {
 }
 
 fn unexpected_exception(frame: &TrapFrame) -> ! {
-    let mut out = EmergencyWriter;
-    let cr2 = x86_64::registers::control::Cr2::read_raw();
-    let _ = writeln!(
-        out,
-        "\nFATAL: unexpected exception vector={} ({}) error_code={:#x} RIP={:#x} CR2={:#x}",
-        frame.vector,
-        exception_name(frame.vector),
-        frame.error_code,
-        frame.rip,
-        cr2
-    );
-    frame.dump(&mut out);
+    let mut out = EmergencyWriter::new();
+    if register_dump_allowed() {
+        let cr2 = x86_64::registers::control::Cr2::read_raw();
+        let _ = writeln!(
+            out,
+            "\nFATAL: unexpected exception vector={} ({}) error_code={:#x} RIP={:#x} CR2={:#x}",
+            frame.vector,
+            exception_name(frame.vector),
+            frame.error_code,
+            frame.rip,
+            cr2
+        );
+        frame.dump(&mut out);
+    } else {
+        // A non-debug TD: what went wrong, not the register file (see `set_register_dump`).
+        let _ = writeln!(
+            out,
+            "\nFATAL: unexpected exception vector={} ({}) error_code={:#x} (registers not \
+             shown: not a debug TD)",
+            frame.vector,
+            exception_name(frame.vector),
+            frame.error_code
+        );
+    }
     let reporter = FATAL_REPORTER.load(Ordering::Acquire);
     if reporter != 0 {
         // SAFETY: only `set_fatal_reporter` stores non-zero values, each a `FatalReporter`.
         let reporter = unsafe { core::mem::transmute::<usize, FatalReporter>(reporter) };
-        reporter("unexpected exception");
+        let message = crate::fixed_format!(
+            64,
+            "unexpected exception vector={} ({})",
+            frame.vector,
+            exception_name(frame.vector)
+        );
+        reporter(message.as_str());
     }
     crate::exit::exit(crate::exit::ExitCode::Failure)
+}
+
+/// Whether fatal paths may print register contents (RIP, RSP, CR2, the GPRs, guest linear
+/// addresses). True until [`set_register_dump`] says otherwise.
+static REGISTER_DUMP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Sets whether fatal paths print register contents. In a TD the serial port is the host's: a
+/// non-debug TD prints only what went wrong (vector, error code, exit reason, port, status, what
+/// ReportFatalError carries) and never its registers, which may hold secrets; a debug TD (TD
+/// attribute bit 0: the host can read its registers anyway) and a kernel outside a TD keep the
+/// full dump. `crate::tdx` turns it off when it finds a TD and on again for a debug TD.
+pub fn set_register_dump(allowed: bool) {
+    REGISTER_DUMP.store(allowed, Ordering::Release);
+}
+
+/// Whether fatal paths may print register contents (see [`set_register_dump`]).
+pub fn register_dump_allowed() -> bool {
+    REGISTER_DUMP.load(Ordering::Acquire)
 }
 
 fn exception_name(vector: u64) -> &'static str {

@@ -33,7 +33,7 @@ mod vmm;
 
 use crate::arch::rflags;
 use crate::arch::trap::TrapFrame;
-use crate::bootflags::FatalScenario;
+use crate::bootflags::{FatalScenario, NmiPoint};
 use crate::memory;
 use core::arch::x86_64::__cpuid_count;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -180,6 +180,10 @@ struct Model {
     nested_ves: u32,
     /// Private memory: page states, TDG.MEM.PAGE.ACCEPT ([`pages`]).
     pages: pages::Pages,
+    /// Where the model injects NMIs (boot mode `softtdx nmi=...`).
+    nmi_point: Option<NmiPoint>,
+    /// An NMI is to be delivered at the next instruction boundary the model sees.
+    nmi_due: bool,
 }
 
 static MODEL: Mutex<Model> = Mutex::new(Model {
@@ -196,7 +200,14 @@ static MODEL: Mutex<Model> = Mutex::new(Model {
     halted_if: None,
     nested_ves: 0,
     pages: pages::Pages::new(),
+    nmi_point: None,
+    nmi_due: false,
 });
+
+/// An NMI the model delivered has not returned yet (its handler's resume hook clears it). An
+/// atomic, not model state: NMIs from outside the model may land while the model's lock is
+/// held.
+static NMI_IN_FLIGHT: AtomicBool = AtomicBool::new(false);
 
 /// The model's state. The lock is only ever held inside the model's own handlers; finding it
 /// held means an exception hit the model itself, which cannot recover, so it stops the machine
@@ -279,6 +290,11 @@ fn with_model<R>(f: impl FnOnce(&mut Model) -> R) -> R {
 /// Arms the fatal fault this boot injects (see [`FatalScenario`]).
 pub fn arm_scenario(scenario: Option<FatalScenario>) {
     with_model(|m| m.scenario = scenario);
+}
+
+/// Arms NMI injection (boot mode `softtdx nmi=<point>`, see [`NmiPoint`]).
+pub fn set_nmi_point(point: Option<NmiPoint>) {
+    with_model(|m| m.nmi_point = point);
 }
 
 /// Switches the #VE-ordering check (see `Model::check_ve_ordering`) on or off.
@@ -394,9 +410,34 @@ fn resume(frame: &mut TrapFrame) {
     if !is_active() {
         return;
     }
+    if frame.vector == crate::arch::idt::vector::NMI && !NMI_IN_FLIGHT.swap(false, Ordering::SeqCst)
+    {
+        // An NMI the model did not deliver (from outside). The CPU takes an NMI at an
+        // instruction boundary after the single-step trap of the instruction before (SDM Vol.
+        // 3A 6.9, priority 4 before 5), so the model has already decided about the instruction
+        // at RIP: deciding again would deliver its #VE twice.
+        return;
+    }
+    // An NMI the model delivered (`deliver_nmi`) returns to the instruction it was delivered
+    // before, which the model has not decided about yet: it does so below, as after a step.
     if frame.vector == crate::arch::idt::vector::VIRTUALIZATION {
         // The #VE handler is returning to the interrupted context.
         let mut model = model();
+        // The TDX module set RF in the #VE frame (tdx_inject_ve); a handler that completed the
+        // instruction and advanced RIP must clear it, or the instruction after it runs with
+        // its instruction breakpoints suppressed (SDM Vol. 3B 18.3.1.1). Every #VE this kernel
+        // handles advances RIP, nested ones included; only a fatal path does not return.
+        let advanced = model.nested_ves > 0 || model.ve_in_flight.is_some_and(|f| f != frame.rip);
+        if advanced && frame.rflags & rflags::RF != 0 {
+            drop(model);
+            let message = crate::fixed_format!(
+                160,
+                "FATAL softtdx: the #VE handler advanced RIP to {:#x} and returned with RFLAGS.RF \
+                 still set (RF left set after an emulated instruction)",
+                frame.rip
+            );
+            vmm::host_stop(message.as_str());
+        }
         if model.nested_ves > 0 {
             // A nested #VE's handler returns into the outer handler.
             model.nested_ves -= 1;
@@ -407,6 +448,9 @@ fn resume(frame: &mut TrapFrame) {
                 model.watch = None;
             }
         }
+    }
+    if frame.vector == UD_VECTOR && take_nmi_due() {
+        return deliver_nmi(frame);
     }
     if frame.rflags & rflags::TF == 0 {
         return;
@@ -525,6 +569,44 @@ fn deliver_fault(frame: &mut TrapFrame, vector: u64, error_code: Option<u64>) {
         None => softtdx_deliver_fault as *const () as u64,
     };
     frame.rflags &= !(rflags::IF | rflags::TF | rflags::RF);
+}
+
+/// Whether an injected NMI is due at this boundary (set by a successful TDG.VP.VEINFO.GET,
+/// whose TDCALL's #UD is returning); consumes it.
+fn take_nmi_due() -> bool {
+    let mut model = model();
+    core::mem::take(&mut model.nmi_due)
+}
+
+/// Redirects `frame` so that its `iretq` delivers an NMI through IDT gate 2 as the CPU does
+/// (SDM Vol. 3A 6.14; the same gate checks as for #VE, `tdx_ve::delivery`): the handler's
+/// address and IST stack from the gate, RSP aligned, SS/RSP/RFLAGS/CS/RIP pushed with the
+/// interrupted RFLAGS, then TF, NT, RF and (interrupt gate) IF clear in the handler. The NMI's
+/// `iretq` returns to the instruction at RIP, which the model decides about then (see `resume`).
+fn deliver_nmi(frame: &mut TrapFrame) {
+    let delivery = match gate::check(crate::arch::idt::vector::NMI as u8) {
+        Ok(delivery) => delivery,
+        Err(DeliveryFault::Gp(code)) => return deliver_fault(frame, GP_VECTOR, Some(code.into())),
+        Err(DeliveryFault::Np(code)) => return deliver_fault(frame, NP_VECTOR, Some(code.into())),
+    };
+    let stack = match delivery.ist {
+        Some(ist) => gate::ist_stack(ist).unwrap_or(0),
+        None => frame.rsp,
+    };
+    NMI_IN_FLIGHT.store(true, Ordering::SeqCst);
+    // SAFETY: single CPU, inside an exception handler: nothing else reads these slots until the
+    // trampoline, which runs right after this handler's iretq.
+    unsafe {
+        SOFTTDX_VE_FRAME = [frame.rip, frame.cs, frame.rflags, frame.rsp, frame.ss];
+        SOFTTDX_VE_ENTRY = delivery.handler;
+        SOFTTDX_VE_STACK = stack & !15;
+    }
+    frame.rip = softtdx_deliver_ve as *const () as u64;
+    const NT: u64 = 1 << 14;
+    frame.rflags &= !(NT | rflags::RF | rflags::TF);
+    if delivery.clears_if {
+        frame.rflags &= !rflags::IF;
+    }
 }
 
 /// CPUID as the TDX module answers it without a #VE: leaf 0 reports at least 0x21, and leaf
@@ -665,6 +747,12 @@ fn tdx_module(frame: &mut TrapFrame) {
                     if !model.check_ve_ordering && !counting::armed() {
                         frame.rflags &= !rflags::TF;
                     }
+                    // NMIs are no longer blocked once the VE info is read (the module defers
+                    // them only while it is valid): inject one at the next boundary, inside
+                    // the handler, if the boot mode asks for it.
+                    if model.nmi_point == Some(NmiPoint::AfterVeinfo) {
+                        model.nmi_due = true;
+                    }
                     frame.rax = TDX_SUCCESS;
                     frame.rcx = out.rcx;
                     frame.rdx = out.rdx;
@@ -693,8 +781,12 @@ fn tdx_module(frame: &mut TrapFrame) {
             let model = &mut *model;
             let mut no_scenario = None;
             let scenario = if in_ve_handler { &mut model.scenario } else { &mut no_scenario };
-            let halted_if = if in_ve_handler { model.halted_if } else { None };
-            vmm::vmcall(frame, bitmap, scenario, &mut model.host_fault, halted_if);
+            // Instruction.HLT's interrupt-blocked flag (R12) must say what IF said where the
+            // vCPU halts: the HLT that raised the #VE in flight, or the caller of a direct
+            // Instruction.HLT (the exit path's park).
+            let halted_if =
+                if in_ve_handler { model.halted_if } else { Some(frame.rflags & rflags::IF != 0) };
+            vmm::vmcall(frame, bitmap, scenario, &mut model.host_fault, halted_if, in_ve_handler);
             frame.rax = TDX_SUCCESS;
         }
         // TDG.MEM.PAGE.ACCEPT

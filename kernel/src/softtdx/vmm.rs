@@ -75,6 +75,7 @@ fn host_out(port: u16, width: PortWidth, value: u64) {
 }
 
 /// Stops the machine as QEMU does when a TD cannot continue: message, then the failure exit.
+/// Without an isa-debug-exit device the VMM halts the machine instead ([`host_halt`]).
 pub fn host_stop(message: &str) -> ! {
     let _ = writeln!(HostConsole, "\n{message}");
     host_out(
@@ -82,8 +83,19 @@ pub fn host_stop(message: &str) -> ! {
         PortWidth::Dword,
         crate::exit::ExitCode::Failure as u64,
     );
+    host_halt("no isa-debug-exit device to stop it after a fatal error")
+}
+
+/// What the model prints when it halts the machine for good; the harness stops QEMU at this
+/// line (xtask/src/qemu.rs) and judges the run from the serial output before it.
+pub const HALTED: &str = "softtdx: host: machine halted: ";
+
+/// The VMM keeps the vCPU halted for good: says why, then `cli; hlt` natively (QEMU idles).
+fn host_halt(why: &str) -> ! {
+    let _ = writeln!(HostConsole, "{HALTED}{why}");
     loop {
-        core::hint::spin_loop();
+        // SAFETY: halting with interrupts off stops this vCPU, which is the point.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
 
@@ -96,13 +108,14 @@ pub fn vmcall(
     scenario: &mut Option<FatalScenario>,
     host_fault: &mut Option<HostFault>,
     halted_if: Option<bool>,
+    from_ve_handler: bool,
 ) {
     let exposed = |r: Gpr| bitmap & (1 << r as u64) != 0;
     let mut view = RegisterState::default();
     for r in Gpr::ALL.into_iter().filter(|&r| exposed(r)) {
         view.set_gpr(r, frame.gpr(r));
     }
-    serve(&mut view, scenario, host_fault, halted_if);
+    serve(&mut view, scenario, host_fault, halted_if, from_ve_handler);
     for r in Gpr::ALL.into_iter().filter(|&r| exposed(r)) {
         frame.set_gpr(r, view.gpr(r));
     }
@@ -117,6 +130,7 @@ fn serve(
     scenario: &mut Option<FatalScenario>,
     host_fault: &mut Option<HostFault>,
     halted_if: Option<bool>,
+    from_ve_handler: bool,
 ) {
     if view.gpr(Gpr::R10) != 0 {
         // Only GHCI standard calls are modelled.
@@ -143,8 +157,18 @@ fn serve(
                     });
                 }
             }
-            // Nothing can wake a halted vCPU here (no interrupt sources are enabled), so the
-            // model returns at once, as if an interrupt had arrived.
+            // A direct Instruction.HLT with interrupts blocked is the kernel parking its vCPU
+            // at the end of a run without an exit device (kernel/src/exit.rs): only an NMI could
+            // wake it (GHCI 1.5, 3.8), so the VMM keeps it halted, as KVM would.
+            if !from_ve_handler && view.gpr(Gpr::R12) != 0 {
+                host_halt(
+                    "the TD parked its vCPU (TDG.VP.VMCALL<Instruction.HLT>, R12=1: interrupts \
+                     blocked)",
+                );
+            }
+            // A HLT that raised #VE (the self-test's tdx.hlt_ve): nothing can wake a halted
+            // vCPU here (no interrupt sources are enabled), so the model returns at once, as if
+            // an interrupt had arrived.
             set_status(view, TdVmCallStatus::Success)
         }
         TdVmCallSubFunction::Cpuid => {

@@ -29,7 +29,7 @@ fn deny(port: u16, width: PortWidth, direction: IoDirection) {
             IoDirection::Out => "OUT to",
         };
         let _ = writeln!(
-            crate::console::EmergencyWriter,
+            crate::console::EmergencyWriter::new(),
             "tdx: denied {}-byte {verb} port {port:#x}: not in the port allowlist (logged once)",
             width.bytes()
         );
@@ -80,7 +80,7 @@ pub fn fatal(direction: IoDirection, port: u16, width: PortWidth, error: VmcallE
         IoDirection::Out => ("OUT", "to"),
     };
     let _ = writeln!(
-        crate::console::EmergencyWriter,
+        crate::console::EmergencyWriter::new(),
         "\nFATAL direct I/O: {verb} {preposition} port {port:#x} ({}-byte): {error}",
         width.bytes()
     );

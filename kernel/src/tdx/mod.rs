@@ -47,6 +47,9 @@ pub fn early_detect() {
 fn mark_td() {
     cc::set(CcAttr::GuestTdx);
     cc::set(CcAttr::GuestUnrollStringIo);
+    // The serial port is the host's: no register contents in fatal output until TDG.VP.INFO
+    // says this is a debug TD (`init`).
+    crate::arch::trap::set_register_dump(false);
 }
 
 /// Detects a TD and, in one, reads and prints TDG.VP.INFO and sets the CC attributes; applies
@@ -71,6 +74,9 @@ pub fn init() {
     let verdict = info.attributes.verdict();
     let debug = match verdict {
         AttributesVerdict::RunDebug { .. } => {
+            // The host can read and write a debug TD's registers anyway: fatal paths keep the
+            // full register dump, as natively.
+            crate::arch::trap::set_register_dump(true);
             "DEBUG TD (the host can read and write this TD's memory and registers), "
         }
         _ => "",

@@ -140,6 +140,12 @@ pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
 fn advance(frame: &mut TrapFrame, ve: &VeInfo) {
     frame.rip = frame.rip.wrapping_add(ve.instruction_length as u64);
     frame.rflags &= !rflags::RF;
+    // Test-only (`softtdx misorder=rf-left-set`): the RF clear above left out, which softtdx
+    // must catch when the handler returns.
+    #[cfg(feature = "broken-ve-ordering")]
+    if crate::bootflags::misorder() == crate::bootflags::Misorder::RfLeftSet {
+        frame.rflags |= rflags::RF;
+    }
 }
 
 /// Test-only: an instruction that raises #VE in a TD, run before TDG.VP.VEINFO.GET.
@@ -155,7 +161,7 @@ fn misordered(what: crate::bootflags::Misorder) {
             // Leaf 0xB (x2APIC topology): #VE in a TD (td-rules, cpuid_configurations.c).
             let _ = core::arch::x86_64::__cpuid_count(0xB, 0);
         }
-        Misorder::Nested => {}
+        Misorder::Nested | Misorder::RfLeftSet => {}
     }
 }
 
@@ -177,7 +183,7 @@ fn nested_probe() {
     } else {
         "CPUID 0x40000000 after VEINFO.GET ran natively: no nested #VE"
     };
-    let _ = writeln!(EmergencyWriter, "\nFATAL nested #VE probe: {verdict}");
+    let _ = writeln!(EmergencyWriter::new(), "\nFATAL nested #VE probe: {verdict}");
     super::report_fatal_error("nested #VE probe");
     crate::exit::exit(crate::exit::ExitCode::Failure)
 }
@@ -381,26 +387,38 @@ impl StringIoEnv for HypercallStringIo {
     }
 }
 
-/// Prints everything known about the failed #VE, reports it to the host, and stops.
+/// Prints what went wrong with the #VE, reports it to the host, and stops. The exit reason,
+/// qualification (port, width, direction), instruction length and information, and the error
+/// (status, port) are always printed; the register file and the guest linear address only
+/// where the trap path allows register contents (outside a TD, or in a debug TD:
+/// [`crate::arch::trap::set_register_dump`]).
 #[cold]
 #[inline(never)]
 fn fatal(frame: &TrapFrame, ve: Option<VeInfo>, error: VeError) -> ! {
-    let mut out = EmergencyWriter;
+    let mut out = EmergencyWriter::new();
+    let registers = crate::arch::trap::register_dump_allowed();
     let _ = writeln!(out, "\nFATAL #VE: {error}");
     if let Some(ve) = ve {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  exit_reason={} exit_qualification={:#x} instruction_length={} \
-             instruction_info={:#x} GLA={:#x} GPA={:#x}",
+             instruction_info={:#x} GPA={:#x}",
             ve.exit_reason,
             ve.exit_qualification,
             ve.instruction_length,
             ve.instruction_info,
-            ve.guest_linear_address,
             ve.guest_physical_address
         );
+        if registers {
+            let _ = write!(out, " GLA={:#x}", ve.guest_linear_address);
+        }
+        let _ = writeln!(out);
     }
-    frame.dump(&mut out);
+    if registers {
+        frame.dump(&mut out);
+    } else {
+        let _ = writeln!(out, "  (registers not shown: not a debug TD)");
+    }
     let message = crate::fixed_format!(64, "#VE: {error}");
     super::report_fatal_error(message.as_str());
     crate::exit::exit(crate::exit::ExitCode::Failure)
