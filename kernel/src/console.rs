@@ -16,6 +16,7 @@
 //! take it: they print through [`EmergencyWriter`], which owns no state and in a TD also uses
 //! hypercalls, so printing diagnostics from the #VE handler never re-enters the #VE path.
 
+use crate::tdx::vmcall::VmcallError;
 use core::fmt::{self, Write};
 use spin::Mutex;
 use tdx_ve::io::{IoDirection, PortWidth};
@@ -59,7 +60,7 @@ impl Backend for DirectBackend {
         let port = self.base + register_offset as u16;
         match crate::tdx::io::read(port, PortWidth::Byte) {
             Ok(value) => value as u8,
-            Err(error) => crate::tdx::io::fatal(IoDirection::In, port, PortWidth::Byte, error),
+            Err(error) => direct_io_failed(IoDirection::In, port, error),
         }
     }
 
@@ -67,9 +68,24 @@ impl Backend for DirectBackend {
     unsafe fn write(&mut self, register_offset: u8, value: u8) {
         let port = self.base + register_offset as u16;
         if let Err(error) = crate::tdx::io::write(port, PortWidth::Byte, value as u64) {
-            crate::tdx::io::fatal(IoDirection::Out, port, PortWidth::Byte, error)
+            direct_io_failed(IoDirection::Out, port, error)
         }
     }
+}
+
+/// A failed Instruction.IO hypercall of the console: as fatal as one inside the #VE handler.
+/// The console does not stop the machine itself: it panics, and the panic handler prints
+/// through the lock-free writer (the console lock is held here), sends ReportFatalError and
+/// exits (kernel/src/main.rs). Stopping the machine is `exit`'s business, which prints through
+/// this module: the console never calls it.
+#[cold]
+#[inline(never)]
+fn direct_io_failed(direction: IoDirection, port: u16, error: VmcallError) -> ! {
+    let (verb, preposition) = match direction {
+        IoDirection::In => ("IN", "from"),
+        IoDirection::Out => ("OUT", "to"),
+    };
+    panic!("direct I/O: {verb} {preposition} port {port:#x} (1-byte): {error}")
 }
 
 /// The console's driver, with the backend chosen at [`init`].

@@ -4,6 +4,7 @@
 //! (type 0xE), so RFLAGS.IF is clear in every handler.
 
 use super::gdt;
+use super::trap::{self, EXCEPTION_VECTORS};
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
@@ -21,8 +22,6 @@ pub mod vector {
     pub const MACHINE_CHECK: u64 = 18;
     pub const VIRTUALIZATION: u64 = 20;
 }
-
-pub const EXCEPTION_VECTORS: usize = 32;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -87,7 +86,7 @@ pub fn init() {
             vector::MACHINE_CHECK => gdt::IST_MACHINE_CHECK,
             _ => 0,
         };
-        *gate = GateDescriptor::new(super::trap::stub_address(vector), selector, ist);
+        *gate = GateDescriptor::new(trap::stub_address(vector), selector, ist);
     }
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,

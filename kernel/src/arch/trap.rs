@@ -11,10 +11,13 @@
 //! ([`register`]), as are a hook that runs before every return ([`set_resume_hook`], softtdx)
 //! and the host report of the unexpected-exception path ([`set_fatal_reporter`], TDX).
 
-use super::idt::EXCEPTION_VECTORS;
 use crate::console::EmergencyWriter;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// The exception vectors (0-31, Intel SDM Vol. 3A, Table 6-1): one stub each, which the IDT's
+/// gates point at (`super::idt`).
+pub const EXCEPTION_VECTORS: usize = 32;
 
 /// The interrupted context as the trap path saved it, lowest address first.
 #[derive(Clone, Copy, Debug, Default)]

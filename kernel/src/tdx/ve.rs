@@ -20,6 +20,7 @@ use crate::console::EmergencyWriter;
 use crate::counters;
 use crate::memory::{self, AccessError};
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, Ordering};
 use tdx_ve::abi::{ExitReason, VeInfo};
 use tdx_ve::decode::{self, Instruction};
 use tdx_ve::io::{self, IoDirection, IoExitQualification, PortWidth, QualificationError};
@@ -170,7 +171,7 @@ fn misordered(what: crate::bootflags::Misorder) {
 /// handler emulates; the probe then stops the kernel and says whether it saw one.
 #[cfg(feature = "broken-ve-ordering")]
 fn nested_probe() {
-    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::sync::atomic::AtomicBool;
     static DONE: AtomicBool = AtomicBool::new(false);
     if DONE.swap(true, Ordering::Relaxed) {
         return;
@@ -274,15 +275,47 @@ fn emulate_port_io(
     let io_error = |error| VeError::Io { direction, port, width, error };
     match direction {
         IoDirection::In => {
-            let data = super::io::read(port, width).map_err(io_error)?;
+            let data = port_read(port, width).map_err(io_error)?;
             frame.rax = io::merge_in(frame.rax, width, data);
         }
         IoDirection::Out => {
             let value = io::out_value(frame.rax, width);
-            super::io::write(port, width, value).map_err(io_error)?;
+            port_write(port, width, value).map_err(io_error)?;
         }
     }
     Ok(())
+}
+
+/// One bit per port: whether its first denial has been logged.
+static DENIAL_LOGGED: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+
+/// A driver's port read through the allowlist ([`super::io`]); the first denial of each port is
+/// logged.
+fn port_read(port: u16, width: PortWidth) -> Result<u64, VmcallError> {
+    super::io::read_with(port, width, || log_denial(port, width, IoDirection::In))
+}
+
+/// A driver's port write through the allowlist; the first denial of each port is logged.
+fn port_write(port: u16, width: PortWidth, value: u64) -> Result<(), VmcallError> {
+    super::io::write_with(port, width, value, || log_denial(port, width, IoDirection::Out))
+}
+
+/// Says once per port that a driver's access was denied, through the lock-free writer (this
+/// runs inside the #VE handler).
+#[cold]
+fn log_denial(port: u16, width: PortWidth, direction: IoDirection) {
+    let bit = 1u64 << (port % 64);
+    if DENIAL_LOGGED[port as usize / 64].fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+        let verb = match direction {
+            IoDirection::In => "IN from",
+            IoDirection::Out => "OUT to",
+        };
+        let _ = writeln!(
+            EmergencyWriter::new(),
+            "tdx: denied {}-byte {verb} port {port:#x}: not in the port allowlist (logged once)",
+            width.bytes()
+        );
+    }
 }
 
 /// INS/OUTS: the qualification gives port, width, direction and REP; the address size (0x67)
@@ -349,7 +382,7 @@ impl StringIoEnv for HypercallStringIo {
     type Error = VeError;
 
     fn port_in(&mut self, port: u16, width: PortWidth) -> Result<u64, VeError> {
-        super::io::read(port, width).map_err(|error| VeError::Io {
+        port_read(port, width).map_err(|error| VeError::Io {
             direction: IoDirection::In,
             port,
             width,
@@ -358,7 +391,7 @@ impl StringIoEnv for HypercallStringIo {
     }
 
     fn port_out(&mut self, port: u16, width: PortWidth, value: u64) -> Result<(), VeError> {
-        super::io::write(port, width, value).map_err(|error| VeError::Io {
+        port_write(port, width, value).map_err(|error| VeError::Io {
             direction: IoDirection::Out,
             port,
             width,
