@@ -77,6 +77,8 @@ pub struct KernelVariant {
     pub no_device_checks: bool,
     /// Build with a port access that bypasses the #VE path (kernel feature `audit-bypass`).
     pub audit_bypass: bool,
+    /// Build with `TDX_UNIKERNEL_ACCEPT=eager`: all unaccepted memory accepted at boot.
+    pub accept_eager: bool,
 }
 
 impl KernelVariant {
@@ -113,6 +115,9 @@ impl KernelVariant {
         }
         if self.audit_bypass {
             name.push_str("-audit-bypass");
+        }
+        if self.accept_eager {
+            name.push_str("-accept-eager");
         }
         name
     }
@@ -313,6 +318,10 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
         Some(check) => cargo.env("TDX_UNIKERNEL_FAIL_CHECK", check),
         None => cargo.env_remove("TDX_UNIKERNEL_FAIL_CHECK"),
     };
+    // Otherwise the user's own TDX_UNIKERNEL_ACCEPT reaches the build (`cargo xtask build`).
+    if variant.accept_eager {
+        cargo.env("TDX_UNIKERNEL_ACCEPT", "eager");
+    }
     let status = cargo.status().context("cannot run cargo to build the kernel")?;
     if !status.success() {
         bail!("kernel build failed ({status})");

@@ -572,6 +572,20 @@ pub fn default_runs(
         timeout,
         firmware: None,
     });
+    // `accept=eager` (TDX_UNIKERNEL_ACCEPT=eager): the 6 GiB the model leaves unaccepted are
+    // all accepted at boot, with progress lines; `mm.unaccepted_on_use` then requires that
+    // nothing was left and that the self-test's 64 MiB took no accept call.
+    runs.push(RunSpec {
+        id: "accept:eager".into(),
+        mode: "softtdx",
+        machine: Machine::Td,
+        mode_flag: Some("softtdx".into()),
+        variant: KernelVariant { accept_eager: true, ..KernelVariant::default() },
+        loader,
+        expect: Expect::Pass,
+        timeout,
+        firmware: None,
+    });
     // A kernel that leaves out the device checks passes its own self-test; the manifest must
     // refuse it. One boot shows it; the softtdx and `test --tdx` columns are judged by the same
     // code, and the manifest's host tests show a missing group failing each of them.
@@ -1359,6 +1373,9 @@ fn describe_variant(variant: &KernelVariant) -> String {
     if variant.no_device_checks {
         parts.push("the device checks left out".to_owned());
     }
+    if variant.accept_eager {
+        parts.push("accept=eager".to_owned());
+    }
     if variant.td_image {
         return "(the kernel a TD boots, without test-modes)".to_owned();
     }
@@ -1781,6 +1798,7 @@ mod tests {
                 ("attributes:debug-td", LoaderKind::Own),
                 ("td-image:hang-mode-ignored", LoaderKind::Own),
                 ("harness:la57-handoff", LoaderKind::OwnLa57),
+                ("accept:eager", LoaderKind::Own),
             ]
         );
         assert!(runs
