@@ -39,13 +39,16 @@ pub static TDVMCALL_IO: Counter = Counter::new("tdvmcall.io");
 pub static TDVMCALL_HLT: Counter = Counter::new("tdvmcall.hlt");
 pub static TDVMCALL_CPUID: Counter = Counter::new("tdvmcall.cpuid");
 pub static TDVMCALL_MSR: Counter = Counter::new("tdvmcall.msr");
+pub static VE_MMIO: Counter = Counter::new("ve.mmio");
+pub static TDVMCALL_MMIO: Counter = Counter::new("tdvmcall.mmio");
+pub static TDVMCALL_MAPGPA: Counter = Counter::new("tdvmcall.mapgpa");
 pub static TDVMCALL_FAILED: Counter = Counter::new("tdvmcall.failed");
 /// Port accesses the allowlist refused (`crate::tdx::io`).
 pub static IO_DENIED: Counter = Counter::new("io.denied");
 /// NMIs taken (`crate::arch::nmi`): counted, then returned from.
 pub static NMI: Counter = Counter::new("nmi");
 
-pub static ALL: [&Counter; 16] = [
+pub static ALL: [&Counter; 19] = [
     &VE_IO,
     &VE_HLT,
     &VE_CPUID,
@@ -59,6 +62,9 @@ pub static ALL: [&Counter; 16] = [
     &TDVMCALL_HLT,
     &TDVMCALL_CPUID,
     &TDVMCALL_MSR,
+    &VE_MMIO,
+    &TDVMCALL_MMIO,
+    &TDVMCALL_MAPGPA,
     &TDVMCALL_FAILED,
     &IO_DENIED,
     &NMI,

@@ -6,6 +6,8 @@
 
 pub mod accept;
 pub mod io;
+pub mod mapgpa;
+pub mod mmio;
 mod setup;
 pub mod tdcall;
 pub mod ve;

@@ -52,6 +52,8 @@ pub enum VeError {
     InstructionMismatch,
     UnsupportedSegmentOverride(SegmentRegister),
     Memory(AccessError),
+    /// An EPT-violation #VE (MMIO) that could not be emulated (`super::mmio`).
+    Mmio(super::mmio::MmioError),
 }
 
 impl From<VmcallError> for VeError {
@@ -82,6 +84,7 @@ impl fmt::Display for VeError {
                 write!(f, "string I/O with a {s:?} segment override is not supported")
             }
             Self::Memory(e) => write!(f, "string I/O memory operand: {e}"),
+            Self::Mmio(e) => write!(f, "{e}"),
         }
     }
 }
@@ -126,6 +129,14 @@ pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
             }
             return;
         }
+    }
+    // MMIO: no instruction length in the VE info; the emulation decodes and advances RIP.
+    if ve.exit_reason == ExitReason::EptViolation as u32 {
+        counters::VE_MMIO.increment();
+        if let Err(error) = super::mmio::emulate_ept_violation(frame, &ve) {
+            fatal(frame, Some(ve), error);
+        }
+        return;
     }
     match emulate(frame, &ve) {
         Ok(()) => advance(frame, &ve),

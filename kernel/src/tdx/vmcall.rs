@@ -34,7 +34,10 @@ impl core::fmt::Display for VmcallError {
 /// Sends one GHCI standard hypercall and checks both statuses. The registers exposed are the
 /// sub-function's minimal bitmap from tdx-ve (`TdVmCallSubFunction::register_bitmap`), where a
 /// compile-time check keeps RSP, RBP, RAX and RCX out of every one of them.
-fn vmcall(sub_function: TdVmCallSubFunction, regs: &mut TdcallRegs) -> Result<(), VmcallError> {
+pub(super) fn vmcall(
+    sub_function: TdVmCallSubFunction,
+    regs: &mut TdcallRegs,
+) -> Result<(), VmcallError> {
     counters::TDCALL_VMCALL.increment();
     regs.rcx = sub_function.register_bitmap();
     regs.r10 = 0;

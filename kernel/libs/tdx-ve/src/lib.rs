@@ -13,6 +13,7 @@
 //! - [`string_io`]: INS/OUTS with and without REP, element by element.
 //! - [`decode`]: the #VE handler's decoder for the instructions that raise #VE (softtdx has its
 //!   own, iced-x86).
+//! - [`mapgpa`]: the guest's side of MapGPA's RETRY protocol (bounded, R11 checked).
 //! - [`mmio`]: the EPT-violation #VE's MMIO instructions (MOV, MOVZX, MOVSX): decode, linear
 //!   address, data and the exact register write.
 //! - [`delivery`]: how the CPU delivers an exception through an IDT gate (softtdx only).
@@ -35,6 +36,7 @@ pub mod allowlist;
 pub mod decode;
 pub mod delivery;
 pub mod io;
+pub mod mapgpa;
 pub mod mmio;
 pub mod page_state;
 pub mod regs;

@@ -1,0 +1,229 @@
+//! MMIO in a TD: TDG.VP.VMCALL<#VE.RequestMMIO> for the kernel's own drivers, and the
+//! EPT-violation #VE (exit reason 48) for every other MMIO access.
+//!
+//! MMIO is a shared GPA with no memory behind it: the first touch makes the CPU raise an
+//! EPT-violation #VE with the GPA and GLA but no valid instruction length (MMIO-FACTS §1). The
+//! handler here checks that the GPA carries the shared bit (a private GPA is a guest bug or a
+//! host attack: fatal, as in Linux `virt_exception_kernel`), that it is what the live page
+//! tables make of the GLA, decodes the instruction itself (`tdx_ve::mmio`), checks that the
+//! access direction agrees with the exit qualification and that the access does not cross a
+//! page, asks the host with RequestMMIO, writes the destination register as the CPU would, and
+//! advances RIP by the decoded length. Everything else stops with the instruction bytes named.
+//!
+//! Drivers call [`read`] and [`write`] directly ("paravirtual MMIO", as td-shim and Oak do):
+//! one hypercall per register access and no #VE.
+
+use super::ve::VeError;
+use super::vmcall::VmcallError;
+use crate::arch::rflags;
+use crate::arch::trap::TrapFrame;
+use crate::counters;
+use crate::memory;
+use tdx_ve::abi::{TdVmCallStatus, TdVmCallSubFunction, TdcallLeaf, TdxStatus, VeInfo};
+use tdx_ve::decode::MAX_INSTRUCTION_LENGTH;
+use tdx_ve::mmio::{self, AccessSize, MmioDecodeError, SegmentBases};
+
+/// Exit qualification of an EPT violation (Intel SDM Vol. 3C, "Exit Qualification for EPT
+/// Violations"): bit 0 data read, bit 1 data write, bit 2 instruction fetch, bit 7 GLA valid.
+const QUALIFICATION_READ: u64 = 1 << 0;
+const QUALIFICATION_WRITE: u64 = 1 << 1;
+const QUALIFICATION_FETCH: u64 = 1 << 2;
+const QUALIFICATION_GLA_VALID: u64 = 1 << 7;
+
+const IA32_FS_BASE: u32 = 0xC000_0100;
+const IA32_GS_BASE: u32 = 0xC000_0101;
+
+/// Why an MMIO #VE could not be emulated.
+#[derive(Clone, Copy, Debug)]
+pub enum MmioError {
+    /// Not a TD, or TDG.VP.INFO reported no valid GPAW: there is no shared bit.
+    NoSharedBit,
+    /// The EPT violation names a private GPA.
+    PrivateGpa(u64),
+    /// The exit qualification says the GLA is not valid, or an instruction fetch.
+    Qualification(u64),
+    /// The page walk of the GLA does not lead to the reported GPA.
+    GpaMismatch { gla: u64, walked: Option<u64>, gpa: u64 },
+    /// The instruction bytes could not be read.
+    Fetch(memory::AccessError),
+    /// The instruction is not one this handler emulates.
+    Decode(MmioDecodeError),
+    /// The decoded operand's address is not the GLA, or the access direction is not the one
+    /// the qualification reports.
+    InstructionMismatch { decoded_address: u64, write: bool },
+    /// The access crosses a page boundary.
+    CrossesPage { gla: u64, size: AccessSize },
+    /// RequestMMIO failed.
+    Hypercall(VmcallError),
+}
+
+impl core::fmt::Display for MmioError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoSharedBit => write!(f, "MMIO #VE but no shared bit is known"),
+            Self::PrivateGpa(gpa) => write!(f, "EPT violation on private GPA {gpa:#x}"),
+            Self::Qualification(q) => write!(f, "EPT violation qualification {q:#x}"),
+            Self::GpaMismatch { gla, walked: Some(walked), gpa } => {
+                write!(f, "GLA {gla:#x} walks to {walked:#x}, not the reported GPA {gpa:#x}")
+            }
+            Self::GpaMismatch { gla, walked: None, gpa } => {
+                write!(f, "GLA {gla:#x} is not mapped (reported GPA {gpa:#x})")
+            }
+            Self::Fetch(e) => write!(f, "MMIO instruction bytes: {e}"),
+            Self::Decode(e) => write!(f, "MMIO {e}"),
+            Self::InstructionMismatch { decoded_address, write } => write!(
+                f,
+                "decoded MMIO {} at {decoded_address:#x} disagrees with the VE info",
+                if *write { "write" } else { "read" }
+            ),
+            Self::CrossesPage { gla, size } => {
+                write!(f, "{}-byte MMIO at {gla:#x} crosses a page", size.bytes())
+            }
+            Self::Hypercall(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The RequestMMIO hypercall with only the registers it uses (GHCI "TDG.VP.VMCALL<#VE.
+/// RequestMMIO>"): R11 = 48, R12 size, R13 0 read / 1 write, R14 GPA (shared bit set), R15
+/// data; out R10 status, R11 data. Returns (TDCALL status, GHCI status, R11). R12-R15 come
+/// back as the host left them and are declared clobbered (see `vmcall::io_vmcall`).
+#[inline(always)]
+fn mmio_vmcall(size: AccessSize, write: bool, gpa: u64, value: u64) -> (u64, u64, u64) {
+    let (status, vmcall_status, r11): (u64, u64, u64);
+    // SAFETY: TDG.VP.VMCALL passes only the exposed registers (RCX bitmap) to the host and
+    // back; the host cannot touch private guest memory, and the stack is not used.
+    unsafe {
+        core::arch::asm!(
+            ".byte 0x66, 0x0f, 0x01, 0xcc",
+            inlateout("rax") TdcallLeaf::VpVmcall as u64 => status,
+            inlateout("rcx") TdVmCallSubFunction::RequestMmio.register_bitmap() => _,
+            inlateout("r10") 0u64 => vmcall_status,
+            inlateout("r11") TdVmCallSubFunction::RequestMmio.code() => r11,
+            inlateout("r12") size.bytes() => _,
+            inlateout("r13") write as u64 => _,
+            inlateout("r14") gpa => _,
+            inlateout("r15") value => _,
+            options(nostack),
+        )
+    };
+    (status, vmcall_status, r11)
+}
+
+#[inline(always)]
+fn check(tdcall_status: u64, vmcall_status: u64) -> Result<(), VmcallError> {
+    counters::TDCALL_VMCALL.increment();
+    counters::TDVMCALL_MMIO.increment();
+    if tdcall_status == TdxStatus::SUCCESS && vmcall_status == 0 {
+        return Ok(());
+    }
+    counters::TDVMCALL_FAILED.increment();
+    if tdcall_status != TdxStatus::SUCCESS {
+        let leaf = TdcallLeaf::VpVmcall;
+        return Err(VmcallError::Tdcall(super::tdcall::TdcallError {
+            leaf,
+            status: tdcall_status,
+        }));
+    }
+    Err(VmcallError::Status {
+        sub_function: TdVmCallSubFunction::RequestMmio,
+        status: TdVmCallStatus::from(vmcall_status),
+    })
+}
+
+/// Reads `size` bytes of MMIO at `gpa` (which must carry the shared bit) through RequestMMIO.
+/// The host's data is masked to the width (R11 is untrusted; KVM's in-kernel path leaves the
+/// bytes above `size` uninitialised, MMIO-FACTS §2).
+#[inline(always)]
+pub fn read(gpa: u64, size: AccessSize) -> Result<u64, VmcallError> {
+    let (status, vmcall_status, data) = mmio_vmcall(size, false, gpa, 0);
+    check(status, vmcall_status)?;
+    Ok(data & size.mask())
+}
+
+/// Writes the low `size` bytes of `value` to MMIO at `gpa` (shared bit set) through
+/// RequestMMIO.
+#[inline(always)]
+pub fn write(gpa: u64, size: AccessSize, value: u64) -> Result<(), VmcallError> {
+    let (status, vmcall_status, _) = mmio_vmcall(size, true, gpa, value & size.mask());
+    check(status, vmcall_status)
+}
+
+/// Emulates the MMIO access that raised an EPT-violation #VE, and advances RIP past it.
+pub fn emulate_ept_violation(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), VeError> {
+    emulate(frame, ve).map_err(VeError::Mmio)
+}
+
+fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), MmioError> {
+    let shared_bit =
+        super::td_info().and_then(|info| info.shared_bit().ok()).ok_or(MmioError::NoSharedBit)?;
+    let gpa = ve.guest_physical_address;
+    let gla = ve.guest_linear_address;
+    if gpa & shared_bit == 0 {
+        return Err(MmioError::PrivateGpa(gpa));
+    }
+    let qualification = ve.exit_qualification;
+    if qualification & QUALIFICATION_GLA_VALID == 0
+        || qualification & QUALIFICATION_FETCH != 0
+        || qualification & (QUALIFICATION_READ | QUALIFICATION_WRITE) == 0
+    {
+        return Err(MmioError::Qualification(qualification));
+    }
+    // The GPA must be what this TD's own page tables make of the GLA: the host reports it, and
+    // the emulation must not act on an address the guest never mapped.
+    let walked = memory::translate(gla).ok().map(|t| t.physical);
+    if walked != Some(gpa) {
+        return Err(MmioError::GpaMismatch { gla, walked, gpa });
+    }
+
+    let (bytes, len) = fetch(frame.rip)?;
+    let instruction = mmio::decode_mmio(&bytes[..len]).map_err(MmioError::Decode)?;
+    let bases = if instruction.memory.segment.is_some() {
+        // SAFETY: IA32_FS_BASE and IA32_GS_BASE are readable in ring 0; in a TD they are
+        // native (td-rules: msr_lookup FS_BASE/GS_BASE).
+        unsafe {
+            SegmentBases {
+                fs: x86_64::registers::model_specific::Msr::new(IA32_FS_BASE).read(),
+                gs: x86_64::registers::model_specific::Msr::new(IA32_GS_BASE).read(),
+            }
+        }
+    } else {
+        SegmentBases::default()
+    };
+    let decoded_address = instruction.linear_address(frame, bases);
+    let is_write = instruction.is_write();
+    let direction = if is_write { QUALIFICATION_WRITE } else { QUALIFICATION_READ };
+    if decoded_address != gla || qualification & direction == 0 {
+        return Err(MmioError::InstructionMismatch { decoded_address, write: is_write });
+    }
+    if mmio::crosses_page(gla, instruction.access_size) {
+        return Err(MmioError::CrossesPage { gla, size: instruction.access_size });
+    }
+    match instruction.write_data(frame) {
+        Some(data) => write(gpa, instruction.access_size, data).map_err(MmioError::Hypercall)?,
+        None => {
+            let data = read(gpa, instruction.access_size).map_err(MmioError::Hypercall)?;
+            instruction.complete_read(frame, data);
+        }
+    }
+    // Past the instruction; RF as in `ve::advance` (the instruction has completed).
+    frame.rip = frame.rip.wrapping_add(instruction.length as u64);
+    frame.rflags &= !rflags::RF;
+    Ok(())
+}
+
+/// Up to 15 bytes at `rip`, as far as they are mapped.
+fn fetch(rip: u64) -> Result<([u8; MAX_INSTRUCTION_LENGTH], usize), MmioError> {
+    const PAGE_SIZE: u64 = 4096;
+    let in_first_page = (PAGE_SIZE - rip % PAGE_SIZE).min(MAX_INSTRUCTION_LENGTH as u64);
+    memory::check_access(rip, in_first_page, false).map_err(MmioError::Fetch)?;
+    let mut len = in_first_page as usize;
+    if len < MAX_INSTRUCTION_LENGTH && memory::check_access(rip + in_first_page, 1, false).is_ok() {
+        len = MAX_INSTRUCTION_LENGTH;
+    }
+    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
+    // SAFETY: `len` bytes from `rip` are mapped (checked above); code is not modified while it
+    // runs.
+    unsafe { core::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), len) };
+    Ok((bytes, len))
+}
