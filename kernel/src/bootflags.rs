@@ -34,10 +34,13 @@ pub enum FatalScenario {
     /// The model's TDG.MEM.PAGE.ACCEPT returns a status the kernel's policy does not know; the
     /// frame allocator must stop with it.
     AcceptUnknownStatus,
+    /// The model reports the first MMIO EPT-violation #VE with the shared bit cleared from the
+    /// GPA: the handler must treat an EPT violation on a private GPA as fatal.
+    MmioPrivateGpa,
 }
 
 impl FatalScenario {
-    pub const ALL: [FatalScenario; 12] = [
+    pub const ALL: [FatalScenario; 13] = [
         Self::IoInInvalidOperand,
         Self::IoOutInvalidOperand,
         Self::IoInRetry,
@@ -50,6 +53,7 @@ impl FatalScenario {
         Self::MismatchedQualification,
         Self::TouchPending,
         Self::AcceptUnknownStatus,
+        Self::MmioPrivateGpa,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +70,7 @@ impl FatalScenario {
             Self::MismatchedQualification => "mismatched-qualification",
             Self::TouchPending => "touch-pending",
             Self::AcceptUnknownStatus => "accept-unknown-status",
+            Self::MmioPrivateGpa => "mmio-private-gpa",
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct KernelVariant {
     pub fail_check: Option<String>,
     /// Build with the deliberately wrong IN merge (tdx-ve feature `broken-in-merge`).
     pub broken_in_merge: bool,
+    /// Build with an MMIO MOVZX into a 32-bit register that keeps bits 63:32 (tdx-ve feature
+    /// `broken-mmio-movzx`).
+    pub broken_mmio_movzx: bool,
     /// Build with a port access before TDG.VP.VEINFO.GET (kernel feature `broken-ve-ordering`).
     pub broken_ve_ordering: bool,
     /// Build with a port allowlist that lets every port through (kernel feature
@@ -100,6 +103,9 @@ impl KernelVariant {
         }
         if self.broken_in_merge {
             name.push_str("-broken-in-merge");
+        }
+        if self.broken_mmio_movzx {
+            name.push_str("-broken-mmio-movzx");
         }
         if self.broken_ve_ordering {
             name.push_str("-broken-ve-ordering");
@@ -298,6 +304,9 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
     }
     if variant.broken_in_merge {
         cargo.args(["--features", "broken-in-merge"]);
+    }
+    if variant.broken_mmio_movzx {
+        cargo.args(["--features", "broken-mmio-movzx"]);
     }
     if variant.broken_ve_ordering {
         cargo.args(["--features", "broken-ve-ordering"]);

@@ -23,6 +23,8 @@
 //! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
 //! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
 //!   differential checks to fail.
+//! - `harness:broken-mmio-movzx`: a kernel whose MMIO emulation leaves bits 63:32 of a 32-bit
+//!   MOVZX destination alone; expect the MMIO differential check `diff.mmio.movzx.r32.b` to fail.
 //! - `attributes:no-sept-ve-disable`: softtdx reports TD attributes without SEPT_VE_DISABLE;
 //!   expect the kernel to refuse to run (FATAL and ReportFatalError), as Linux does.
 //! - `attributes:debug-td`: softtdx reports a debug TD; expect a pass whose first line says
@@ -137,7 +139,7 @@ pub struct RunSpec {
 
 /// The softtdx fatal scenarios (kernel/src/bootflags.rs) and the words the kernel's FATAL line
 /// must contain for each.
-pub const FATAL_SCENARIOS: [(&str, &[&str]); 12] = [
+pub const FATAL_SCENARIOS: [(&str, &[&str]); 13] = [
     ("io-in-invalid-operand", &["IN from port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
     ("io-out-invalid-operand", &["OUT to port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
     ("io-in-retry", &["IN from port", "TDG.VP.VMCALL<Io> returned Retry"]),
@@ -158,6 +160,8 @@ pub const FATAL_SCENARIOS: [(&str, &[&str]); 12] = [
         "accept-unknown-status",
         &["FATAL: mm: cannot accept", "GPA 0x100000000", "status 0xc0000b0d00000000"],
     ),
+    // An EPT-violation #VE on a private GPA: a guest bug or a host attack (Linux panics).
+    ("mmio-private-gpa", &["EPT violation on private GPA 0xfec00010"]),
 ];
 
 /// Deliberate crashes of the native kernel (`crash <kind>` boot mode) and what each must print.
@@ -500,6 +504,17 @@ pub fn default_runs(
         variant: KernelVariant { broken_in_merge: true, ..KernelVariant::default() },
         loader,
         expect: Expect::Fail { check: "diff.in.dx.l".into() },
+        timeout,
+        firmware: None,
+    });
+    runs.push(RunSpec {
+        id: "harness:broken-mmio-movzx".into(),
+        mode: "softtdx",
+        machine: Machine::Td,
+        mode_flag: Some("softtdx".into()),
+        variant: KernelVariant { broken_mmio_movzx: true, ..KernelVariant::default() },
+        loader,
+        expect: Expect::Fail { check: "diff.mmio.movzx.r32.b".into() },
         timeout,
         firmware: None,
     });
@@ -1360,6 +1375,9 @@ fn describe_variant(variant: &KernelVariant) -> String {
     }
     if variant.broken_in_merge {
         parts.push("the deliberately broken IN merge".to_owned());
+    }
+    if variant.broken_mmio_movzx {
+        parts.push("an MMIO MOVZX r32 that does not zero-extend".to_owned());
     }
     if variant.broken_ve_ordering {
         parts.push("port I/O before TDG.VP.VEINFO.GET".to_owned());

@@ -31,7 +31,7 @@ impl DeviceMemory {
     pub fn read(&self, offset: u64, size: AccessSize) -> u64 {
         assert!(offset + size.bytes() <= self.len, "MMIO read outside the window");
         if crate::tdx::is_td() {
-            return crate::tdx::mmio::read(self.gpa + offset | self.shared_bit, size)
+            return crate::tdx::mmio::read((self.gpa + offset) | self.shared_bit, size)
                 .unwrap_or_else(|e| fatal(self.gpa + offset, e));
         }
         // SAFETY: inside the mapped window (asserted above), an uncached device mapping.
@@ -42,7 +42,7 @@ impl DeviceMemory {
     pub fn write(&self, offset: u64, size: AccessSize, value: u64) {
         assert!(offset + size.bytes() <= self.len, "MMIO write outside the window");
         if crate::tdx::is_td() {
-            return crate::tdx::mmio::write(self.gpa + offset | self.shared_bit, size, value)
+            return crate::tdx::mmio::write((self.gpa + offset) | self.shared_bit, size, value)
                 .unwrap_or_else(|e| fatal(self.gpa + offset, e));
         }
         // SAFETY: as for `read`.
@@ -53,7 +53,7 @@ impl DeviceMemory {
 #[cold]
 fn fatal(gpa: u64, error: crate::tdx::vmcall::VmcallError) -> ! {
     use core::fmt::Write;
-    let _ = writeln!(crate::console::EmergencyWriter, "\nFATAL RequestMMIO at {gpa:#x}: {error}");
+    let _ = writeln!(crate::console::EmergencyWriter::new(), "\nFATAL RequestMMIO at {gpa:#x}: {error}");
     crate::tdx::report_fatal_error("RequestMMIO failed");
     crate::exit::exit(crate::exit::ExitCode::Failure)
 }

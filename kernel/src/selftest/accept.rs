@@ -36,8 +36,10 @@ const ACCEPT_CHECKS: [&str; 5] = [
 ];
 
 /// 4 MiB, 2 MiB-aligned, from the frame allocator (below 4 GiB: the first regions it has).
+/// Also MapGPA's fault checks (`mmio_diff`): a range converted back to private is pending until
+/// accepted, and the model unmaps its whole 2 MiB meanwhile.
 #[cfg(feature = "test-modes")]
-fn scratch_chunk(_ctx: &Context) -> Option<u64> {
+pub(super) fn scratch_chunk(_ctx: &Context) -> Option<u64> {
     crate::mm::frames::allocate(CHUNK, 2 * 1024 * 1024, 16 * 1024 * 1024)
         .filter(|gpa| gpa + CHUNK <= 1 << 32)
 }

@@ -26,11 +26,11 @@ use tdx_ve::regs::Gpr;
 /// The register state a form starts from and ends in. The layout is fixed by `diff_run`.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
-struct DiffState {
+pub(super) struct DiffState {
     /// Indexed by GPR number; slot 4 (RSP) is unused.
-    gprs: [u64; 16],
-    rflags: u64,
-    snippet: u64,
+    pub(super) gprs: [u64; 16],
+    pub(super) rflags: u64,
+    pub(super) snippet: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<DiffState>() == 18 * 8);
@@ -103,7 +103,7 @@ core::arch::global_asm!(
 );
 
 extern "sysv64" {
-    fn diff_run(state: *mut DiffState);
+    pub(super) fn diff_run(state: *mut DiffState);
 }
 
 /// One snippet per instruction form: the instruction at the snippet's address, then `ret`.
@@ -499,7 +499,7 @@ fn compare_from(
 
 // Kept out of line: td-audit attributes native instructions to this module by symbol.
 #[inline(never)]
-pub fn run(_ctx: &Context, tally: &mut Tally) {
+pub fn run(ctx: &Context, tally: &mut Tally) {
     if !crate::softtdx::is_active() {
         tally.record("diff.*", skip!("softtdx is not active: differential checks need the model"));
         tally.record(
@@ -560,6 +560,8 @@ pub fn run(_ctx: &Context, tally: &mut Tally) {
         }
     }
     random_states(tally);
+    // MMIO through the EPT-violation #VE, and MapGPA/RequestMMIO host faults.
+    super::mmio_diff::run(ctx, tally);
     faults(tally);
 }
 

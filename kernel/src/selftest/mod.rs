@@ -19,6 +19,9 @@ mod devices;
 #[cfg(feature = "test-modes")]
 mod diff;
 mod mm;
+mod memory_checks;
+#[cfg(feature = "test-modes")]
+mod mmio_diff;
 mod td;
 
 use crate::exit::ExitCode;
@@ -118,6 +121,7 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     td::run(&ctx, &mut tally);
     accept::run(&ctx, &mut tally);
     mm::run(&ctx, &mut tally);
+    memory_checks::run(&ctx, &mut tally);
     allowlist::run(&mut tally);
     #[cfg(feature = "test-modes")]
     diff::run(&ctx, &mut tally);

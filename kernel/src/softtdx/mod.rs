@@ -27,6 +27,7 @@
 
 mod attest;
 mod gate;
+pub mod mmio;
 pub mod pages;
 mod strict;
 mod vmm;
@@ -268,6 +269,7 @@ pub fn enable(
     if crate::tdx::detect() {
         return Err("this is a real TD: the model must not stand in for the TDX module");
     }
+    mmio::check_phys_bits()?;
     model().scenario = scenario;
     model().attributes = attributes.unwrap_or(MODEL_ATTRIBUTES);
     use crate::arch::{idt::vector, trap};
@@ -355,15 +357,18 @@ fn handle_debug(frame: &mut TrapFrame) -> bool {
     }
     let single_step = dr6 & DR6_SINGLE_STEP != 0;
     if single_step {
+        // The instruction a shared-RAM leaf was unshared for has run.
+        mmio::restore_swapped();
         counting::step(frame.rip, frame.rsp);
     }
     single_step
 }
 
-/// #PF: the model's hooks on memory accesses (an access to a pending page, [`pages`]); any
-/// other page fault is not the model's.
+/// #PF: the model's hooks on memory accesses (its EPT for shared mappings, [`mmio`]:
+/// reserved-bit faults; then an access to a pending page, [`pages`]); any other page fault is
+/// not the model's.
 fn handle_page_fault(frame: &mut TrapFrame) -> bool {
-    is_active() && pages::page_fault(frame)
+    is_active() && (mmio::page_fault(frame) || pages::page_fault(frame))
 }
 
 /// #UD: if the faulting instruction is TDCALL, answers it as the TDX module would.
@@ -786,7 +791,15 @@ fn tdx_module(frame: &mut TrapFrame) {
             // Instruction.HLT (the exit path's park).
             let halted_if =
                 if in_ve_handler { model.halted_if } else { Some(frame.rflags & rflags::IF != 0) };
-            vmm::vmcall(frame, bitmap, scenario, &mut model.host_fault, halted_if, in_ve_handler);
+            vmm::vmcall(
+                frame,
+                bitmap,
+                scenario,
+                &mut model.host_fault,
+                halted_if,
+                in_ve_handler,
+                &mut model.pages,
+            );
             frame.rax = TDX_SUCCESS;
         }
         // TDG.MEM.PAGE.ACCEPT

@@ -126,6 +126,11 @@ pub fn state(gpa: u64) -> PageState {
     super::with_model(|m| m.pages.states.state(gpa))
 }
 
+/// [`state`] with the model already locked.
+pub(super) fn state_locked(pages: &Pages, gpa: u64) -> PageState {
+    pages.states.state(gpa)
+}
+
 /// Puts `[start, end)` (4 KiB-aligned, shared bit clear) into `state`, keeping the physical
 /// map's present bits in step (non-present wherever a 2 MiB holds a pending page).
 pub fn set(start: u64, end: u64, state: PageState) -> Result<(), PageStateError> {
@@ -142,7 +147,8 @@ pub fn arm_fault(fault: Option<AcceptFault>) {
     super::with_model(|m| m.pages.fault = fault);
 }
 
-fn set_locked(
+/// [`set`] with the model already locked (the VMM's MapGPA, `super::mmio`).
+pub(super) fn set_locked(
     pages: &mut Pages,
     start: u64,
     end: u64,
@@ -176,20 +182,22 @@ fn set_physical_map_present(gpa: u64, present: bool) {
     }
 }
 
-/// Zeroes one 4 KiB page through the physical map, making its 2 MiB leaf present for the
-/// duration when it is not (the page is pending and about to be accepted).
-fn zero_page(gpa: u64) {
+/// Fills one 4 KiB page with `byte` through the physical map, making its 2 MiB leaf present
+/// for the duration when it is not (a pending page about to be accepted, or a page MapGPA just
+/// converted whose backing the host discards).
+pub(super) fn fill_page(gpa: u64, byte: u8) {
     let Some(offset) = memory::physical_memory_offset() else {
-        host_stop("FATAL softtdx: no physical-memory mapping to zero an accepted page")
+        host_stop("FATAL softtdx: no physical-memory mapping to write a page as the host")
     };
-    let address = offset + gpa;
+    let address = offset + (gpa & !(SIZE_4K - 1));
     let was_present = memory::translate(address).is_ok();
     if !was_present {
         set_physical_map_present(gpa, true);
     }
     // SAFETY: `address` maps the 4 KiB page at `gpa` through the physical-memory mapping (now
-    // present); the page is pending, so nothing in the kernel holds a reference into it.
-    unsafe { core::ptr::write_bytes(address as *mut u8, 0, SIZE_4K as usize) };
+    // present); the page is pending or just converted, so nothing in the kernel may rely on
+    // its contents.
+    unsafe { core::ptr::write_bytes(address as *mut u8, byte, SIZE_4K as usize) };
     if !was_present {
         set_physical_map_present(gpa, false);
     }
@@ -244,7 +252,7 @@ pub fn accept(pages: &mut Pages, rcx: u64, gpaw: u64) -> u64 {
     }
     let mut page = gpa;
     while page < end {
-        zero_page(page);
+        fill_page(page, 0);
         page += SIZE_4K;
     }
     if set_locked(pages, gpa, end, PageState::Private).is_err() {

@@ -109,13 +109,14 @@ pub fn vmcall(
     host_fault: &mut Option<HostFault>,
     halted_if: Option<bool>,
     from_ve_handler: bool,
+    pages: &mut super::pages::Pages,
 ) {
     let exposed = |r: Gpr| bitmap & (1 << r as u64) != 0;
     let mut view = RegisterState::default();
     for r in Gpr::ALL.into_iter().filter(|&r| exposed(r)) {
         view.set_gpr(r, frame.gpr(r));
     }
-    serve(&mut view, scenario, host_fault, halted_if, from_ve_handler);
+    serve(&mut view, scenario, host_fault, halted_if, from_ve_handler, pages);
     for r in Gpr::ALL.into_iter().filter(|&r| exposed(r)) {
         frame.set_gpr(r, view.gpr(r));
     }
@@ -131,6 +132,7 @@ fn serve(
     host_fault: &mut Option<HostFault>,
     halted_if: Option<bool>,
     from_ve_handler: bool,
+    pages: &mut super::pages::Pages,
 ) {
     if view.gpr(Gpr::R10) != 0 {
         // Only GHCI standard calls are modelled.
@@ -207,6 +209,8 @@ fn serve(
             unsafe { register.write(value) };
             set_status(view, TdVmCallStatus::Success)
         }
+        TdVmCallSubFunction::RequestMmio => super::mmio::request_mmio(view, pages),
+        TdVmCallSubFunction::MapGpa => super::mmio::map_gpa(view, pages),
         TdVmCallSubFunction::ReportFatalError if view.gpr(Gpr::R12) & 0xFFFF != 0 => {
             // QEMU (target/i386/kvm/tdx.c, tdx_handle_report_fatal_error) refuses codes with
             // any of bits 15:0 set; so does the model, so that such a guest is caught here.

@@ -100,7 +100,11 @@ impl MapGpaLoop {
     /// for private).
     pub const fn new(gpa: u64, size: u64) -> Result<Self, MapGpaError> {
         let end = match gpa.checked_add(size) {
-            Some(end) if size != 0 && gpa % PAGE_SIZE == 0 && size % PAGE_SIZE == 0 => end,
+            Some(end)
+                if size != 0 && gpa.is_multiple_of(PAGE_SIZE) && size.is_multiple_of(PAGE_SIZE) =>
+            {
+                end
+            }
             _ => return Err(MapGpaError::BadRequest { gpa, size }),
         };
         Ok(MapGpaLoop { start: gpa, end, retries_without_progress: 0, calls: 0 })
@@ -117,7 +121,7 @@ impl MapGpaLoop {
         match status {
             TdVmCallStatus::Success => Ok(MapGpaStep::Done),
             TdVmCallStatus::Retry => {
-                if r11 < self.start || r11 >= self.end || r11 % PAGE_SIZE != 0 {
+                if r11 < self.start || r11 >= self.end || !r11.is_multiple_of(PAGE_SIZE) {
                     return Err(MapGpaError::RetryOutOfRange {
                         r11,
                         start: self.start,
