@@ -18,7 +18,9 @@ usage() {
     cat <<EOF
 usage: $PROG [--dry-run] IMAGE [FIRMWARE] [-- QEMU_ARG...]
 
-Boots IMAGE (a raw UEFI disk image) in a TD with QEMU, serial console on stdio.
+Boots IMAGE (a raw UEFI disk image) in a TD with QEMU, serial console on stdio; once the
+kernel's virtio console is up, its output also goes to virtio-console.log in the current
+directory.
 
   --dry-run   print the QEMU command line instead of running it
   IMAGE       the disk image built by \`cargo xtask build\`
@@ -115,6 +117,9 @@ cmd=(
     -drive "if=none,id=disk0,format=raw,file=${image//,/,,}"
     -device virtio-blk-pci,drive=disk0
     -device isa-debug-exit,iobase=0xf4,iosize=0x04
+    -chardev file,id=virtcon0,path=virtio-console.log
+    -device virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on
+    -device virtconsole,chardev=virtcon0
     -bios "$firmware"
     -nic none
     -display none

@@ -23,6 +23,7 @@ use crate::exit::ExitCode;
 use crate::port::{inb, inl, insb, outb};
 use crate::selftest::natively;
 use crate::{counters, println};
+use tdx_ve::mmio::AccessSize;
 
 const ITERATIONS: u64 = 200;
 
@@ -123,7 +124,67 @@ fn exits(text: &str, f: impl FnOnce(&str)) -> u64 {
     counters::TDCALL_VMCALL.get() - before
 }
 
-pub fn run() -> ExitCode {
+/// The IOAPIC's register window, mapped shared (in a TD) by [`mmio_figures`].
+static IOAPIC: spin::Once<crate::mm::mmio::DeviceMemory> = spin::Once::new();
+const IOAPIC_GPA: u64 = 0xFEC0_0000;
+/// IOWIN: reads the register IOREGSEL selects; no side effects.
+const IOAPIC_WINDOW: u64 = 0x10;
+
+/// One `mov eax, [IOWIN]` through the shared mapping: an EPT-violation #VE in a TD.
+#[inline(never)]
+fn mmio_ve_read() {
+    if let Some(ioapic) = IOAPIC.get() {
+        // SAFETY: the IOAPIC window is mapped; reading IOWIN has no side effects.
+        let _ =
+            unsafe { crate::mm::mmio::read_mov(ioapic.virt + IOAPIC_WINDOW, AccessSize::Dword) };
+    }
+}
+
+/// One read of IOWIN through the drivers' accessor: TDG.VP.VMCALL<#VE.RequestMMIO> in a TD.
+#[inline(never)]
+fn mmio_direct_read() -> u64 {
+    match IOAPIC.get() {
+        Some(ioapic) => ioapic.read(IOAPIC_WINDOW, AccessSize::Dword),
+        None => 0,
+    }
+}
+
+/// `instructions.mmio_ve`, `instructions.mmio_direct` and `exits_per_byte.virtio_console`.
+fn mmio_figures(ve_stub: u64, regions: &bootloader_api::info::MemoryRegions) {
+    match crate::mm::mmio::DeviceMemory::map(IOAPIC_GPA, 4096) {
+        Ok(ioapic) => {
+            IOAPIC.call_once(|| ioapic);
+            let (_, ve, windows) = crate::softtdx::count_instructions(ve_stub, mmio_ve_read);
+            println!("METRIC instructions.mmio_ve {ve} windows={windows}");
+            let (_, direct, windows) = crate::softtdx::count_instructions(
+                mmio_direct_read as *const () as u64,
+                mmio_direct_read,
+            );
+            println!("METRIC instructions.mmio_direct {direct} windows={windows}");
+        }
+        Err(e) => println!("bench: cannot map the IOAPIC: {e}"),
+    }
+    use crate::drivers::virtio_console::{self, Probe, BATCH};
+    match virtio_console::init(regions) {
+        Probe::Up(_) => {
+            // Four 4 KiB batches of `#` lines, straight to the virtio console.
+            let mut batch = [b'.'; BATCH];
+            for line in batch.chunks_mut(64) {
+                line[..15].copy_from_slice(b"# bench virtio ");
+                line[63] = b'\n';
+            }
+            let before = counters::TDCALL_VMCALL.get();
+            for _ in 0..4 {
+                virtio_console::write(&batch);
+            }
+            let exits = counters::TDCALL_VMCALL.get() - before;
+            println!("METRIC exits_per_byte.virtio_console exits={exits} bytes={}", 4 * BATCH);
+        }
+        other => println!("bench: no virtio console ({other:?})"),
+    }
+}
+
+pub fn run(regions: &bootloader_api::info::MemoryRegions) -> ExitCode {
     let workloads: [(&str, fn()); 7] = [
         ("nop", nop),
         ("inb", inb_scratch),
@@ -178,6 +239,7 @@ pub fn run() -> ExitCode {
     println!("METRIC exits_per_byte.ve_bytewise exits={bytewise} bytes={bytes}");
     println!("METRIC exits_per_byte.ve_buffered exits={ve_buffered} bytes={bytes}");
     println!("METRIC exits_per_byte.direct_buffered exits={direct_buffered} bytes={bytes}");
+    mmio_figures(ve_stub, regions);
     println!("BENCH END");
     ExitCode::Success
 }

@@ -37,10 +37,16 @@ pub enum FatalScenario {
     /// The model reports the first MMIO EPT-violation #VE with the shared bit cleared from the
     /// GPA: the handler must treat an EPT violation on a private GPA as fatal.
     MmioPrivateGpa,
+    /// A hostile host: after each virtio notify, the model's VMM moves the transmitq's used
+    /// index 7 further than the buffers in flight. The driver must refuse the value and stop.
+    VirtioUsedIndex,
+    /// A hostile host: after the first virtio notify, the model's VMM makes the used entry's
+    /// length 64 KiB, larger than the buffer. The driver must refuse it and stop.
+    VirtioUsedLength,
 }
 
 impl FatalScenario {
-    pub const ALL: [FatalScenario; 13] = [
+    pub const ALL: [FatalScenario; 15] = [
         Self::IoInInvalidOperand,
         Self::IoOutInvalidOperand,
         Self::IoInRetry,
@@ -54,6 +60,8 @@ impl FatalScenario {
         Self::TouchPending,
         Self::AcceptUnknownStatus,
         Self::MmioPrivateGpa,
+        Self::VirtioUsedIndex,
+        Self::VirtioUsedLength,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +79,8 @@ impl FatalScenario {
             Self::TouchPending => "touch-pending",
             Self::AcceptUnknownStatus => "accept-unknown-status",
             Self::MmioPrivateGpa => "mmio-private-gpa",
+            Self::VirtioUsedIndex => "virtio-used-index",
+            Self::VirtioUsedLength => "virtio-used-length",
         }
     }
 }

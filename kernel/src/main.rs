@@ -31,6 +31,7 @@ mod bootflags;
 mod cc;
 mod console;
 mod counters;
+mod drivers;
 mod exit;
 mod fmtbuf;
 mod fw_cfg;
@@ -98,11 +99,25 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     bench::FRAMES_READY_TSC
         .store(unsafe { core::arch::x86_64::_rdtsc() }, core::sync::atomic::Ordering::Relaxed);
     #[cfg(feature = "test-modes")]
-    testmodes::run(&flags);
+    testmodes::run(&flags, &boot_info.memory_regions);
     #[cfg(not(feature = "test-modes"))]
     println!(
         "tdx-unikernel: boot mode: none (this image reads no boot mode; it runs the self-test)"
     );
+
+    // The virtio console, if the machine has one: console output goes there too from here on.
+    use drivers::virtio_console::{init as virtio_console_init, Probe};
+    match virtio_console_init(&boot_info.memory_regions) {
+        Probe::Up(c) => println!(
+            "virtio-console: up (device {}, BAR {:#x}+{:#x}, transmitq of {} in shared GPA {:#x}); \
+             output goes there and to serial",
+            c.device, c.bar, c.bar_size, c.queue_size, c.queue_gpa
+        ),
+        Probe::Absent | Probe::NotProbed => {
+            println!("virtio-console: none on this machine; output stays on serial")
+        }
+        Probe::Failed(e) => println!("virtio-console: not started: {e}; output stays on serial"),
+    }
 
     let verdict = selftest::run(boot_info);
     #[cfg(feature = "test-modes")]

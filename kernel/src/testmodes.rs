@@ -47,7 +47,7 @@ pub fn enter(boot_info: &mut bootloader_api::BootInfo) -> BootFlags {
 }
 
 /// Announces the boot mode and runs the ones that replace the self-test.
-pub fn run(flags: &BootFlags) {
+pub fn run(flags: &BootFlags, regions: &bootloader_api::info::MemoryRegions) {
     if flags.unparsed {
         println!("tdx-unikernel: unknown boot mode in fw_cfg opt/tdx-unikernel/mode");
         exit::exit(exit::ExitCode::Failure);
@@ -71,7 +71,7 @@ pub fn run(flags: &BootFlags) {
                 core::hint::spin_loop();
             }
         }
-        Mode::Bench => exit::exit(bench::run()),
+        Mode::Bench => exit::exit(bench::run(regions)),
         // The self-test follows (its verdict line carries `boot_to_verdict`), then [`finish`].
         Mode::BenchBoot => bench::boot_metric(),
         _ => {}

@@ -109,13 +109,16 @@ pub fn parse_metrics(serial: &str) -> BTreeMap<String, Metric> {
 }
 
 /// The keys `--json` must carry (issue 9), in the order they are printed.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 20] = [
     "exits_per_byte.ve_bytewise",
     "exits_per_byte.ve_buffered",
     "exits_per_byte.direct_buffered",
+    "exits_per_byte.virtio_console",
     "instructions.ve_in",
     "instructions.ve_out",
     "instructions.direct_io",
+    "instructions.mmio_ve",
+    "instructions.mmio_direct",
     "instructions.boot_to_verdict",
     "bytes.kernel_elf",
     "bytes.image",
@@ -168,6 +171,9 @@ fn boot(
     log_name: &str,
 ) -> Result<String> {
     let extra = ["-icount".to_owned(), "shift=0".to_owned()];
+    let logs = build::project_root().join("target/xtask-logs");
+    std::fs::create_dir_all(&logs)?;
+    let virtio_log = logs.join(format!("{log_name}.virtio-console"));
     let mut args = qemu::boot_args(&qemu::BootSpec {
         firmware,
         image,
@@ -176,6 +182,8 @@ fn boot(
         mode,
         extra_args: &extra,
         la57: false,
+        // For `exits_per_byte.virtio_console`; the console starts only when the bench asks.
+        virtio_console: Some(&virtio_log),
     });
     if let Some(memory) = memory {
         let at = args.iter().position(|a| a == "-m").context("no -m in the boot arguments")?;

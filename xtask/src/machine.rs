@@ -115,6 +115,23 @@ impl Machine {
     }
 }
 
+/// The virtio console the TCG runs on the `td` machine get: virtio-serial with one port
+/// (`max_ports=1`, so no MULTIPORT: port 0 is the console, MMIO-FACTS §5) whose output goes to
+/// `path` (already escaped for a QEMU option string). Under TCG there is no confidential-guest
+/// object, so the properties QEMU forces in a TD (`machine_run_board_init`: virtio-pci
+/// `disable-legacy=on`, virtio `iommu_platform=on`) are spelled out: the guest sees the device
+/// a TD gets, modern-only and offering ACCESS_PLATFORM.
+pub fn virtio_console_args(path: &str) -> Vec<String> {
+    vec![
+        "-chardev".into(),
+        format!("file,id=virtcon0,path={path}"),
+        "-device".into(),
+        "virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on".into(),
+        "-device".into(),
+        "virtconsole,chardev=virtcon0".into(),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,6 +74,8 @@ pub struct BootSpec<'a> {
     pub extra_args: &'a [String],
     /// Offer 5-level paging (CPUID LA57) to the guest: [`crate::machine::tcg_cpu`].
     pub la57: bool,
+    /// A virtio console writing to this file ([`crate::machine::virtio_console_args`]).
+    pub virtio_console: Option<&'a Path>,
 }
 
 /// Guest memory of the 5-level-paging boots (`harness:la57-*`), all below 4 GiB.
@@ -114,6 +116,10 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
     ]);
     if let Some(mode) = spec.mode {
         args.extend(["-fw_cfg".into(), format!("name={MODE_FW_CFG_NAME},string={mode}")]);
+    }
+    if let Some(path) = spec.virtio_console {
+        let path = crate::td::qemu::qemu_opt_escape(&path.display().to_string());
+        args.extend(crate::machine::virtio_console_args(&path));
     }
     args.extend(spec.extra_args.iter().cloned());
     args
@@ -462,6 +468,7 @@ mod tests {
             mode: Some("softtdx"),
             extra_args: &[],
             la57: false,
+            virtio_console: None,
         });
         let line = args.join(" ");
         for required in [
@@ -504,12 +511,15 @@ mod tests {
             mode: None,
             extra_args: &["-s".into()],
             la57: false,
+            virtio_console: Some(Path::new("/t/v,c.log")),
         });
         let line = args.join(" ");
         assert!(line.contains("if=pflash,format=raw,readonly=on,file=/c.fd"));
         assert!(line.contains("-accel kvm"));
         assert!(line.ends_with("-s"));
         assert!(!line.contains("fw_cfg"));
+        assert!(line.contains("-chardev file,id=virtcon0,path=/t/v,,c.log"));
+        assert!(line.contains("virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on"));
     }
 
     #[test]

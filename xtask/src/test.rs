@@ -139,7 +139,7 @@ pub struct RunSpec {
 
 /// The softtdx fatal scenarios (kernel/src/bootflags.rs) and the words the kernel's FATAL line
 /// must contain for each.
-pub const FATAL_SCENARIOS: [(&str, &[&str]); 13] = [
+pub const FATAL_SCENARIOS: [(&str, &[&str]); 15] = [
     ("io-in-invalid-operand", &["IN from port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
     ("io-out-invalid-operand", &["OUT to port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
     ("io-in-retry", &["IN from port", "TDG.VP.VMCALL<Io> returned Retry"]),
@@ -162,6 +162,9 @@ pub const FATAL_SCENARIOS: [(&str, &[&str]); 13] = [
     ),
     // An EPT-violation #VE on a private GPA: a guest bug or a host attack (Linux panics).
     ("mmio-private-gpa", &["EPT violation on private GPA 0xfec00010"]),
+    // A hostile host moves the virtio console's used index past the buffers in flight.
+    ("virtio-used-index", &["FATAL virtio-console: used index 8 after 0 with 1 in flight"]),
+    ("virtio-used-length", &["FATAL virtio-console: used length 65536 above 4096"]),
 ];
 
 /// Deliberate crashes of the native kernel (`crash <kind>` boot mode) and what each must print.
@@ -982,6 +985,30 @@ fn run_firmware(spec: &RunSpec, options: &Options) -> Result<ovmf::Firmware, Str
         .map_err(|error| error.to_string())
 }
 
+/// The virtio console's copy of a report must equal the serial one: the same checks with the
+/// same results and details, the same summary.
+fn virtio_agrees(serial: &SerialReport, virtio: &SerialReport) -> Result<(), String> {
+    if virtio.checks.is_empty() {
+        return Err("no self-test report on the virtio console".into());
+    }
+    if let Some((s, v)) = serial.checks.iter().zip(&virtio.checks).find(|(s, v)| s != v) {
+        return Err(format!(
+            "virtio console and serial disagree: {} {:?} {:?} vs {} {:?} {:?}",
+            s.name, s.result, s.detail, v.name, v.result, v.detail
+        ));
+    }
+    if serial.checks.len() != virtio.checks.len() || serial.summary != virtio.summary {
+        return Err(format!(
+            "virtio console has {} checks and summary {:?}, serial {} and {:?}",
+            virtio.checks.len(),
+            virtio.summary,
+            serial.checks.len(),
+            serial.summary
+        ));
+    }
+    Ok(())
+}
+
 fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Result<RunReport> {
     let log = logs_dir().join(format!("{}.log", spec.id.replace(':', "-")));
     if spec.mode == "audit" {
@@ -1012,6 +1039,12 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
     let nonce = crate::attest::fresh_nonce();
     let mut extra_args = options.qemu_args.clone();
     extra_args.extend(crate::attest::nonce_args(&nonce));
+    // The td machine has a virtio console; its output is judged too (`virtio_agrees`).
+    let virtio_log = (spec.machine == Machine::Td)
+        .then(|| logs_dir().join(format!("{}.virtio.log", spec.id.replace(':', "-"))));
+    if let Some(path) = &virtio_log {
+        let _ = std::fs::remove_file(path);
+    }
     let mut args = qemu::boot_args(&qemu::BootSpec {
         firmware: &firmware,
         image,
@@ -1020,6 +1053,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         mode: spec.mode_flag.as_deref(),
         extra_args: &extra_args,
         la57: spec.loader.needs_la57(),
+        virtio_console: virtio_log.as_deref(),
     });
     if NO_DEBUG_EXIT_RUNS.contains(&spec.id.as_str()) {
         args = qemu::without_debug_exit(&args);
@@ -1070,6 +1104,26 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
              nmi={nmis}",
             sent.counted, sent.more
         );
+    }
+    let virtio =
+        virtio_log.as_deref().map(|path| std::fs::read_to_string(path).unwrap_or_default());
+    if let (Ok(()), Some(text), Expect::Pass) = (&judged, &virtio, &spec.expect) {
+        // The report as the virtio console carried it: judged on its own, and equal to the
+        // serial copy.
+        // The boot before the console came up (the first kernel line, the loader's lines) is
+        // on serial only.
+        let carried = SerialReport {
+            first_kernel_line: parsed.first_kernel_line.clone(),
+            kernel_started: parsed.kernel_started,
+            kernel_lines: parsed.kernel_lines.clone(),
+            loader_lines: parsed.loader_lines.clone(),
+            loader_error: parsed.loader_error.clone(),
+            firmware_refusal: parsed.firmware_refusal.clone(),
+            ..report::parse(text)
+        };
+        judged = judge(spec, verdict, finished.status, &carried)
+            .map_err(|e| format!("virtio console report: {e}"))
+            .and_then(|()| virtio_agrees(&parsed, &carried));
     }
     let mut tests = parsed.checks.clone();
     // A TDREPORT the kernel printed is judged on the host too (xtask/src/attest.rs); a run
@@ -1257,6 +1311,7 @@ fn run_started(
         mode: specs[0].mode_flag.as_deref(),
         extra_args: &options.qemu_args,
         la57: specs[0].loader.needs_la57(),
+        virtio_console: (specs[0].machine == Machine::Td).then_some(Path::new("RUN.virtio.log")),
     });
     println!("    {}", qemu::command_line(qemu, &first_args));
     for line in crate::firmware::announce(&options.firmware) {
@@ -1736,6 +1791,19 @@ mod tests {
         s.firmware = Some("/nonexistent/OVMF_CODE_4M.ms.fd".into());
         let reason = run_firmware(&s, &options).unwrap_err();
         assert!(reason.contains("/nonexistent/OVMF_CODE_4M.ms.fd is not installed"), "{reason}");
+    }
+
+    #[test]
+    fn the_virtio_copy_of_a_report_must_equal_the_serial_one() {
+        let serial =
+            report::parse("CHECK pass a x\nCHECK skip b y\nSUMMARY passed=1 failed=0 skipped=1\n");
+        assert_eq!(virtio_agrees(&serial, &serial.clone()), Ok(()));
+        assert!(virtio_agrees(&serial, &report::parse("")).unwrap_err().contains("no self-test"));
+        let other =
+            report::parse("CHECK pass a x\nCHECK pass b y\nSUMMARY passed=2 failed=0 skipped=0\n");
+        assert!(virtio_agrees(&serial, &other).unwrap_err().contains("disagree: b"));
+        let short = report::parse("CHECK pass a x\nSUMMARY passed=1 failed=0 skipped=1\n");
+        assert!(virtio_agrees(&serial, &short).is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod memory_checks;
 #[cfg(feature = "test-modes")]
 mod mmio_diff;
 mod td;
+mod virtio;
 
 use crate::exit::ExitCode;
 use crate::fmtbuf::FixedString;
@@ -122,6 +123,7 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     accept::run(&ctx, &mut tally);
     mm::run(&ctx, &mut tally);
     memory_checks::run(&ctx, &mut tally);
+    virtio::run(&mut tally);
     allowlist::run(&mut tally);
     #[cfg(feature = "test-modes")]
     diff::run(&ctx, &mut tally);

@@ -80,6 +80,14 @@ pub enum HostMmioFault {
     MapGpaInUse,
     /// The next RequestMMIO answers INVALID_OPERAND.
     RequestMmioFailure,
+    /// After every virtio notify (a 16-bit write outside the page the queue addresses were
+    /// written to), the host advances the used index of the last queue set up by 7: more
+    /// buffers than the driver has in flight. QEMU's layout puts the common configuration at
+    /// the start of the BAR, so queue_device is the dword pair at page offset 0x30.
+    VirtioUsedIndex,
+    /// As [`Self::VirtioUsedIndex`], but the host writes 64 KiB into the length of the first
+    /// used entry, more than the buffer holds.
+    VirtioUsedLength,
 }
 
 /// The MMIO side of the model. Which pages are shared is the model's page-state table
@@ -90,13 +98,22 @@ struct State {
     swapped: Option<(*mut u64, u64)>,
     /// Aliases of device pages above the physical-memory mapping: (GPA page, virtual page).
     aliases: [(u64, u64); 8],
+    /// For [`HostMmioFault::VirtioUsedIndex`]: the GPA page of the common configuration and
+    /// the used ring's GPA, as the driver wrote them.
+    virtio_common: u64,
+    virtio_used: u64,
 }
 
 // SAFETY: one CPU; the raw pointer is a page-table entry only the model touches.
 unsafe impl Send for State {}
 
-static STATE: spin::Mutex<State> =
-    spin::Mutex::new(State { fault: None, swapped: None, aliases: [(0, 0); 8] });
+static STATE: spin::Mutex<State> = spin::Mutex::new(State {
+    fault: None,
+    swapped: None,
+    aliases: [(0, 0); 8],
+    virtio_common: 0,
+    virtio_used: 0,
+});
 
 /// Accesses RequestMMIO performed and RAM instructions let through; for the checks.
 pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
@@ -287,12 +304,57 @@ pub fn request_mmio(view: &mut RegisterState, pages: &Pages) {
         // SAFETY: the host's own access to the device register the guest named, exactly
         // `size` bytes through a private alias.
         unsafe { crate::mm::mmio::write_mov(address, size, value) };
+        if let Some(fault @ (HostMmioFault::VirtioUsedIndex | HostMmioFault::VirtioUsedLength)) =
+            state.fault
+        {
+            hostile_used_ring(&mut state, fault, device, size, value);
+        }
     } else {
         // SAFETY: as above.
         let data = unsafe { crate::mm::mmio::read_mov(address, size) };
         view.set_gpr(Gpr::R11, data);
     }
     set_status(view, TdVmCallStatus::Success)
+}
+
+/// [`HostMmioFault::VirtioUsedIndex`] and [`HostMmioFault::VirtioUsedLength`]: learns the used
+/// ring from the driver's queue_device writes, and after a notify moves its index or makes the
+/// first entry's length too large.
+fn hostile_used_ring(
+    state: &mut State,
+    fault: HostMmioFault,
+    device: u64,
+    size: AccessSize,
+    value: u64,
+) {
+    let page = device & !(PAGE_SIZE - 1);
+    match (device & (PAGE_SIZE - 1), size) {
+        (0x30, AccessSize::Dword) => {
+            state.virtio_common = page;
+            state.virtio_used = (state.virtio_used & !0xFFFF_FFFF) | value;
+        }
+        (0x34, AccessSize::Dword) if page == state.virtio_common => {
+            state.virtio_used = (state.virtio_used & 0xFFFF_FFFF) | value << 32;
+        }
+        (_, AccessSize::Word) if state.virtio_used != 0 && page != state.virtio_common => {
+            let Some(offset) = crate::memory::physical_memory_offset() else { return };
+            let used = offset + state.virtio_used;
+            // SAFETY: the host writing the used ring the guest gave it (flags, idx, then
+            // {id, len} entries), in RAM the physical map covers.
+            unsafe {
+                if fault == HostMmioFault::VirtioUsedIndex {
+                    let index = (used + 2) as *mut u16;
+                    core::ptr::write_volatile(
+                        index,
+                        core::ptr::read_volatile(index).wrapping_add(7),
+                    );
+                } else {
+                    core::ptr::write_volatile((used + 8) as *mut u32, 0x1_0000);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// TDG.VP.VMCALL<MapGPA>, as KVM's `tdx_map_gpa` and QEMU's `kvm_convert_memory` serve it: a

@@ -291,6 +291,16 @@ fn with_model<R>(f: impl FnOnce(&mut Model) -> R) -> R {
 
 /// Arms the fatal fault this boot injects (see [`FatalScenario`]).
 pub fn arm_scenario(scenario: Option<FatalScenario>) {
+    // VMM misbehaviours, not #VE-handler faults: armed in the MMIO model for the boot.
+    match scenario {
+        Some(FatalScenario::VirtioUsedIndex) => {
+            return mmio::arm(Some(mmio::HostMmioFault::VirtioUsedIndex))
+        }
+        Some(FatalScenario::VirtioUsedLength) => {
+            return mmio::arm(Some(mmio::HostMmioFault::VirtioUsedLength))
+        }
+        _ => {}
+    }
     with_model(|m| m.scenario = scenario);
 }
 

@@ -596,6 +596,8 @@ fn boot_with_plugin(
         mode: request.softtdx.then_some("softtdx"),
         extra_args: &extra,
         la57: request.loader.needs_la57(),
+        // The virtio console is present, so that its MMIO path is audited too.
+        virtio_console: Some(&log_path.with_extension("virtio-console.log")),
     });
     let command = crate::qemu::command_line(&qemu, &args);
     let finished = crate::qemu::run(&qemu, &args, &crate::qemu::Limits::timeout(timeout), false)?;

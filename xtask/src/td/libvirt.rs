@@ -14,6 +14,11 @@
 //!   requires; `<smm state='off'/>` because a TD has no SMM.
 //! - There is no `<interface>`: the domain has no network. USB and the memory balloon are
 //!   turned off; nothing here uses them.
+//! - The virtio console: a second `<console>` with a `virtio` target on a virtio-serial
+//!   controller with one port (libvirt `docs/formatdomain.rst`, "Consoles, serial, parallel &
+//!   channel devices" and "Controllers": `ports` is virtio-serial's `max_ports`), writing to a
+//!   file beside the domain's QEMU log. QEMU makes it modern-only with ACCESS_PLATFORM in a TD
+//!   by itself. The first `<console>` stays the serial one that `virsh console` shows.
 //! - `isa-debug-exit` has no libvirt element, so it goes through `<qemu:commandline>` (libvirt
 //!   `docs/drvqemu.rst`, "Pass-through of arbitrary qemu commands", namespace
 //!   `http://libvirt.org/schemas/domain/qemu/1.0`). To see a TD's ReportFatalError message in
@@ -122,6 +127,11 @@ pub fn domain_xml(
     <console type='pty'>
       <target type='serial' port='0'/>
     </console>
+    <controller type='virtio-serial' index='0' ports='1'/>
+    <console type='file'>
+      <source path='/var/log/libvirt/qemu/{name}-virtio-console.log'/>
+      <target type='virtio' port='0'/>
+    </console>
     <memballoon model='none'/>
   </devices>
   <launchSecurity type='tdx'>
@@ -189,8 +199,10 @@ mod tests {
             "<source file='/img/it&apos;s &lt;new&gt; &amp; &quot;improved&quot;.img'/>"
         ));
         assert!(xml.contains("<loader type='rom'>/fw/a&amp;b.fd</loader>"));
-        // Every quote in the output is markup: none comes from the inputs.
-        assert_eq!(xml.matches("&apos;").count(), 2);
+        // Every quote in the output is markup: none comes from the inputs (the name's appears
+        // escaped twice: the domain name and the virtio console's file).
+        assert_eq!(xml.matches("&apos;").count(), 3);
+        assert!(xml.contains("<source path='/var/log/libvirt/qemu/a&lt;b&gt;&amp;&apos;c&quot;-virtio-console.log'/>"));
     }
 
     #[test]

@@ -33,6 +33,11 @@
 //! - `-device isa-debug-exit,iobase=0xf4,iosize=0x04`: the kernel's exit port; port I/O in a
 //!   TD is a #VE that the guest turns into TDG.VP.VMCALL<Instruction.IO>, which KVM hands to
 //!   QEMU like any other port access.
+//! - `-chardev file,id=virtcon0,path=virtio-console.log -device virtio-serial-pci,... -device
+//!   virtconsole,chardev=virtcon0`: the virtio console (`crate::machine::virtio_console_args`),
+//!   writing to `virtio-console.log` in the current directory. In a TD QEMU makes virtio-pci
+//!   modern-only with ACCESS_PLATFORM by itself (`machine_run_board_init`); the properties are
+//!   spelled out so that the line means the same as the TCG runs'.
 //! - `-nic none -display none -no-reboot`: no network (project rule), no window, and a triple
 //!   fault ends QEMU instead of rebooting the TD.
 //! - `-action panic=exit-failure`: a TD's TDG.VP.VMCALL<ReportFatalError> becomes a guest panic
@@ -177,6 +182,9 @@ pub fn qemu_opt_escape(value: &str) -> String {
     value.replace(',', ",,")
 }
 
+/// Where a TD's virtio console writes (relative to QEMU's working directory).
+pub const TD_VIRTIO_CONSOLE: &str = "virtio-console.log";
+
 /// The QEMU arguments (without the binary) that start `l` as a TD. See the module docs for why
 /// each one is there. Fails with one line when a value is out of range or a path is not UTF-8.
 pub fn td_qemu_args(l: &TdLaunch) -> Result<Vec<String>> {
@@ -203,6 +211,7 @@ pub fn td_qemu_args(l: &TdLaunch) -> Result<Vec<String>> {
         &["kernel-irqchip=split", &confidential],
         &Disk { file: &qemu_opt_escape(image), snapshot: false },
     ));
+    args.extend(crate::machine::virtio_console_args(TD_VIRTIO_CONSOLE));
     args.extend(
         [
             "-bios",
@@ -348,7 +357,12 @@ mod tests {
         assert_eq!(value_after(&args, "-serial"), ["stdio"]);
         assert_eq!(
             value_after(&args, "-device"),
-            ["virtio-blk-pci,drive=disk0", "isa-debug-exit,iobase=0xf4,iosize=0x04"]
+            [
+                "virtio-blk-pci,drive=disk0",
+                "isa-debug-exit,iobase=0xf4,iosize=0x04",
+                "virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on",
+                "virtconsole,chardev=virtcon0"
+            ]
         );
         assert!(!args.iter().any(|a| a.contains("pflash")));
         // The machine a TD gets, as the TCG runs on the `td` machine boot it.

@@ -291,11 +291,22 @@ pub fn decode_mmio(bytes: &[u8]) -> Result<MmioInstruction, MmioDecodeError> {
     if bytes.is_empty() {
         return Err(error(MmioDecodeErrorKind::Empty));
     }
-    let byte_at = |index: usize| -> Result<u8, MmioDecodeError> {
-        if index >= MAX_INSTRUCTION_LENGTH {
-            Err(error(MmioDecodeErrorKind::TooLong))
+    // Cheap on the way through (the #VE handler's cost is measured): the error is built out
+    // of line.
+    #[cold]
+    #[inline(never)]
+    fn past_the_end(index: usize, bytes: &[u8]) -> MmioDecodeError {
+        let kind = if index >= MAX_INSTRUCTION_LENGTH {
+            MmioDecodeErrorKind::TooLong
         } else {
-            bytes.get(index).copied().ok_or(error(MmioDecodeErrorKind::Truncated))
+            MmioDecodeErrorKind::Truncated
+        };
+        MmioDecodeError::new(kind, bytes)
+    }
+    let byte_at = |index: usize| -> Result<u8, MmioDecodeError> {
+        match bytes.get(index) {
+            Some(&byte) if index < MAX_INSTRUCTION_LENGTH => Ok(byte),
+            _ => Err(past_the_end(index, bytes)),
         }
     };
 
