@@ -37,8 +37,8 @@ pub enum FatalScenario {
     /// The model reports the first MMIO EPT-violation #VE with the shared bit cleared from the
     /// GPA: the handler must treat an EPT violation on a private GPA as fatal.
     MmioPrivateGpa,
-    /// A hostile host: after each virtio notify, the model's VMM moves the transmitq's used
-    /// index 7 further than the buffers in flight. The driver must refuse the value and stop.
+    /// A hostile host: at the first virtio notify, the model's VMM moves the transmitq's used
+    /// index 8 further, with one buffer in flight. The driver must refuse the value and stop.
     VirtioUsedIndex,
     /// A hostile host: after the first virtio notify, the model's VMM makes the used entry's
     /// length 64 KiB, larger than the buffer. The driver must refuse it and stop.

@@ -18,8 +18,8 @@ mod bootinfo;
 mod devices;
 #[cfg(feature = "test-modes")]
 mod diff;
-mod mm;
 mod memory_checks;
+mod mm;
 #[cfg(feature = "test-modes")]
 mod mmio_diff;
 mod td;

@@ -80,13 +80,13 @@ pub enum HostMmioFault {
     MapGpaInUse,
     /// The next RequestMMIO answers INVALID_OPERAND.
     RequestMmioFailure,
-    /// After every virtio notify (a 16-bit write outside the page the queue addresses were
-    /// written to), the host advances the used index of the last queue set up by 7: more
-    /// buffers than the driver has in flight. QEMU's layout puts the common configuration at
+    /// At the first virtio notify (a 16-bit write outside the page the queue addresses were
+    /// written to), the host answers instead of the device and advances the used index of the
+    /// last queue set up by 8: more buffers than the driver has in flight. QEMU's layout puts the common configuration at
     /// the start of the BAR, so queue_device is the dword pair at page offset 0x30.
     VirtioUsedIndex,
-    /// As [`Self::VirtioUsedIndex`], but the host writes 64 KiB into the length of the first
-    /// used entry, more than the buffer holds.
+    /// As [`Self::VirtioUsedIndex`], but the host returns the buffer with a used length of
+    /// 64 KiB, more than the buffer holds.
     VirtioUsedLength,
 }
 
@@ -301,13 +301,16 @@ pub fn request_mmio(view: &mut RegisterState, pages: &Pages) {
     REQUESTS.fetch_add(1, Ordering::Relaxed);
     if write {
         let value = view.gpr(Gpr::R15);
-        // SAFETY: the host's own access to the device register the guest named, exactly
-        // `size` bytes through a private alias.
-        unsafe { crate::mm::mmio::write_mov(address, size, value) };
-        if let Some(fault @ (HostMmioFault::VirtioUsedIndex | HostMmioFault::VirtioUsedLength)) =
-            state.fault
-        {
-            hostile_used_ring(&mut state, fault, device, size, value);
+        let answered = match state.fault {
+            Some(fault @ (HostMmioFault::VirtioUsedIndex | HostMmioFault::VirtioUsedLength)) => {
+                hostile_used_ring(&mut state, fault, device, size, value)
+            }
+            _ => false,
+        };
+        if !answered {
+            // SAFETY: the host's own access to the device register the guest named, exactly
+            // `size` bytes through a private alias.
+            unsafe { crate::mm::mmio::write_mov(address, size, value) };
         }
     } else {
         // SAFETY: as above.
@@ -318,15 +321,16 @@ pub fn request_mmio(view: &mut RegisterState, pages: &Pages) {
 }
 
 /// [`HostMmioFault::VirtioUsedIndex`] and [`HostMmioFault::VirtioUsedLength`]: learns the used
-/// ring from the driver's queue_device writes, and after a notify moves its index or makes the
-/// first entry's length too large.
+/// ring from the driver's queue_device writes and answers a notify itself, instead of the
+/// device (so that no device update races with it): the used index moved by 8, or the entry
+/// returned with a 64 KiB length. Returns whether it answered the write.
 fn hostile_used_ring(
     state: &mut State,
     fault: HostMmioFault,
     device: u64,
     size: AccessSize,
     value: u64,
-) {
+) -> bool {
     let page = device & !(PAGE_SIZE - 1);
     match (device & (PAGE_SIZE - 1), size) {
         (0x30, AccessSize::Dword) => {
@@ -337,24 +341,27 @@ fn hostile_used_ring(
             state.virtio_used = (state.virtio_used & 0xFFFF_FFFF) | value << 32;
         }
         (_, AccessSize::Word) if state.virtio_used != 0 && page != state.virtio_common => {
-            let Some(offset) = crate::memory::physical_memory_offset() else { return };
+            let Some(offset) = crate::memory::physical_memory_offset() else { return false };
             let used = offset + state.virtio_used;
             // SAFETY: the host writing the used ring the guest gave it (flags, idx, then
-            // {id, len} entries), in RAM the physical map covers.
+            // {id, len} entries), in RAM the physical map covers. The first notify: the
+            // descriptor is 0 and the entry is slot 0.
             unsafe {
+                let index = (used + 2) as *mut u16;
+                let now = core::ptr::read_volatile(index);
                 if fault == HostMmioFault::VirtioUsedIndex {
-                    let index = (used + 2) as *mut u16;
-                    core::ptr::write_volatile(
-                        index,
-                        core::ptr::read_volatile(index).wrapping_add(7),
-                    );
+                    core::ptr::write_volatile(index, now.wrapping_add(8));
                 } else {
+                    core::ptr::write_volatile((used + 4) as *mut u32, 0);
                     core::ptr::write_volatile((used + 8) as *mut u32, 0x1_0000);
+                    core::ptr::write_volatile(index, now.wrapping_add(1));
                 }
             }
+            return true;
         }
         _ => {}
     }
+    false
 }
 
 /// TDG.VP.VMCALL<MapGPA>, as KVM's `tdx_map_gpa` and QEMU's `kvm_convert_memory` serve it: a
