@@ -494,6 +494,7 @@ mod tests {
             mode: None,
             extra_args: &[],
             la57: false,
+            virtio_console: None,
         });
         let line = without_debug_exit(&args).join(" ");
         assert!(!line.contains("isa-debug-exit"), "{line}");

@@ -403,7 +403,7 @@ pub fn write(bytes: &[u8]) {
 #[cold]
 fn fatal(e: VirtioError) -> ! {
     use core::fmt::Write;
-    let _ = writeln!(crate::console::EmergencyWriter, "\nFATAL virtio-console: {e}");
+    let _ = writeln!(crate::console::EmergencyWriter::new(), "\nFATAL virtio-console: {e}");
     crate::tdx::report_fatal_error("virtio console device error");
     crate::exit::exit(crate::exit::ExitCode::Failure)
 }

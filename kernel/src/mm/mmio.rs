@@ -53,7 +53,10 @@ impl DeviceMemory {
 #[cold]
 fn fatal(gpa: u64, error: crate::tdx::vmcall::VmcallError) -> ! {
     use core::fmt::Write;
-    let _ = writeln!(crate::console::EmergencyWriter::new(), "\nFATAL RequestMMIO at {gpa:#x}: {error}");
+    let _ = writeln!(
+        crate::console::EmergencyWriter::new(),
+        "\nFATAL RequestMMIO at {gpa:#x}: {error}"
+    );
     crate::tdx::report_fatal_error("RequestMMIO failed");
     crate::exit::exit(crate::exit::ExitCode::Failure)
 }
