@@ -1110,9 +1110,14 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
     if let (Ok(()), Some(text), Expect::Pass) = (&judged, &virtio, &spec.expect) {
         // The report as the virtio console carried it: judged on its own, and equal to the
         // serial copy.
-        // The boot before the console came up (the first kernel line, the loader's lines) is
-        // on serial only.
+        // The boot before the console came up (the first kernel line, the loader's lines), the
+        // emergency path (FATAL lines, register dumps) and the model host's own lines are on
+        // serial only.
         let carried = SerialReport {
+            fatal: parsed.fatal.clone(),
+            host_fatal: parsed.host_fatal.clone(),
+            halted: parsed.halted.clone(),
+            register_dump: parsed.register_dump,
             first_kernel_line: parsed.first_kernel_line.clone(),
             kernel_started: parsed.kernel_started,
             kernel_lines: parsed.kernel_lines.clone(),
