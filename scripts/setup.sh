@@ -3,7 +3,16 @@
 # QEMU (qemu-system-x86), UEFI firmware (ovmf) and a C toolchain for linking host tools (gcc,
 # libc6-dev), plus the pinned Rust toolchain through rustup. Idempotent, and silent when
 # everything is already present. As a non-root user it prints the sudo command to run.
+# With --fuzz it also installs cargo-fuzz (for `cargo xtask fuzz`; CI passes it).
 set -euo pipefail
+
+fuzz=0
+for arg in "$@"; do
+  case "$arg" in
+    --fuzz) fuzz=1 ;;
+    *) echo "setup: unknown option $arg (known: --fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 packages=()
@@ -40,4 +49,14 @@ else
   echo "setup: rustup not found. Install it (Debian 13+/Ubuntu 24.04+: apt-get install rustup;" >&2
   echo "  elsewhere: curl --proto '=https' -sSf https://sh.rustup.rs | sh), then rerun this script." >&2
   exit 1
+fi
+
+# cargo-fuzz drives libFuzzer for `cargo xtask fuzz`; it builds with the pinned nightly. The
+# version is the one the fuzz targets were written against.
+if [ "$fuzz" -eq 1 ] && ! (cd "$root" && cargo fuzz --version >/dev/null 2>&1); then
+  echo "setup: installing cargo-fuzz 0.13.2"
+  if ! (cd "$root" && cargo install --quiet --locked cargo-fuzz --version 0.13.2); then
+    echo "setup: cargo install cargo-fuzz failed (offline?); run it to see why" >&2
+    exit 1
+  fi
 fi

@@ -144,13 +144,15 @@ pub fn glob_matches(pattern: &str, name: &str) -> bool {
     // Classic backtracking over the last `*`.
     let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` is a wildcard even where the name has a literal `*` (the fuzz target
+        // firmware_descriptor found `*` failing to match `*x`).
+        if pi < p.len() && p[pi] == '*' {
             star = Some(pi);
             mark = ni;
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
         } else if let Some(s) = star {
             pi = s + 1;
             mark += 1;
@@ -283,6 +285,10 @@ mod tests {
         assert!(!glob_matches("pc-q35-9.*", "pc-q35-10.1"));
         assert!(!glob_matches("pc-q35", "pc-q35-10.1"));
         assert!(glob_matches("pc-*-10.1", "pc-q35-10.1"));
+        // A `*` in the pattern stays a wildcard where the name has a `*` (firmware_descriptor).
+        assert!(glob_matches("*", "*x"));
+        assert!(glob_matches("a*", "a*bc"));
+        assert!(!glob_matches("*b", "*x"));
     }
 
     #[test]

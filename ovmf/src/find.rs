@@ -516,8 +516,9 @@ enum Choice {
     Known { candidate: Candidate, secure_boot: SecureBoot },
 }
 
-/// Ranks a descriptor for `purpose` (lower is better), or says why it does not fit.
-fn rank_descriptor(found: &Found, purpose: Purpose) -> Result<(u8, SecureBoot), String> {
+/// Ranks a descriptor for `purpose` (lower is better), or says why it does not fit. Public for
+/// the fuzz targets (fuzz/), which rank descriptors the fuzzer writes.
+pub fn rank_descriptor(found: &Found, purpose: Purpose) -> Result<(u8, SecureBoot), String> {
     use crate::descriptor::{feature, FlashMode, Mapping};
     let descriptor = &found.descriptor;
     if !descriptor.is_uefi_for_x86_64_q35() {

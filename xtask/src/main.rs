@@ -10,6 +10,7 @@ mod build;
 #[cfg(test)]
 mod doc_links;
 mod firmware;
+mod fuzz;
 mod loader_repro;
 mod machine;
 mod manifest;
@@ -201,6 +202,19 @@ enum Command {
     Firmware {
         /// The firmware image (e.g. /usr/share/ovmf/OVMF.fd).
         file: PathBuf,
+    },
+    /// Fuzz the parsers of untrusted input and the differential decoder targets (libFuzzer
+    /// through cargo-fuzz; fuzz/): one target or all, each for --seconds; crashes are saved to
+    /// fuzz/regressions/, which the host tests replay.
+    Fuzz {
+        /// Only this target (default: all; see fuzz/src/lib.rs).
+        target: Option<String>,
+        /// Seconds of fuzzing per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only regenerate the seeds made from this machine's files (target/fuzz/seeds).
+        #[arg(long)]
+        seeds: bool,
     },
     /// Write a libvirt domain XML that runs the image as a TD.
     LibvirtXml {
@@ -430,6 +444,7 @@ fn run_command(cli: Cli) -> Result<bool> {
             print!("{}", td::firmware_report(&file)?);
             Ok(true)
         }
+        Command::Fuzz { target, seconds, seeds } => fuzz::run(target.as_deref(), seconds, seeds),
         Command::LibvirtXml {
             firmware,
             image,

@@ -36,6 +36,10 @@ fn hex(field: Option<&str>) -> Result<u64, String> {
     u64::from_str_radix(field, 16).map_err(|_| format!("bad number {field}"))
 }
 
+fn hex_digit(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
 /// Parses the log; it must end with the plugin's `END` line (QEMU exited normally).
 pub fn parse(text: &str) -> Result<PluginLog, String> {
     let mut log = PluginLog::default();
@@ -53,10 +57,17 @@ pub fn parse(text: &str) -> Result<PluginLog, String> {
                 let vaddr = hex(fields.next()).map_err(at)?;
                 let block_start = hex(fields.next()).map_err(at)?;
                 let text = fields.next().ok_or_else(|| at("missing bytes".into()))?;
-                let bytes = (0..text.len() / 2)
-                    .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-                    .collect::<Result<Vec<u8>, _>>()
-                    .map_err(|_| at("bad bytes".into()))?;
+                // Pairs of hex digits, taken as bytes: a non-ASCII character is an error, not
+                // a slice through it (the plugin_log fuzz target found the panic).
+                let bytes = text
+                    .as_bytes()
+                    .chunks(2)
+                    .map(|pair| match pair {
+                        [high, low] => Some(hex_digit(*high)? << 4 | hex_digit(*low)?),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(|| at("bad bytes".into()))?;
                 let kind = fields.next().ok_or_else(|| at("missing kind".into()))?.to_owned();
                 log.translations.push(Translation { id, vaddr, block_start, bytes, kind });
             }
@@ -101,5 +112,8 @@ mod tests {
         assert!(parse("IMAGE loader 10\n").unwrap_err().contains("no END"));
         assert!(parse("T 0 zz 1 00 io\nEND\n").unwrap_err().contains("line 1"));
         assert!(parse("Q\nEND\n").unwrap_err().contains("unknown record"));
+        // Non-ASCII or odd-length bytes are an error line, not a panic (plugin_log fuzz target).
+        assert!(parse("T 0 1 1 0\u{e9}0 io\nEND\n").unwrap_err().contains("bad bytes"));
+        assert!(parse("T 0 1 1 abc io\nEND\n").unwrap_err().contains("bad bytes"));
     }
 }

@@ -505,12 +505,22 @@ const CR0_GUEST_OWNED: u64 =
 /// The CR0 read shadow's value for module-owned bits: PE and NE set (FIXED0 | PE | NE).
 const CR0_SHADOW: u64 = (1 << 0) | (1 << 5);
 
+/// CR0 bits 31:0 that are module-owned but neither PE, NE, NW nor CD: the reserved bits. A write
+/// that changes only these exits, and the module completes it ([`cr0_write`]: "reserved bits
+/// keep their values"), so such an exit can end natively.
+const CR0_RESERVED_LOW: u64 =
+    0xFFFF_FFFF & !CR0_GUEST_OWNED & !((1 << 0) | (1 << 5) | (1 << 29) | (1 << 30));
+
 fn cr0_rule(value: WrittenValue) -> Rule {
     // A module-owned bit causes an exit unless the written value equals the read shadow there:
     // kept from a MOV from CR0 (which returns the shadow), or a known constant equal to it.
     let exiting = module_owned_bits_that_may_differ(value, CR0_GUEST_OWNED, CR0_SHADOW);
     let outcome = if exiting == 0 {
         Outcome::Native
+    } else if exiting & CR0_RESERVED_LOW != 0 {
+        // The exit may be one that the module completes (found by the td_rules fuzz target:
+        // cr0_write(0xc0ed) is native, this rule said #VE or #GP only).
+        Outcome::from_set(N | V | G, Condition::Value, er::CR_ACCESS)
     } else {
         Outcome::from_set(V | G, Condition::Value, er::CR_ACCESS)
     };

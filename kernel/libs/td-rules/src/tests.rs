@@ -161,6 +161,12 @@ fn mov_cr0() {
     let set_cd = Instruction::MovToCr0(WrittenValue::read_modify(1 << 30, 0));
     assert!(!is_native_in_every_version(&set_cd));
     assert!(!is_native_in_every_version(&Instruction::MovToCr0(WrittenValue::UNKNOWN)));
+    // A write that changes only reserved bits exits and the module completes it
+    // (`cr0_write`), so the coarse rule must allow native completion (td_rules fuzz target).
+    let reserved_only = 0xc0ed;
+    assert_eq!(cr0_write(reserved_only, 0).outcome, Outcome::Native);
+    let coarse = Instruction::MovToCr0(WrittenValue::constant(reserved_only));
+    assert_eq!(all(coarse)[0].possible(), N | V | G);
 }
 
 #[test]

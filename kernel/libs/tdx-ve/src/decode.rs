@@ -10,7 +10,13 @@
 //!
 //! - Legacy prefixes come first, in any order: 0x66 operand size, 0x67 address size, 0xF2/0xF3
 //!   repeat, 0xF0 LOCK, segment overrides 0x2E CS, 0x36 SS, 0x3E DS, 0x26 ES, 0x64 FS,
-//!   0x65 GS. When a group repeats, the last prefix wins.
+//!   0x65 GS. When a group repeats, the last prefix wins, with one exception: in 64-bit mode
+//!   the CS, DS, ES and SS overrides are ignored (AMD APM Vol. 3 §1.2.4, "Segment-Override
+//!   Prefix"; Intel SDM Vol. 1 §3.3.7), so they never displace an FS or GS override, whatever
+//!   their order (`64 2E 6E` reads through FS, as on hardware and in iced-x86; QEMU TCG lets
+//!   the last prefix win and would read through CS). Alone, such a prefix is still reported
+//!   (`2E 6E` names CS), which matches iced-x86; its base is 0 either way. Found by the
+//!   differential fuzz target `ve_decode_diff`.
 //! - A REX prefix (0x40..=0x4F) counts only when it immediately precedes the opcode; one
 //!   followed by a legacy prefix is ignored (SDM §2.2.1).
 //! - An instruction is at most 15 bytes; a longer one raises #GP.
@@ -189,15 +195,24 @@ pub fn decode(bytes: &[u8]) -> Result<Instruction, DecodeError> {
                 prefixes.lock = true;
                 true
             }
-            0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {
-                prefixes.segment = Some(match byte {
-                    0x26 => SegmentRegister::Es,
-                    0x2e => SegmentRegister::Cs,
-                    0x36 => SegmentRegister::Ss,
-                    0x3e => SegmentRegister::Ds,
-                    0x64 => SegmentRegister::Fs,
-                    _ => SegmentRegister::Gs,
-                });
+            0x64 => {
+                prefixes.segment = Some(SegmentRegister::Fs);
+                true
+            }
+            0x65 => {
+                prefixes.segment = Some(SegmentRegister::Gs);
+                true
+            }
+            0x26 | 0x2e | 0x36 | 0x3e => {
+                // Null prefixes in 64-bit mode: they never displace an FS or GS override.
+                if !matches!(prefixes.segment, Some(SegmentRegister::Fs | SegmentRegister::Gs)) {
+                    prefixes.segment = Some(match byte {
+                        0x26 => SegmentRegister::Es,
+                        0x2e => SegmentRegister::Cs,
+                        0x36 => SegmentRegister::Ss,
+                        _ => SegmentRegister::Ds,
+                    });
+                }
                 true
             }
             0x40..=0x4f => {
@@ -396,6 +411,19 @@ mod tests {
             (
                 &[0x2e, 0x65, 0x6e],
                 io(Out, Byte, true, false, None, A64, Some(SegmentRegister::Gs), 3),
+            ),
+            // In 64-bit mode ES/CS/SS/DS overrides never displace FS or GS (ve_decode_diff).
+            (
+                &[0x64, 0x26, 0x6f],
+                io(Out, Dword, true, false, None, A64, Some(SegmentRegister::Fs), 3),
+            ),
+            (
+                &[0x65, 0x2e, 0x36, 0x3e, 0x6e],
+                io(Out, Byte, true, false, None, A64, Some(SegmentRegister::Gs), 5),
+            ),
+            (
+                &[0x3e, 0x26, 0x6e],
+                io(Out, Byte, true, false, None, A64, Some(SegmentRegister::Es), 3),
             ),
             // REP on IN/OUT has no effect and is not reported.
             (&[0xf3, 0xec], io(In, Byte, false, false, None, A64, None, 2)),
