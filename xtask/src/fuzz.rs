@@ -434,7 +434,8 @@ pub fn run(only: Option<&str>, seconds: u64, seeds_only: bool) -> Result<bool> {
     let seeded = generate_seeds(&root, &selected)?;
     if seeds_only {
         for (name, count) in seeded {
-            println!("{name}: {count} seeds in target/fuzz/seeds/{name}");
+            let committed = files_in(&root.join("fuzz/seeds").join(&name), "").len();
+            println!("{name}: {count} seeds made in target/fuzz/seeds/{name}, {committed} committed in fuzz/seeds/{name}");
         }
         return Ok(true);
     }
