@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod diff_elf;
+pub mod diff_mmio_decode;
 pub mod diff_ve_decode;
 pub mod input;
 pub mod targets;
@@ -60,6 +61,12 @@ pub const TARGETS: &[Target] = &[
         max_len: 32,
         about:
             "tdx-ve decode against iced-x86: length, operand and address size, port, segment, REP",
+    },
+    Target {
+        name: "mmio_decode_diff",
+        run: diff_mmio_decode::run,
+        max_len: 64,
+        about: "tdx-ve MMIO decoder against iced-x86: length, size, address, store data, register result",
     },
     Target {
         name: "ve_decode",
