@@ -212,8 +212,8 @@ pub fn page_tables(data: &[u8]) {
                         assert!(!covered(&mapped, virt), "{virt:#x} mapped twice");
                         mapped.insert(virt, (phys, flags, size));
                         assert_eq!(
-                            tables.translate(virt + size - 1),
-                            Some((phys + size - 1, flags))
+                            tables.translate(virt + (size - 1)),
+                            Some((phys + (size - 1), flags))
                         );
                     }
                     Err(MapError::AlreadyMapped(_)) => {}
