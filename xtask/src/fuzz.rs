@@ -121,9 +121,12 @@ fn require_cargo_fuzz() -> Result<()> {
     Ok(())
 }
 
-/// Builds every libFuzzer binary (release, AddressSanitizer, debug assertions on).
+/// Builds every libFuzzer binary: release, debug assertions and overflow checks on, no
+/// sanitizer. Every fuzzed crate forbids `unsafe` code, so a memory error cannot come from the
+/// code under test; AddressSanitizer would find none and costs five times the CPU per execution
+/// (ve_decode_diff: 21 k exec/s with it, 100 k without) and half again the build.
 fn build(root: &Path) -> Result<PathBuf> {
-    println!("==> cargo fuzz build --fuzz-dir {FUZZ_DIR} (into {BUILD_DIR})");
+    println!("==> cargo fuzz build --sanitizer none --fuzz-dir {FUZZ_DIR} (into {BUILD_DIR})");
     let status = Command::new("nice")
         .args([
             "-n",
@@ -131,6 +134,8 @@ fn build(root: &Path) -> Result<PathBuf> {
             "cargo",
             "fuzz",
             "build",
+            "--sanitizer",
+            "none",
             "--fuzz-dir",
             FUZZ_DIR,
             "--target-dir",
