@@ -84,7 +84,8 @@ fn parse_check(rest: &str) -> Option<Check> {
         _ => return None,
     };
     let name = parts.next()?.trim();
-    if name.is_empty() {
+    // A name is one word; a line garbled on the wire (a form feed, a NUL inside) is no check.
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return None;
     }
     let detail = parts.next().unwrap_or("").trim().to_owned();
@@ -206,6 +207,14 @@ mod tests {
         assert_eq!(report.checks[3].detail, "");
         assert_eq!(report.counters.get("ve.io"), Some(&42));
         assert_eq!(report.summary, Some(Summary { passed: 2, failed: 1, skipped: 1 }));
+    }
+
+    #[test]
+    fn a_check_name_with_a_control_character_is_no_check() {
+        // Found by fuzzing (fuzz/regressions/serial_report): a form feed inside the name.
+        let report = parse("CHECK pass boot.usable_i\u{c}\0n_ram detail\nCHECK pass a.b\n");
+        assert_eq!(report.checks.len(), 1);
+        assert_eq!(report.checks[0].name, "a.b");
     }
 
     #[test]

@@ -283,6 +283,11 @@ impl<'a> Kernel<'a> {
     /// The contents of the section called `name`, found through the section headers.
     pub fn section(&self, name: &[u8]) -> Result<&'a [u8], ElfError> {
         let (shoff, shentsize, shnum) = self.section_headers.ok_or(ElfError::SectionNotFound)?;
+        // The whole table lies inside the file, as every ELF reader requires.
+        let end = shnum.checked_mul(shentsize).and_then(|n| n.checked_add(shoff));
+        if end.is_none_or(|end| end > self.bytes.len()) {
+            return Err(ElfError::Truncated("section headers"));
+        }
         let header = |i: usize| -> Option<(u32, u64, u64)> {
             let at = shoff.checked_add(i.checked_mul(shentsize)?)?;
             let sh = self.bytes.get(at..at.checked_add(64)?)?;
@@ -404,7 +409,10 @@ impl<'a> Kernel<'a> {
         if let Some(p) = &mut found {
             let relro = self.program_headers().iter().find(|h| h.kind == PT_GNU_RELRO);
             if let Some(r) = relro {
-                if align_down(r.vaddr) <= page && page < align_down(r.vaddr + r.mem_size) {
+                // saturating: a RELRO that runs past the top of the address space (the
+                // header is not checked at parse time) covers everything above its start.
+                let end = align_down(r.vaddr.saturating_add(r.mem_size));
+                if align_down(r.vaddr) <= page && page < end {
                     p.writable = false;
                 }
             }
@@ -592,6 +600,28 @@ pub mod tests {
         assert_eq!(p(0x3000), Some(Permissions { writable: true, executable: false }));
         assert_eq!(p(0x5000), Some(Permissions { writable: true, executable: false }));
         assert_eq!(p(0x6000), None);
+    }
+
+    #[test]
+    fn a_relro_past_the_top_of_the_address_space_does_not_overflow() {
+        // Found by fuzzing (fuzz/regressions/elf): vaddr + mem_size of PT_GNU_RELRO wrapped.
+        let mut elf = test_elf(5, R_X86_64_RELATIVE);
+        let relro_mem_size = 64 + 5 * 56 + 40;
+        put(&mut elf.bytes, relro_mem_size, &u64::MAX.to_le_bytes());
+        let k = Kernel::parse(&elf.bytes).unwrap();
+        let ro = Permissions { writable: false, executable: false };
+        assert_eq!(k.page_permissions(0x2000), Ok(Some(ro)));
+        assert_eq!(k.page_permissions(0x5000), Ok(Some(ro)));
+    }
+
+    #[test]
+    fn a_section_table_past_the_end_of_the_file_is_refused() {
+        // Found by fuzzing against `object` (fuzz/regressions/elf_diff): ours read the entries
+        // that fitted and found the section; every other reader refuses the table.
+        let mut elf = test_elf(5, R_X86_64_RELATIVE);
+        put(&mut elf.bytes, 60, &4u16.to_le_bytes());
+        let k = Kernel::parse(&elf.bytes).unwrap();
+        assert_eq!(k.section(b".bootloader-config"), Err(ElfError::Truncated("section headers")));
     }
 
     #[test]

@@ -249,7 +249,7 @@ pub fn page_tables(data: &[u8]) {
                 let virt = address(&mut input, 1);
                 let len = if input.bool() { input.u64() } else { u64::from(input.u32()) };
                 if layout.claim(virt, len).is_ok() {
-                    let last = virt + len.max(1) - 1;
+                    let last = virt + (len.max(1) - 1);
                     for slot in (virt >> 39) & 0x1ff..=(last >> 39) & 0x1ff {
                         claimed[slot as usize] = true;
                     }
