@@ -202,7 +202,10 @@ impl<'a> Kernel<'a> {
         for (i, slot) in headers.iter_mut().enumerate().take(phnum) {
             let at =
                 phoff.checked_add(i * phentsize).ok_or(ElfError::Truncated("program headers"))?;
-            let ph = bytes.get(at..at + 56).ok_or(ElfError::Truncated("program headers"))?;
+            let ph = at
+                .checked_add(56)
+                .and_then(|end| bytes.get(at..end))
+                .ok_or(ElfError::Truncated("program headers"))?;
             *slot = ProgramHeader {
                 kind: u32_at(ph, 0).unwrap_or(0),
                 flags: u32_at(ph, 4).unwrap_or(0),
@@ -612,6 +615,15 @@ pub mod tests {
         let ro = Permissions { writable: false, executable: false };
         assert_eq!(k.page_permissions(0x2000), Ok(Some(ro)));
         assert_eq!(k.page_permissions(0x5000), Ok(Some(ro)));
+    }
+
+    #[test]
+    fn program_headers_at_the_top_of_the_address_space_are_truncated_not_overflowed() {
+        // Found by fuzzing (fuzz/regressions/elf): e_phoff near 2^64 overflowed `at + 56`.
+        let mut elf = test_elf(5, R_X86_64_RELATIVE);
+        put(&mut elf.bytes, 32, &(u64::MAX - 8).to_le_bytes());
+        put(&mut elf.bytes, 56, &1u16.to_le_bytes());
+        assert_eq!(Kernel::parse(&elf.bytes).err(), Some(ElfError::Truncated("program headers")));
     }
 
     #[test]

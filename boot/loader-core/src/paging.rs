@@ -31,6 +31,9 @@ pub enum MapError {
     AlreadyMapped(u64),
     Misaligned(u64),
     NonCanonical(u64),
+    /// A physical address with bits above 51: in an entry they would land in the ignored,
+    /// protection-key and XD bits.
+    PhysicalTooHigh(u64),
 }
 
 impl fmt::Display for MapError {
@@ -40,6 +43,9 @@ impl fmt::Display for MapError {
             MapError::AlreadyMapped(v) => write!(f, "virtual address {v:#x} is mapped twice"),
             MapError::Misaligned(v) => write!(f, "address {v:#x} is not aligned to its page size"),
             MapError::NonCanonical(v) => write!(f, "virtual address {v:#x} is not canonical"),
+            MapError::PhysicalTooHigh(p) => {
+                write!(f, "physical address {p:#x} is above the 52-bit maximum")
+            }
         }
     }
 }
@@ -106,6 +112,9 @@ impl<F: Frames> PageTables<F> {
         if !is_canonical(virt) {
             return Err(MapError::NonCanonical(virt));
         }
+        if phys & !ADDRESS_MASK != 0 {
+            return Err(MapError::PhysicalTooHigh(phys));
+        }
         let index = |l: u32| ((virt >> (12 + 9 * (l - 1))) & 0x1FF) as usize;
         // Through the recursive slot the walk would reach the PML4 as a lower-level table.
         if self.recursive == Some(index(4)) {
@@ -141,7 +150,9 @@ impl<F: Frames> PageTables<F> {
     ) -> Result<(), MapError> {
         let mut offset = 0;
         while offset < len {
-            self.map_4k(virt + offset, phys + offset, flags)?;
+            let page = virt.checked_add(offset).ok_or(MapError::NonCanonical(virt))?;
+            let frame = phys.checked_add(offset).ok_or(MapError::PhysicalTooHigh(phys))?;
+            self.map_4k(page, frame, flags)?;
             offset += PAGE_4K;
         }
         Ok(())
@@ -241,6 +252,24 @@ pub mod tests {
         assert_eq!(pt.map_recursive(0), Err(MapError::AlreadyMapped(0)), "slot 0 is in use");
         let mut tiny = tables(2);
         assert_eq!(tiny.map_4k(0x1000, 0, f), Err(MapError::OutOfFrames));
+    }
+
+    #[test]
+    fn physical_addresses_above_52_bits_and_ranges_past_the_top_are_refused() {
+        // Found by fuzzing (fuzz/regressions/page_tables): a range ending above 2^52 wrote its
+        // bit 52 into the entry; a range past 2^64 overflowed.
+        let mut pt = tables(64);
+        let f = leaf_flags(true, false);
+        assert_eq!(pt.map_4k(0, 1 << 52, f), Err(MapError::PhysicalTooHigh(1 << 52)));
+        assert_eq!(pt.map_2m(0, 1 << 63, f), Err(MapError::PhysicalTooHigh(1 << 63)));
+        let top = ADDRESS_MASK & !0xfff;
+        assert_eq!(
+            pt.map_range_4k(0, top, 0x2000, f),
+            Err(MapError::PhysicalTooHigh(top + 0x1000))
+        );
+        assert_eq!(pt.translate(0), Some((top, f)));
+        let last = 0xffff_ffff_ffff_f000;
+        assert_eq!(pt.map_range_4k(last, 0, 0x2000, f), Err(MapError::NonCanonical(last)));
     }
 
     #[test]

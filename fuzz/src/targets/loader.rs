@@ -220,6 +220,7 @@ pub fn page_tables(data: &[u8]) {
                     Err(MapError::OutOfFrames) => {}
                     Err(MapError::Misaligned(_)) => assert!(virt % size != 0 || phys % size != 0),
                     Err(MapError::NonCanonical(_)) => assert!(!paging::is_canonical(virt)),
+                    Err(MapError::PhysicalTooHigh(_)) => assert!(phys & !ADDRESS_MASK != 0),
                 }
             }
             2 => {

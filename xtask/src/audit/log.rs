@@ -68,7 +68,11 @@ pub fn parse(text: &str) -> Result<PluginLog, String> {
                     })
                     .collect::<Option<Vec<u8>>>()
                     .ok_or_else(|| at("bad bytes".into()))?;
-                let kind = fields.next().ok_or_else(|| at("missing kind".into()))?.to_owned();
+                let kind = fields
+                    .next()
+                    .filter(|k| !k.is_empty())
+                    .ok_or_else(|| at("missing kind".into()))?
+                    .to_owned();
                 log.translations.push(Translation { id, vaddr, block_start, bytes, kind });
             }
             Some("X") => {
@@ -115,5 +119,7 @@ mod tests {
         // Non-ASCII or odd-length bytes are an error line, not a panic (plugin_log fuzz target).
         assert!(parse("T 0 1 1 0\u{e9}0 io\nEND\n").unwrap_err().contains("bad bytes"));
         assert!(parse("T 0 1 1 abc io\nEND\n").unwrap_err().contains("bad bytes"));
+        // An empty kind (a trailing space) is missing, not "" (plugin_log fuzz target).
+        assert!(parse("T 0 1e27b 1e 41 \nEND\n").unwrap_err().contains("missing kind"));
     }
 }
