@@ -3,7 +3,7 @@
 //!
 //! - The targets' bodies live in `fuzz/src` (crate `fuzz-targets`, in the workspace); the
 //!   libFuzzer binaries in `fuzz/libfuzzer` (its own workspace, built here with `cargo fuzz
-//!   build` into `target/fuzz-build`, never by the normal build).
+//!   build` into `fuzz-build` in cargo's target directory, never by the normal build).
 //! - Each run starts from the committed seeds (`fuzz/seeds/<target>/`), seeds made here from
 //!   this machine's real inputs (`target/fuzz/seeds/<target>/`: Debian's firmware files and
 //!   QEMU firmware descriptors, the harness's serial logs, td-audit's plugin logs, the kernel
@@ -24,8 +24,8 @@ use std::time::Instant;
 
 /// Where the libFuzzer crate lives, relative to the root.
 const FUZZ_DIR: &str = "fuzz/libfuzzer";
-/// Where its binaries are built, relative to the root.
-const BUILD_DIR: &str = "target/fuzz-build";
+/// Where its binaries are built, inside cargo's target directory.
+const BUILD_DIR: &str = "fuzz-build";
 
 /// One target, as its libFuzzer binary declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,7 +126,11 @@ fn require_cargo_fuzz() -> Result<()> {
 /// code under test; AddressSanitizer would find none and costs five times the CPU per execution
 /// (ve_decode_diff: 21 k exec/s with it, 100 k without) and half again the build.
 fn build(root: &Path) -> Result<PathBuf> {
-    println!("==> cargo fuzz build --sanitizer none --fuzz-dir {FUZZ_DIR} (into {BUILD_DIR})");
+    let into = crate::build::cargo_target_dir()?.join(BUILD_DIR);
+    println!(
+        "==> cargo fuzz build --sanitizer none --fuzz-dir {FUZZ_DIR} (into {})",
+        into.display()
+    );
     let status = Command::new("nice")
         .args([
             "-n",
@@ -139,15 +143,15 @@ fn build(root: &Path) -> Result<PathBuf> {
             "--fuzz-dir",
             FUZZ_DIR,
             "--target-dir",
-            BUILD_DIR,
         ])
+        .arg(&into)
         .current_dir(root)
         .status()
         .context("cannot run cargo fuzz build")?;
     if !status.success() {
         bail!("cargo fuzz build failed");
     }
-    Ok(root.join(BUILD_DIR).join("x86_64-unknown-linux-gnu/release"))
+    Ok(into.join("x86_64-unknown-linux-gnu/release"))
 }
 
 /// Writes `data` as seed `name` of `target` under `dir`, cut to the target's length.
@@ -266,11 +270,13 @@ pub fn generate_seeds(root: &Path, targets: &[Target]) -> Result<Vec<(String, us
         .filter(|p| !p.to_string_lossy().ends_with(".plugin.log"))
         .collect();
     let plugin_logs = files_in(&logs, ".plugin.log");
-    let kernels: Vec<PathBuf> = ["kernel", "kernel-td"]
-        .iter()
-        .map(|d| root.join("target").join(d).join("x86_64-unknown-none/release/kernel"))
-        .filter(|p| p.is_file())
-        .collect();
+    let kernels: Vec<PathBuf> =
+        [crate::build::KernelVariant::default(), crate::build::KernelVariant::td_image()]
+            .iter()
+            .filter_map(|v| v.target_dir().ok())
+            .map(|d| d.join("x86_64-unknown-none/release/kernel"))
+            .filter(|p| p.is_file())
+            .collect();
     let mut counts = Vec::new();
     for target in targets {
         let dir = root.join("target/fuzz/seeds").join(&target.name);
