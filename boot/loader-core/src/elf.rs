@@ -188,7 +188,9 @@ impl<'a> Kernel<'a> {
         let phoff = u64_at(header, 32).unwrap_or(0) as usize;
         let shoff = u64_at(header, 40).unwrap_or(0) as usize;
         let phentsize = u16_at(header, 54).unwrap_or(0) as usize;
-        let phnum = u16_at(header, 56).unwrap_or(0) as usize;
+        // gABI: "If the file has no program header table, [e_phoff] holds zero", whatever
+        // e_phnum says (a table at offset 0 would overlap the ELF header).
+        let phnum = if phoff == 0 { 0 } else { u16_at(header, 56).unwrap_or(0) as usize };
         let shentsize = u16_at(header, 58).unwrap_or(0) as usize;
         let shnum = u16_at(header, 60).unwrap_or(0) as usize;
         let shstrndx = u16_at(header, 62).unwrap_or(0) as usize;
@@ -624,6 +626,15 @@ pub mod tests {
         put(&mut elf.bytes, 32, &(u64::MAX - 8).to_le_bytes());
         put(&mut elf.bytes, 56, &1u16.to_le_bytes());
         assert_eq!(Kernel::parse(&elf.bytes).err(), Some(ElfError::Truncated("program headers")));
+    }
+
+    #[test]
+    fn e_phoff_zero_means_no_program_header_table() {
+        // Found by fuzzing against `object` (fuzz/regressions/elf_diff): ours read the table
+        // over the ELF header itself.
+        let mut elf = test_elf(5, R_X86_64_RELATIVE);
+        put(&mut elf.bytes, 32, &0u64.to_le_bytes());
+        assert_eq!(Kernel::parse(&elf.bytes).err(), Some(ElfError::NoLoadableSegment));
     }
 
     #[test]
