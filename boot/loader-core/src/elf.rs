@@ -236,6 +236,17 @@ impl<'a> Kernel<'a> {
         if kernel.loads().next().is_none() {
             return Err(ElfError::NoLoadableSegment);
         }
+        // Loadable segments may share a page, never a byte: the image would depend on the
+        // order they are copied in.
+        let headers = kernel.program_headers();
+        for (i, a) in
+            headers.iter().enumerate().filter(|(_, h)| h.kind == PT_LOAD && h.mem_size > 0)
+        {
+            let overlaps = |b: &ProgramHeader| a.vaddr < b.end() && b.vaddr < a.end();
+            if headers[..i].iter().any(|b| b.kind == PT_LOAD && b.mem_size > 0 && overlaps(b)) {
+                return Err(ElfError::BadSegment(i));
+            }
+        }
         let in_text =
             kernel.loads().any(|s| s.flags & PF_X != 0 && s.vaddr <= entry && entry < s.end());
         if !in_text {
@@ -626,6 +637,18 @@ pub mod tests {
         put(&mut elf.bytes, 32, &(u64::MAX - 8).to_le_bytes());
         put(&mut elf.bytes, 56, &1u16.to_le_bytes());
         assert_eq!(Kernel::parse(&elf.bytes).err(), Some(ElfError::Truncated("program headers")));
+    }
+
+    #[test]
+    fn overlapping_loadable_segments_are_refused() {
+        // Found by fuzzing against `object` (fuzz/regressions/elf_diff): a later PT_LOAD over
+        // the bytes of PT_DYNAMIC's segment changed the dynamic table the loader read.
+        let mut elf = test_elf(5, R_X86_64_RELATIVE);
+        put(&mut elf.bytes, 64 + 3 * 56 + 16, &0x20f8u64.to_le_bytes());
+        assert_eq!(Kernel::parse(&elf.bytes).err(), Some(ElfError::BadSegment(3)));
+        // Right after the third segment's last byte is fine, in the same page.
+        put(&mut elf.bytes, 64 + 3 * 56 + 16, &0x2100u64.to_le_bytes());
+        assert!(Kernel::parse(&elf.bytes).is_ok());
     }
 
     #[test]
