@@ -22,6 +22,8 @@ const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const PT_TLS: u32 = 7;
 const PT_GNU_RELRO: u32 = 0x6474_e552;
+/// sh_type of a section that occupies no file space (.bss).
+const SHT_NOBITS: u32 = 8;
 const PF_X: u32 = 1;
 const PF_W: u32 = 2;
 
@@ -304,26 +306,28 @@ impl<'a> Kernel<'a> {
         if end.is_none_or(|end| end > self.bytes.len()) {
             return Err(ElfError::Truncated("section headers"));
         }
-        let header = |i: usize| -> Option<(u32, u64, u64)> {
+        let header = |i: usize| -> Option<(u32, u32, u64, u64)> {
             let at = shoff.checked_add(i.checked_mul(shentsize)?)?;
             let sh = self.bytes.get(at..at.checked_add(64)?)?;
-            Some((u32_at(sh, 0)?, u64_at(sh, 24)?, u64_at(sh, 32)?))
+            Some((u32_at(sh, 0)?, u32_at(sh, 4)?, u64_at(sh, 24)?, u64_at(sh, 32)?))
         };
-        let (_, strtab_offset, strtab_size) =
+        // A section's bytes in the file; SHT_NOBITS occupies none, whatever its offset says.
+        let contents = |kind: u32, offset: u64, size: u64| -> Option<&'a [u8]> {
+            if kind == SHT_NOBITS {
+                return Some(&[]);
+            }
+            self.bytes.get(offset as usize..offset.saturating_add(size) as usize)
+        };
+        let (_, strtab_kind, strtab_offset, strtab_size) =
             header(self.section_names).ok_or(ElfError::SectionNotFound)?;
-        let strtab = self
-            .bytes
-            .get(strtab_offset as usize..(strtab_offset.saturating_add(strtab_size)) as usize)
-            .ok_or(ElfError::SectionNotFound)?;
+        let strtab =
+            contents(strtab_kind, strtab_offset, strtab_size).ok_or(ElfError::SectionNotFound)?;
         for i in 0..shnum {
-            let Some((name_offset, offset, size)) = header(i) else { continue };
+            let Some((name_offset, kind, offset, size)) = header(i) else { continue };
             let Some(tail) = strtab.get(name_offset as usize..) else { continue };
             let this = tail.split(|&b| b == 0).next().unwrap_or(&[]);
             if this == name {
-                return self
-                    .bytes
-                    .get(offset as usize..offset.saturating_add(size) as usize)
-                    .ok_or(ElfError::Truncated("section"));
+                return contents(kind, offset, size).ok_or(ElfError::Truncated("section"));
             }
         }
         Err(ElfError::SectionNotFound)
@@ -649,6 +653,21 @@ pub mod tests {
         // Right after the third segment's last byte is fine, in the same page.
         put(&mut elf.bytes, 64 + 3 * 56 + 16, &0x2100u64.to_le_bytes());
         assert!(Kernel::parse(&elf.bytes).is_ok());
+    }
+
+    #[test]
+    fn a_nobits_section_has_no_file_contents() {
+        // Found by fuzzing against `object` (fuzz/regressions/elf_diff): ours read the bytes at
+        // a SHT_NOBITS section's offset.
+        let mut elf = test_elf(5, R_X86_64_RELATIVE);
+        let shoff = u64::from_le_bytes(elf.bytes[40..48].try_into().unwrap()) as usize;
+        put(&mut elf.bytes, shoff + 2 * 64 + 4, &SHT_NOBITS.to_le_bytes());
+        let k = Kernel::parse(&elf.bytes).unwrap();
+        assert_eq!(k.section(b".bootloader-config"), Ok(&[][..]));
+        // A NOBITS name table has no names.
+        put(&mut elf.bytes, shoff + 64 + 4, &SHT_NOBITS.to_le_bytes());
+        let k = Kernel::parse(&elf.bytes).unwrap();
+        assert_eq!(k.section(b".bootloader-config"), Err(ElfError::SectionNotFound));
     }
 
     #[test]
