@@ -6,7 +6,8 @@
 //! differences (not disagreements): `object` insists on `e_phentsize == 56` where the ELF
 //! specification only says all entries have the same size (ours reads entries of at least 56
 //! bytes at the stride given); ours refuses much that `object` reads (no executable PT_LOAD
-//! holding the entry, segments past the end of the file, more than 32 program headers).
+//! holding the entry, segments past the end of the file or overlapping another, more than 32
+//! program headers, extended section numbering, unknown dynamic tags).
 
 use loader_core::elf::{ElfError, Kernel};
 use object::elf::{

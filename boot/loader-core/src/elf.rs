@@ -24,6 +24,8 @@ const PT_TLS: u32 = 7;
 const PT_GNU_RELRO: u32 = 0x6474_e552;
 /// sh_type of a section that occupies no file space (.bss).
 const SHT_NOBITS: u32 = 8;
+/// e_shstrndx escape: the index is in section 0's sh_link.
+const SHN_XINDEX: usize = 0xffff;
 const PF_X: u32 = 1;
 const PF_W: u32 = 2;
 
@@ -70,6 +72,7 @@ pub enum ElfError {
     SectionNotFound,
     UnsupportedDynamic(&'static str),
     UnknownDynamicTag(u64),
+    UnsupportedSectionTable(&'static str),
     UnsupportedRelocation(u32),
     RelocationOutOfImage(u64),
     WritableAndExecutable(u64),
@@ -89,6 +92,9 @@ impl fmt::Display for ElfError {
             ElfError::NoLoadableSegment => write!(f, "no PT_LOAD segment"),
             ElfError::SectionNotFound => write!(f, "no .bootloader-config section"),
             ElfError::UnsupportedDynamic(what) => write!(f, "unsupported dynamic section: {what}"),
+            ElfError::UnsupportedSectionTable(what) => {
+                write!(f, "unsupported section header table: {what}")
+            }
             ElfError::UnknownDynamicTag(tag) => {
                 write!(f, "dynamic tag {tag:#x}, which this loader does not handle, is refused")
             }
@@ -225,7 +231,18 @@ impl<'a> Kernel<'a> {
                 return Err(ElfError::BadSegment(i));
             }
         }
-        let section_headers = (shnum > 0 && shentsize >= 64).then_some((shoff, shentsize, shnum));
+        // gABI: e_shoff 0 means no section header table. Its entries are 64-byte Elf64_Shdr.
+        // e_shnum 0 (with a table) or e_shstrndx SHN_XINDEX mean the real values are in section
+        // 0 (more than 0xff00 sections), which a kernel never needs.
+        let section_headers = if shoff == 0 {
+            None
+        } else if shentsize != 64 {
+            return Err(ElfError::UnsupportedSectionTable("e_shentsize is not 64"));
+        } else if shnum == 0 || shstrndx == SHN_XINDEX {
+            return Err(ElfError::UnsupportedSectionTable("extended section numbering"));
+        } else {
+            Some((shoff, shentsize, shnum))
+        };
         let kernel = Kernel {
             bytes,
             position_independent,
@@ -301,6 +318,10 @@ impl<'a> Kernel<'a> {
     /// The contents of the section called `name`, found through the section headers.
     pub fn section(&self, name: &[u8]) -> Result<&'a [u8], ElfError> {
         let (shoff, shentsize, shnum) = self.section_headers.ok_or(ElfError::SectionNotFound)?;
+        // The name table is one of the sections, and not the null section 0.
+        if self.section_names == 0 || self.section_names >= shnum {
+            return Err(ElfError::SectionNotFound);
+        }
         // The whole table lies inside the file, as every ELF reader requires.
         let end = shnum.checked_mul(shentsize).and_then(|n| n.checked_add(shoff));
         if end.is_none_or(|end| end > self.bytes.len()) {
@@ -668,6 +689,37 @@ pub mod tests {
         put(&mut elf.bytes, shoff + 64 + 4, &SHT_NOBITS.to_le_bytes());
         let k = Kernel::parse(&elf.bytes).unwrap();
         assert_eq!(k.section(b".bootloader-config"), Err(ElfError::SectionNotFound));
+    }
+
+    #[test]
+    fn the_section_table_is_read_as_the_gabi_defines_it() {
+        // Found by fuzzing against `object` (fuzz/regressions/elf_diff): ours read a name
+        // table at e_shstrndx past e_shnum; the rest are the same family of differences.
+        let elf = test_elf(5, R_X86_64_RELATIVE);
+        let with = |at: usize, value: &[u8]| {
+            let mut bytes = elf.bytes.clone();
+            put(&mut bytes, at, value);
+            bytes
+        };
+        fn config(bytes: &[u8]) -> Result<Vec<u8>, ElfError> {
+            Kernel::parse(bytes).and_then(|k| k.section(b".bootloader-config")).map(<[u8]>::to_vec)
+        }
+        assert_eq!(config(&elf.bytes), Ok(b"cfg".to_vec()));
+        // e_shstrndx 3 of 3 sections, and 0 (the null section).
+        assert_eq!(config(&with(62, &3u16.to_le_bytes())), Err(ElfError::SectionNotFound));
+        assert_eq!(config(&with(62, &0u16.to_le_bytes())), Err(ElfError::SectionNotFound));
+        // e_shoff 0: no table.
+        assert_eq!(config(&with(40, &0u64.to_le_bytes())), Err(ElfError::SectionNotFound));
+        let unsupported = |what| Err(ElfError::UnsupportedSectionTable(what));
+        assert_eq!(config(&with(58, &72u16.to_le_bytes())), unsupported("e_shentsize is not 64"));
+        assert_eq!(
+            config(&with(60, &0u16.to_le_bytes())),
+            unsupported("extended section numbering")
+        );
+        assert_eq!(
+            config(&with(62, &0xffffu16.to_le_bytes())),
+            unsupported("extended section numbering")
+        );
     }
 
     #[test]
