@@ -20,10 +20,12 @@ pub mod diff_ve_decode;
 pub mod input;
 pub mod targets;
 
-// xtask's parsers of the kernel's serial output, the check manifest, the bench lines and the
-// td-audit plugin log, with the modules they name through `crate::`.
+// xtask's parsers of the kernel's serial output, the check manifest, the bench lines, the
+// td-audit plugin log and the printed TDREPORT, with the modules they name through `crate::`.
 #[path = "../../xtask/src/ansi.rs"]
 pub mod ansi;
+#[path = "../../xtask/src/attest.rs"]
+pub mod attest;
 #[path = "../../xtask/src/audit/log.rs"]
 pub mod audit_log;
 #[path = "../../xtask/src/bench_parse.rs"]
@@ -170,6 +172,18 @@ pub const TARGETS: &[Target] = &[
         run: targets::xtask::plugin_log,
         max_len: 4096,
         about: "xtask td-audit plugin log parser",
+    },
+    Target {
+        name: "event_log",
+        run: targets::tdx_attest::event_log,
+        max_len: 4096,
+        about: "tdx-attest TCG crypto-agile event log (CCEL): parse, entries, digests, replay, writers",
+    },
+    Target {
+        name: "tdreport",
+        run: targets::tdx_attest::tdreport,
+        max_len: 4096,
+        about: "tdx-attest TDREPORT decode, and xtask's reading of the printed report",
     },
     Target {
         name: "td_rules",

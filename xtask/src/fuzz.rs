@@ -311,6 +311,20 @@ pub fn generate_seeds(root: &Path, targets: &[Target]) -> Result<Vec<(String, us
                     put(&dir, target, &stem(path), &fs::read(path)?)?;
                 }
             }
+            "tdreport" => {
+                // The attestation lines of a boot that printed a TDREPORT, read as serial text.
+                for path in &serial_logs {
+                    let text = fs::read_to_string(path).unwrap_or_default();
+                    let lines: Vec<&str> = text
+                        .lines()
+                        .filter(|l| l.contains("# TDREPORT ") || l.contains("# ATTEST "))
+                        .collect();
+                    if lines.iter().any(|l| l.contains("# TDREPORT ")) {
+                        let seed = format!("\u{1}{}\n", lines.join("\n"));
+                        put(&dir, target, &stem(path), seed.as_bytes())?;
+                    }
+                }
+            }
             "manifest" => {
                 put(
                     &dir,
