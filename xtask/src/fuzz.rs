@@ -5,10 +5,10 @@
 //!   libFuzzer binaries in `fuzz/libfuzzer` (its own workspace, built here with `cargo fuzz
 //!   build` into `fuzz-build` in cargo's target directory, never by the normal build).
 //! - Each run starts from the committed seeds (`fuzz/seeds/<target>/`), seeds made here from
-//!   this machine's real inputs (`target/fuzz/seeds/<target>/`: Debian's firmware files and
+//!   this machine's real inputs (`target/xtask-fuzz/seeds/<target>/`: Debian's firmware files and
 //!   QEMU firmware descriptors, the harness's serial logs, td-audit's plugin logs, the kernel
 //!   ELFs' program headers and `.bootloader-config`), and the corpus earlier runs grew
-//!   (`target/fuzz/corpus/<target>/`).
+//!   (`target/xtask-fuzz/corpus/<target>/`).
 //! - A crash is copied to `fuzz/regressions/<target>/`, where `fuzz/tests/replay.rs` runs it
 //!   in every host test run (`cargo xtask test`) until it is fixed; the run then fails.
 //! - Every fuzzer process runs under `nice -n 19` and one at a time: the machines this is
@@ -253,7 +253,7 @@ pub fn mini_elf(kernel: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Makes the seeds that come from this machine's files into `target/fuzz/seeds/<target>/`;
+/// Makes the seeds that come from this machine's files into `target/xtask-fuzz/seeds/<target>/`;
 /// returns how many each target got. Missing files only mean fewer seeds.
 pub fn generate_seeds(root: &Path, targets: &[Target]) -> Result<Vec<(String, usize)>> {
     let firmware: Vec<PathBuf> = ["/usr/share/ovmf", "/usr/share/OVMF", "/usr/share/edk2/ovmf"]
@@ -279,7 +279,7 @@ pub fn generate_seeds(root: &Path, targets: &[Target]) -> Result<Vec<(String, us
             .collect();
     let mut counts = Vec::new();
     for target in targets {
-        let dir = root.join("target/fuzz/seeds").join(&target.name);
+        let dir = root.join("target/xtask-fuzz/seeds").join(&target.name);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         let stem = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
@@ -390,9 +390,9 @@ struct Outcome {
 }
 
 fn fuzz_one(root: &Path, binaries: &Path, target: &Target, seconds: u64) -> Result<Outcome> {
-    let corpus = root.join("target/fuzz/corpus").join(&target.name);
-    let artifacts = root.join("target/fuzz/artifacts").join(&target.name);
-    let logs = root.join("target/fuzz/logs");
+    let corpus = root.join("target/xtask-fuzz/corpus").join(&target.name);
+    let artifacts = root.join("target/xtask-fuzz/artifacts").join(&target.name);
+    let logs = root.join("target/xtask-fuzz/logs");
     for dir in [&corpus, &artifacts, &logs] {
         fs::create_dir_all(dir)?;
     }
@@ -405,7 +405,7 @@ fn fuzz_one(root: &Path, binaries: &Path, target: &Target, seconds: u64) -> Resu
         .args(
             [
                 root.join("fuzz/seeds").join(&target.name),
-                root.join("target/fuzz/seeds").join(&target.name),
+                root.join("target/xtask-fuzz/seeds").join(&target.name),
             ]
             .into_iter()
             .filter(|d| d.is_dir()),
@@ -460,7 +460,7 @@ pub fn run(only: Option<&str>, seconds: u64, seeds_only: bool) -> Result<bool> {
     if seeds_only {
         for (name, count) in seeded {
             let committed = files_in(&root.join("fuzz/seeds").join(&name), "").len();
-            println!("{name}: {count} seeds made in target/fuzz/seeds/{name}, {committed} committed in fuzz/seeds/{name}");
+            println!("{name}: {count} seeds made in target/xtask-fuzz/seeds/{name}, {committed} committed in fuzz/seeds/{name}");
         }
         return Ok(true);
     }
@@ -500,7 +500,7 @@ pub fn run(only: Option<&str>, seconds: u64, seeds_only: bool) -> Result<bool> {
         }
     }
     println!(
-        "{} targets in {:.0} s; logs in target/fuzz/logs, corpora in target/fuzz/corpus",
+        "{} targets in {:.0} s; logs in target/xtask-fuzz/logs, corpora in target/xtask-fuzz/corpus",
         selected.len(),
         started.elapsed().as_secs_f64()
     );
