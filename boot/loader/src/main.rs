@@ -44,6 +44,7 @@
 mod frames;
 mod handoff;
 mod kernel_file;
+mod measure;
 mod plan;
 mod uefi_map;
 

@@ -31,6 +31,8 @@ pub enum LoadError {
     FiveLevel(&'static str),
     /// A test build that cannot do what it is for on this machine.
     TestBuild(&'static str),
+    /// The kernel could not be measured where it must be (see `measure`).
+    Measure(crate::measure::Refusal),
 }
 
 impl fmt::Display for LoadError {
@@ -46,6 +48,7 @@ impl fmt::Display for LoadError {
             LoadError::Map(e) => write!(f, "page tables: {e}"),
             LoadError::Uefi(what, status) => write!(f, "{what}: {status:?}"),
             LoadError::TestBuild(why) => write!(f, "test build: {why}"),
+            LoadError::Measure(refusal) => write!(f, "{refusal}"),
             LoadError::FiveLevel(why) => write!(
                 f,
                 "the firmware runs 5-level paging (CR4.LA57) and {why}; OVMF's fw_cfg \
@@ -119,6 +122,7 @@ fn pages(len: u64) -> u64 {
 pub fn prepare() -> Result<Handoff, LoadError> {
     let five_level = paging_levels()? == 5;
     let file = kernel_file::read()?;
+    crate::measure::kernel(file, in_td()).map_err(LoadError::Measure)?;
     let kernel = Kernel::parse(file)?;
     let config = config::parse(kernel.section(b".bootloader-config")?)?;
     let mappings = config.mappings;

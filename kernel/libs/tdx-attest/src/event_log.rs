@@ -54,7 +54,8 @@ impl SpecId {
         &self.algorithms[..self.count]
     }
 
-    fn digest_size(&self, alg: u16) -> Option<usize> {
+    /// The digest size of `alg`, if the header announces it.
+    pub fn digest_size(&self, alg: u16) -> Option<usize> {
         self.algorithms().iter().find(|(a, _)| *a == alg).map(|(_, s)| usize::from(*s))
     }
 }
