@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what `cargo xtask run` and `cargo xtask test` need on a Debian or Ubuntu host:
-# QEMU (qemu-system-x86), UEFI firmware (ovmf) and a C toolchain for linking host tools (gcc,
-# libc6-dev), plus the pinned Rust toolchain through rustup. Idempotent, and silent when
-# everything is already present. As a non-root user it prints the sudo command to run.
+# QEMU (qemu-system-x86), UEFI firmware (ovmf), a software TPM (swtpm, swtpm-tools, tpm2-tools)
+# and a C toolchain for linking host tools (gcc, libc6-dev), plus the pinned Rust toolchain
+# through rustup. Idempotent, and silent when everything is already present. As a non-root
+# user it prints the sudo command to run.
 # With --fuzz it also installs cargo-fuzz (for `cargo xtask fuzz`; CI passes it).
 set -euo pipefail
 
@@ -19,6 +20,11 @@ packages=()
 command -v qemu-system-x86_64 >/dev/null 2>&1 || packages+=(qemu-system-x86)
 [ -f /usr/share/ovmf/OVMF.fd ] || [ -n "${OVMF_PATH:-}" ] || packages+=(ovmf)
 command -v cc >/dev/null 2>&1 || packages+=(gcc libc6-dev)
+# The TPM runs of `cargo xtask test` boot with a software TPM (swtpm) and read its PCRs back
+# (swtpm_ioctl, tpm2_pcrread); without them those runs are skipped with the reason.
+command -v swtpm >/dev/null 2>&1 || packages+=(swtpm)
+command -v swtpm_ioctl >/dev/null 2>&1 || packages+=(swtpm-tools)
+command -v tpm2_pcrread >/dev/null 2>&1 || packages+=(tpm2-tools)
 
 if [ "${#packages[@]}" -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then

@@ -151,6 +151,10 @@ pub enum LoaderKind {
     /// Test-only: the same with a trampoline that ignores LA57 (`harness:la57-broken-trampoline`).
     #[value(skip)]
     OwnLa57BrokenTrampoline,
+    /// Test-only: ours, with a copy of the kernel one byte different (in `.comment`, which
+    /// nothing loads): the TPM must show a different PCR 9 (`harness:tpm-flipped-kernel`).
+    #[value(skip)]
+    OwnFlippedKernel,
 }
 
 impl LoaderKind {
@@ -162,6 +166,7 @@ impl LoaderKind {
             LoaderKind::OwnOldApiKernel => "own-old-api-kernel",
             LoaderKind::OwnLa57 => "own-la57",
             LoaderKind::OwnLa57BrokenTrampoline => "own-la57-broken-trampoline",
+            LoaderKind::OwnFlippedKernel => "own-flipped-kernel",
         }
     }
 
@@ -171,7 +176,10 @@ impl LoaderKind {
             LoaderKind::OwnBrokenHandoff => Some("broken-handoff"),
             LoaderKind::OwnLa57 => Some("test-enable-la57"),
             LoaderKind::OwnLa57BrokenTrampoline => Some("test-broken-la57-trampoline"),
-            LoaderKind::Own | LoaderKind::OwnOldApiKernel | LoaderKind::Upstream => None,
+            LoaderKind::Own
+            | LoaderKind::OwnOldApiKernel
+            | LoaderKind::OwnFlippedKernel
+            | LoaderKind::Upstream => None,
         }
     }
 
@@ -339,6 +347,7 @@ pub fn build(variant: &KernelVariant, loader: LoaderKind, quiet: bool) -> Result
     let image = target_dir.join(image_name(loader));
     let image_kernel = match loader {
         LoaderKind::OwnOldApiKernel => with_older_api_version(&kernel)?,
+        LoaderKind::OwnFlippedKernel => with_one_byte_flipped(&kernel)?,
         _ => kernel.clone(),
     };
     let loader = match &loader_efi {
@@ -358,6 +367,7 @@ pub fn image_name(loader: LoaderKind) -> &'static str {
         LoaderKind::OwnOldApiKernel => "tdx-unikernel-uefi-old-api-kernel.img",
         LoaderKind::OwnLa57 => "tdx-unikernel-uefi-la57.img",
         LoaderKind::OwnLa57BrokenTrampoline => "tdx-unikernel-uefi-la57-broken-trampoline.img",
+        LoaderKind::OwnFlippedKernel => "tdx-unikernel-uefi-flipped-kernel.img",
     }
 }
 
@@ -377,6 +387,26 @@ fn with_older_api_version(kernel: &Path) -> Result<PathBuf> {
     }
     bytes[at + 20..at + 22].copy_from_slice(&16u16.to_le_bytes());
     let copy = kernel.with_file_name("kernel-bootloader-api-0.11.16");
+    std::fs::write(&copy, bytes).with_context(|| format!("cannot write {}", copy.display()))?;
+    Ok(copy)
+}
+
+/// A copy of `kernel` with one bit of its `.comment` section (the toolchain's names, which no
+/// loader maps) flipped, written beside it: the same kernel at run time, a different file.
+fn with_one_byte_flipped(kernel: &Path) -> Result<PathBuf> {
+    let mut bytes =
+        std::fs::read(kernel).with_context(|| format!("cannot read {}", kernel.display()))?;
+    let parsed = loader_core::elf::Kernel::parse(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", kernel.display()))?;
+    let section = parsed
+        .section(b".comment")
+        .map_err(|e| anyhow::anyhow!("{}: no .comment section: {e}", kernel.display()))?;
+    if section.len() < 2 {
+        bail!("{}: the .comment section is empty", kernel.display());
+    }
+    let at = section.as_ptr() as usize - bytes.as_ptr() as usize + 1;
+    bytes[at] ^= 0x20;
+    let copy = kernel.with_file_name("kernel-one-byte-flipped");
     std::fs::write(&copy, bytes).with_context(|| format!("cannot write {}", copy.display()))?;
     Ok(copy)
 }

@@ -20,6 +20,7 @@ mod report;
 mod secure_boot;
 mod td;
 mod test;
+mod tpm;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};

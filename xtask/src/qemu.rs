@@ -46,7 +46,7 @@ pub fn version(qemu: &Path) -> Result<(u32, u32, u32)> {
     })
 }
 
-fn find_in_path(program: &Path) -> Option<PathBuf> {
+pub fn find_in_path(program: &Path) -> Option<PathBuf> {
     if program.components().count() > 1 {
         return is_executable(program).then(|| program.to_owned());
     }

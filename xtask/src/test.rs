@@ -565,6 +565,25 @@ pub fn default_runs(
             timeout,
             firmware: None,
         });
+        // Measured boot under a TPM (swtpm): PCR 9 read from the TPM after QEMU exits is the
+        // replay of the loader's kernel.elf event, and the printed event log replays to the
+        // PCRs; the twin's kernel.elf differs in one byte, and its PCR 9 must differ.
+        for (id, loader) in [
+            ("tpm:measured-boot", LoaderKind::Own),
+            (crate::tpm::FLIPPED_RUN, LoaderKind::OwnFlippedKernel),
+        ] {
+            runs.push(RunSpec {
+                id: id.into(),
+                mode: "native",
+                machine: Machine::Legacy,
+                mode_flag: None,
+                variant: KernelVariant::default(),
+                loader,
+                expect: Expect::Pass,
+                timeout,
+                firmware: None,
+            });
+        }
         runs.push(RunSpec {
             id: "harness:broken-loader".into(),
             mode: "native",
@@ -1016,25 +1035,13 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
     }
     let firmware = match run_firmware(spec, options) {
         Ok(firmware) => firmware,
-        Err(reason) => {
-            std::fs::write(&log, format!("skipped: {reason}\n"))
-                .with_context(|| format!("cannot write {}", log.display()))?;
-            return Ok(RunReport {
-                id: spec.id.clone(),
-                mode: spec.mode.into(),
-                machine: spec.machine,
-                loader: "upstream".into(),
-                expect: spec.expect.word().into(),
-                verdict: Verdict::Skip,
-                judged: "skip".into(),
-                reason,
-                qemu_status: None,
-                wall_ms: 0,
-                tests: Vec::new(),
-                counters: BTreeMap::new(),
-                log: log.display().to_string(),
-            });
-        }
+        Err(reason) => return skipped(spec, &log, reason),
+    };
+    // The TPM runs boot with swtpm and are judged on its PCRs too (xtask/src/tpm.rs).
+    let tpm = match crate::tpm::wanted(&spec.id).then(crate::tpm::tools_present) {
+        Some(Err(reason)) => return skipped(spec, &log, reason),
+        Some(Ok(())) => Some(crate::tpm::Swtpm::start(&log.with_extension("swtpm"))?),
+        None => None,
     };
     let nonce = crate::attest::fresh_nonce();
     let mut extra_args = options.qemu_args.clone();
@@ -1045,6 +1052,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
     if let Some(path) = &virtio_log {
         let _ = std::fs::remove_file(path);
     }
+    extra_args.extend(tpm.iter().flat_map(crate::tpm::Swtpm::qemu_args));
     let mut args = qemu::boot_args(&qemu::BootSpec {
         firmware: &firmware,
         image,
@@ -1150,6 +1158,9 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
             judged = Err(format!("host check of the TDREPORT: {e}"));
         }
     }
+    if let Some(tpm) = tpm {
+        crate::tpm::judge(spec.loader, tpm, image, &finished.output, &mut tests, &mut judged);
+    }
     if let Some(scenario) = spec.id.strip_prefix("fatal:") {
         tests.push(Check {
             name: format!("fault.{scenario}"),
@@ -1183,6 +1194,27 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         wall_ms: finished.wall.as_millis(),
         tests,
         counters: parsed.counters,
+        log: log.display().to_string(),
+    })
+}
+
+/// The report of a run that cannot be made on this host, with the reason.
+fn skipped(spec: &RunSpec, log: &Path, reason: String) -> Result<RunReport> {
+    std::fs::write(log, format!("skipped: {reason}\n"))
+        .with_context(|| format!("cannot write {}", log.display()))?;
+    Ok(RunReport {
+        id: spec.id.clone(),
+        mode: spec.mode.into(),
+        machine: spec.machine,
+        loader: spec.loader.name().into(),
+        expect: spec.expect.word().into(),
+        verdict: Verdict::Skip,
+        judged: "skip".into(),
+        reason,
+        qemu_status: None,
+        wall_ms: 0,
+        tests: Vec::new(),
+        counters: BTreeMap::new(),
         log: log.display().to_string(),
     })
 }

@@ -663,6 +663,7 @@ fn loader_image(loader: LoaderKind, image: &Path) -> Result<(Image, PathBuf)> {
         LoaderKind::Own
         | LoaderKind::OwnBrokenHandoff
         | LoaderKind::OwnOldApiKernel
+        | LoaderKind::OwnFlippedKernel
         | LoaderKind::OwnLa57
         | LoaderKind::OwnLa57BrokenTrampoline => {
             let efi = build::build_loader(loader.loader_feature(), true)?;
