@@ -8,7 +8,7 @@
 //!   Authenticode image hash (EDK2 `DxeTpm2MeasureBootLib` `Tcg2MeasurePeImage`), SHA-384 in a
 //!   TD's log, SHA-256 (and others) in a TPM's.
 //! - Our loader's `kernel.elf` event in RTMR[2] (PCR 9): the digest of the whole file
-//!   (`tdx_attest::kernel_event`), and PCR 9 itself under a TPM where nothing else extends it.
+//!   (`loader_core::kernel_event`), and PCR 9 itself under a TPM where nothing else extends it.
 //! - What cannot be predicted: RTMR[0] (TD HOB, ACPI tables, CFV variables: host inputs), the
 //!   rest of RTMR[1] (GPT, boot variables, ExitBootServices events), RTMR[3] (the kernel's own
 //!   events, replayed from its log).
@@ -72,7 +72,7 @@ pub fn kernel_event(kernel: &[u8]) -> EventPrediction {
         file: boot::esp::KERNEL_FILE.into(),
         event_type: "EV_EVENT_TAG".into(),
         rtmr: 2,
-        pcr: tdx_attest::kernel_event::PCR,
+        pcr: loader_core::kernel_event::PCR,
         sha384: crate::attest::hex(&tdx_attest::sha384(&[kernel])),
         sha256: crate::attest::hex(&tdx_attest::sha256(&[kernel])),
     }

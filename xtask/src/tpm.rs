@@ -308,12 +308,12 @@ pub fn check_entries(log: &[u8], loader: &[u8], kernel_on_disk: &[u8]) -> Result
     }
     let kernel = crate::attest::hex(&tdx_attest::sha256(&[kernel_on_disk]));
     let ours: Vec<_> =
-        parsed.events().filter(|e| e.index == tdx_attest::kernel_event::PCR).collect();
+        parsed.events().filter(|e| e.index == loader_core::kernel_event::PCR).collect();
     let [event] = ours.as_slice() else {
         return Err(format!("{} PCR 9 entries in the log, expected our loader's one", ours.len()));
     };
-    if event.event_type != tdx_attest::kernel_event::EVENT_TYPE
-        || event.data != tdx_attest::kernel_event::event_data()
+    if event.event_type != loader_core::kernel_event::EVENT_TYPE
+        || event.data != loader_core::kernel_event::event_data()
         || event.digest(ALG_SHA256).map(crate::attest::hex) != Some(kernel.clone())
     {
         return Err("the PCR 9 entry is not the tagged kernel.elf event of the file on disk".into());
@@ -437,10 +437,10 @@ mod tests {
         at += write_event2(
             &mut log[at..],
             9,
-            tdx_attest::kernel_event::EVENT_TYPE,
+            loader_core::kernel_event::EVENT_TYPE,
             ALG_SHA256,
             &digest,
-            &tdx_attest::kernel_event::event_data(),
+            &loader_core::kernel_event::event_data(),
         )
         .unwrap();
         log.truncate(at);

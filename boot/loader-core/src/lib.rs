@@ -16,6 +16,7 @@
 pub mod checks;
 pub mod config;
 pub mod elf;
+pub mod kernel_event;
 pub mod layout;
 pub mod memory_map;
 pub mod paging;

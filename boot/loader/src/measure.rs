@@ -5,7 +5,7 @@
 //!
 //! One event, before anything of the file is used: the SHA-384 (a TD) or the TPM's banks
 //! (outside one) of the whole file, `.bootloader-config` included, as an EV_EVENT_TAG that
-//! names it (`tdx_attest::kernel_event`), into PCR 9, as Linux's EFI stub measures the initrd
+//! names it (`loader_core::kernel_event`), into PCR 9, as Linux's EFI stub measures the initrd
 //! it loads (`efi_measure_tagged_event`, drivers/firmware/efi/libstub/efi-stub-helper.c):
 //!
 //! - in a TD through EFI_CC_MEASUREMENT_PROTOCOL, at the MR index `MapPcrToMrIndex(9)` gives
@@ -18,8 +18,7 @@
 //! - outside a TD without a TPM, it says on the console that nothing was measured.
 
 use core::fmt;
-use tdx_attest::event_log::EventLog;
-use tdx_attest::kernel_event;
+use loader_core::kernel_event;
 use uefi::proto::unsafe_protocol;
 use uefi::{boot, Status};
 
@@ -195,15 +194,21 @@ unsafe fn print_event_log(get_event_log: GetEventLog, this: *mut core::ffi::c_vo
         uefi::println!("tdx-loader: no TCG2 event log ({status:?})");
         return;
     }
-    // SAFETY: the firmware's log, in boot-services memory that stays until ExitBootServices:
-    // `last - location` bytes of entries, then the last entry, whose length is read below
-    // piece by piece, each read inside what the previous piece announced.
-    let len = unsafe { log_len(location, last) };
-    let Some(len) = len else {
+    // The firmware's log, in boot-services memory that stays until ExitBootServices: the
+    // entries up to `last`, then the last entry, whose length `log_len` reads piece by piece.
+    let mut read = |at: u64, buf: &mut [u8]| {
+        // SAFETY: inside the firmware's log: the header, or the last entry's fields, each read
+        // only where the pieces before it announced it.
+        buf.copy_from_slice(unsafe { core::slice::from_raw_parts(at as *const u8, buf.len()) });
+        true
+    };
+    let Some(len) =
+        kernel_event::log_len(location, last, &mut read).and_then(|l| usize::try_from(l).ok())
+    else {
         uefi::println!("tdx-loader: the TCG2 event log's last entry cannot be read");
         return;
     };
-    // SAFETY: `len` bytes from `location` are the log, as established by `log_len`.
+    // SAFETY: `len` bytes from `location` are the log, as `log_len` read it.
     let log = unsafe { core::slice::from_raw_parts(location as *const u8, len) };
     uefi::println!("# TCGLOG BEGIN len={len} truncated={truncated}");
     for (i, chunk) in log.chunks(LINE).enumerate() {
@@ -216,33 +221,4 @@ unsafe fn print_event_log(get_event_log: GetEventLog, this: *mut core::ffi::c_vo
         uefi::println!("# TCGLOG {:06x} {hex}", i * LINE);
     }
     uefi::println!("# TCGLOG END");
-}
-
-/// The log's length: up to the last entry, plus that entry (TCG_PCR_EVENT2: PCRIndex u32,
-/// EventType u32, TPML_DIGEST_VALUES {count u32, {hashAlg u16, digest}}, EventSize u32,
-/// Event), with digest sizes from the log's Spec ID header.
-///
-/// # Safety
-/// `location` is the start of a crypto-agile log whose last entry starts at `last`.
-unsafe fn log_len(location: u64, last: u64) -> Option<usize> {
-    let bytes = |at: u64, len: usize| -> &'static [u8] {
-        // SAFETY: within the firmware's log, per the caller (each length read from it).
-        unsafe { core::slice::from_raw_parts(at as *const u8, len) }
-    };
-    let u32_at = |at: u64| u32::from_le_bytes(bytes(at, 4).try_into().unwrap_or([0; 4]));
-    // TCG_PCR_EVENT header: its EventSize at 28, its event from 32.
-    let header_len = 32 + u32_at(location + 28) as usize;
-    if header_len > 4096 {
-        return None;
-    }
-    let spec = EventLog::parse(bytes(location, header_len)).ok()?.spec_id();
-    let count = u32_at(last + 8);
-    let mut at = last + 12;
-    for _ in 0..count.min(8) {
-        let alg = u16::from_le_bytes(bytes(at, 2).try_into().ok()?);
-        at += 2 + spec.digest_size(alg)? as u64;
-    }
-    let event_size = u32_at(at) as u64;
-    let end = at + 4 + event_size;
-    usize::try_from(end - location).ok()
 }

@@ -54,8 +54,7 @@ impl SpecId {
         &self.algorithms[..self.count]
     }
 
-    /// The digest size of `alg`, if the header announces it.
-    pub fn digest_size(&self, alg: u16) -> Option<usize> {
+    fn digest_size(&self, alg: u16) -> Option<usize> {
         self.algorithms().iter().find(|(a, _)| *a == alg).map(|(_, s)| usize::from(*s))
     }
 }

@@ -8,7 +8,6 @@
 //! - [`event_log`]: TCG crypto-agile event logs (TCG PC Client Platform Firmware Profile,
 //!   `TCG_PCR_EVENT2` after a `Spec ID Event03` header): the CCEL table's log in a TD and
 //!   EFI_TCG2_PROTOCOL.GetEventLog under a TPM, parsed and replayed.
-//! - [`kernel_event`]: the event our loader measures `kernel.elf` with.
 //! - [`mrtd`]: the records TDH.MEM.PAGE.ADD and TDH.MR.EXTEND add to MRTD, for predicting it
 //!   from a firmware file.
 //!
@@ -20,7 +19,6 @@
 #![warn(missing_docs)]
 
 pub mod event_log;
-pub mod kernel_event;
 pub mod mrtd;
 pub mod report;
 pub mod rtmr;
