@@ -5,6 +5,7 @@
 //!   module's `td_report_t`), decoded and, for softtdx, built.
 //! - [`rtmr`]: RTMR extension (RTMR = SHA-384(RTMR || 48-byte value), TDX module
 //!   `tdg_mr_rtmr_extend.c`) and replay of a list of extensions.
+//! - [`quote`]: TDG.VP.VMCALL<GetQuote>'s shared buffer and the guest's judgement of the answer.
 //! - [`event_log`]: TCG crypto-agile event logs (TCG PC Client Platform Firmware Profile,
 //!   `TCG_PCR_EVENT2` after a `Spec ID Event03` header): the CCEL table's log in a TD and
 //!   EFI_TCG2_PROTOCOL.GetEventLog under a TPM, parsed and replayed.
@@ -20,6 +21,7 @@
 
 pub mod event_log;
 pub mod mrtd;
+pub mod quote;
 pub mod report;
 pub mod rtmr;
 
