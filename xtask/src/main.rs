@@ -64,6 +64,10 @@ struct TdArgs {
     /// With --tdx: ask for the DEBUG attribute (bit 0); upstream QEMU 10.1 and KVM refuse it.
     #[arg(long, requires = "tdx")]
     debug: bool,
+    /// With --tdx: the host's Quote Generation Service for GetQuote, `vsock:CID:PORT` (Intel's
+    /// QGS: vsock:2:4050) or `unix:PATH`; without it QEMU answers QGS_UNAVAILABLE.
+    #[arg(long, value_name = "ADDRESS", requires = "tdx")]
+    quote_service: Option<td::qemu::QuoteService>,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -235,6 +239,9 @@ enum Command {
         sept_ve_disable: bool,
         #[arg(long)]
         debug: bool,
+        /// Give the TD the host's Quote Generation Service (`<quoteGenerationService/>`).
+        #[arg(long)]
+        quote_service: bool,
         /// Write to this file instead of stdout.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -280,6 +287,7 @@ fn td_launch(
     launch.memory_mib = td.memory;
     launch.sept_ve_disable = td.sept_ve_disable;
     launch.debug = td.debug;
+    launch.quote_service = td.quote_service.clone();
     launch.extra_args = extra_args;
     Ok(launch)
 }
@@ -454,6 +462,7 @@ fn run_command(cli: Cli) -> Result<bool> {
             memory,
             sept_ve_disable,
             debug,
+            quote_service,
             out,
         } => {
             let firmware = find_td_firmware(&firmware)?;
@@ -475,6 +484,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 sept_ve_disable,
                 debug,
             )?;
+            let xml = if quote_service { td::libvirt::with_quote_service(&xml) } else { xml };
             match out {
                 Some(path) => {
                     std::fs::write(&path, xml)

@@ -4,6 +4,10 @@
 //! Checked against libvirt's `docs/formatdomain.rst` ("Launch Security", "BIOS bootloader",
 //! "Hypervisor features") and its `tests/qemuxmlconfdata/launch-security-tdx.xml`:
 //!
+//! - `<quoteGenerationService/>` inside `<launchSecurity type='tdx'>` (`--quote-service`) has
+//!   libvirt give QEMU the host's Quote Generation Service for TDG.VP.VMCALL<GetQuote>
+//!   (ATTEST-FACTS §4); without it QEMU answers QGS_UNAVAILABLE. Not checked against a libvirt
+//!   here: no libvirt with TDX is installed.
 //! - `<launchSecurity type='tdx'><policy>` holds the TD ATTRIBUTES word, which libvirt passes
 //!   to QEMU as the `tdx-guest` object's `attributes`: bit 0 DEBUG, bit 28 SEPT_VE_DISABLE
 //!   ([`super::qemu::td_attributes`]). Without `<policy>` QEMU's default, 0x10000000, applies;
@@ -147,6 +151,11 @@ pub fn domain_xml(
     Ok(xml)
 }
 
+/// `xml` from [`domain_xml`] with a `<quoteGenerationService/>` in its `<launchSecurity>`.
+pub fn with_quote_service(xml: &str) -> String {
+    xml.replacen("  </launchSecurity>", "    <quoteGenerationService/>\n  </launchSecurity>", 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +247,15 @@ mod tests {
             }
         }
         assert!(stack.is_empty(), "unclosed: {stack:?}");
+    }
+
+    #[test]
+    fn quote_service_goes_inside_launch_security() {
+        let xml = domain_xml("x", Path::new("/i"), Path::new("/f"), 1, 2048, true, false).unwrap();
+        let with = with_quote_service(&xml);
+        let at = with.find("<quoteGenerationService/>").unwrap();
+        assert!(with.find("<launchSecurity type='tdx'>").unwrap() < at);
+        assert!(at < with.find("</launchSecurity>").unwrap());
+        assert_eq!(with.matches("quoteGenerationService").count(), 1);
     }
 }

@@ -5,6 +5,12 @@
 //! `target/i386/kvm/tdx.c` at commit 05caf2690e, `system/runstate.c`, `system/vl.c`). None of it
 //! was run: no machine available to this project has TDX. The golden tests pin the result.
 //!
+//! - With `--quote-service`, the object is written in QEMU's JSON form so that it can carry
+//!   `quote-generation-socket` (a socket address: `{"type":"vsock","cid":"2","port":"4050"}`
+//!   or `{"type":"unix","path":...}`), the host's Quote Generation Service that QEMU forwards
+//!   TDG.VP.VMCALL<GetQuote> to; without one QEMU answers QGS_UNAVAILABLE
+//!   (`tdx_handle_get_quote`, ATTEST-FACTS §4). The other properties keep their meaning:
+//!   `sept-ve-disable` a JSON bool, `attributes` a number.
 //! - `-accel kvm -cpu host`: a TD only runs on KVM, and `tdx_cpu_instance_init` exits with
 //!   "Named cpu model is not supported for TDX yet!" for any named model; `host` is the model
 //!   `tdx.rst` uses. QEMU also turns the PMU off and forces `invtsc` on by itself.
@@ -109,8 +115,48 @@ pub struct TdLaunch {
     pub sept_ve_disable: bool,
     /// TD attribute DEBUG (bit 0); see [`launch_warnings`].
     pub debug: bool,
+    /// The host's quote service for GetQuote, if any.
+    pub quote_service: Option<QuoteService>,
     /// Appended verbatim after the generated arguments (e.g. `-fw_cfg ...`, `-d int`).
     pub extra_args: Vec<String>,
+}
+
+/// Where QEMU reaches the host's Quote Generation Service (`--quote-service vsock:CID:PORT` or
+/// `unix:PATH`; Intel's QGS listens on vsock port 4050 of the host, CID 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuoteService {
+    Vsock { cid: u32, port: u32 },
+    Unix(String),
+}
+
+impl std::str::FromStr for QuoteService {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = "expected vsock:CID:PORT (e.g. vsock:2:4050) or unix:PATH";
+        if let Some(rest) = text.strip_prefix("vsock:") {
+            let (cid, port) = rest.split_once(':').ok_or(usage)?;
+            let number = |s: &str| s.parse::<u32>().map_err(|_| format!("{s:?}: {usage}"));
+            return Ok(QuoteService::Vsock { cid: number(cid)?, port: number(port)? });
+        }
+        match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Ok(QuoteService::Unix(path.to_owned())),
+            Some(_) => Err(format!("{text:?}: the unix socket path must be absolute")),
+            None => Err(format!("{text:?}: {usage}")),
+        }
+    }
+}
+
+impl QuoteService {
+    /// QEMU's SocketAddress in JSON (VsockSocketAddress takes its cid and port as strings).
+    fn json(&self) -> serde_json::Value {
+        match self {
+            QuoteService::Vsock { cid, port } => serde_json::json!({
+                "type": "vsock", "cid": cid.to_string(), "port": port.to_string()
+            }),
+            QuoteService::Unix(path) => serde_json::json!({"type": "unix", "path": path}),
+        }
+    }
 }
 
 impl TdLaunch {
@@ -129,6 +175,7 @@ impl TdLaunch {
             memory_mib: DEFAULT_MEMORY_MIB,
             sept_ve_disable: true,
             debug: false,
+            quote_service: None,
             extra_args: Vec::new(),
         }
     }
@@ -196,7 +243,16 @@ pub fn td_qemu_args(l: &TdLaunch) -> Result<Vec<String>> {
         bail!("firmware and image paths must not be empty");
     }
 
-    let tdx_object = if l.debug {
+    let tdx_object = if let Some(service) = &l.quote_service {
+        let mut object = serde_json::json!({"qom-type": "tdx-guest", "id": TDX_OBJECT_ID});
+        if l.debug {
+            object["attributes"] = l.attributes().into();
+        } else {
+            object["sept-ve-disable"] = l.sept_ve_disable.into();
+        }
+        object["quote-generation-socket"] = service.json();
+        object.to_string()
+    } else if l.debug {
         format!("tdx-guest,id={TDX_OBJECT_ID},attributes={:#x}", l.attributes())
     } else {
         let on_off = if l.sept_ve_disable { "on" } else { "off" };
@@ -439,5 +495,34 @@ mod tests {
         let line = td_command_line(&launch()).unwrap();
         assert!(line.starts_with("qemu-system-x86_64 -accel kvm -cpu host "), "{line}");
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn quote_service_uses_the_json_object() {
+        let mut l = launch();
+        l.quote_service = Some("vsock:2:4050".parse().unwrap());
+        let args = td_qemu_args(&l).unwrap();
+        let object: serde_json::Value =
+            serde_json::from_str(value_after(&args, "-object")[0]).unwrap();
+        assert_eq!(
+            object,
+            serde_json::json!({"qom-type": "tdx-guest", "id": "tdx0", "sept-ve-disable": true,
+                "quote-generation-socket": {"type": "vsock", "cid": "2", "port": "4050"}})
+        );
+        l.debug = true;
+        l.quote_service = Some("unix:/run/qgs,1.sock".parse().unwrap());
+        let args = td_qemu_args(&l).unwrap();
+        let object: serde_json::Value =
+            serde_json::from_str(value_after(&args, "-object")[0]).unwrap();
+        assert_eq!(object["attributes"], 0x1000_0001u64);
+        assert_eq!(object.get("sept-ve-disable"), None, "the two forms are never mixed");
+        assert_eq!(object["quote-generation-socket"]["path"], "/run/qgs,1.sock");
+    }
+
+    #[test]
+    fn quote_service_spellings() {
+        for bad in ["vsock:2", "vsock:x:4050", "unix:relative.sock", "tcp:1.2.3.4:1", ""] {
+            assert!(bad.parse::<QuoteService>().is_err(), "{bad}");
+        }
     }
 }
