@@ -1921,6 +1921,8 @@ mod tests {
                 ("attributes:debug-td", LoaderKind::Own),
                 ("td-image:hang-mode-ignored", LoaderKind::Own),
                 ("harness:la57-handoff", LoaderKind::OwnLa57),
+                ("tpm:measured-boot", LoaderKind::Own),
+                ("harness:tpm-flipped-kernel", LoaderKind::OwnFlippedKernel),
                 ("accept:eager", LoaderKind::Own),
             ]
         );
