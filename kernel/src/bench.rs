@@ -19,9 +19,9 @@
 //! or per #VE, rounded down), `METRIC <key> <count> windows=<n>` and
 //! `METRIC <key> exits=<n> bytes=<n>`, then `BENCH END`.
 
+use crate::arch::without_single_step as natively;
 use crate::exit::ExitCode;
 use crate::port::{inb, inl, insb, outb};
-use crate::selftest::natively;
 use crate::{counters, println};
 use tdx_ve::mmio::AccessSize;
 
