@@ -10,7 +10,7 @@
 //!   instruction the classification table (`td-rules`) sends to #VE for the module version and
 //!   TD the model plays ([`strict`]: HLT, WBINVD, INVD, VMCALL, MWAIT/MONITOR, CPUID leaves and
 //!   subleaves, RDMSR/WRMSR per MSR, MOV to CR0/CR4 by value); those the table sends to #GP or
-//!   #UD get that exception through its gate instead ([`deliver_fault`]). RSP
+//!   #UD get that exception through its gate instead ([`gate::deliver_fault`]). RSP
 //!   aligned down to 16, SS, RSP, RFLAGS, CS, RIP pushed, no error code, IF cleared, and a jump
 //!   to the handler address held by the IDT gate ([`deliver_ve`]). One deliberate difference:
 //!   TF stays set until the handler's TDG.VP.VEINFO.GET, so the model sees every instruction
@@ -40,7 +40,6 @@ use core::arch::x86_64::__cpuid_count;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 use tdx_ve::abi::{ExitReason, TdxStatus, VeInfo};
-use tdx_ve::delivery::DeliveryFault;
 
 pub use vmm::HostFault;
 
@@ -220,85 +219,6 @@ fn model() -> spin::MutexGuard<'static, Model> {
             "FATAL softtdx: the model was re-entered (an exception inside the model)",
         ),
     }
-}
-
-/// What the delivery trampoline pushes, from the top: SS, RSP, RFLAGS, CS, RIP, and the error
-/// code when [`SOFTTDX_DELIVERY_HAS_ERROR`] is set.
-#[no_mangle]
-static mut SOFTTDX_DELIVERY_FRAME: [u64; 6] = [0; 6];
-/// Non-zero if the exception being delivered pushes an error code.
-#[no_mangle]
-static mut SOFTTDX_DELIVERY_HAS_ERROR: u64 = 0;
-/// The handler address of the gate being delivered through.
-#[no_mangle]
-static mut SOFTTDX_DELIVERY_ENTRY: u64 = 0;
-/// The stack pointer the CPU pushes the frame on, aligned down to 16.
-#[no_mangle]
-static mut SOFTTDX_DELIVERY_STACK: u64 = 0;
-
-// Entered by `iretq` from a handler that decided to deliver an exception (#VE, an NMI, or a
-// fault the module raises instead of a #VE), with every GPR and RSP as they were in the
-// interrupted context. It does what the CPU does when it delivers an exception in 64-bit mode:
-// switch to the stack [`deliver`] chose, push SS, RSP, RFLAGS, CS, RIP and the error code if
-// there is one, and jump through the gate. GPRs stay untouched; arithmetic flags of the current
-// RFLAGS are scratch, as they are during a real delivery (the interrupted RFLAGS are in the
-// frame).
-core::arch::global_asm!(
-    ".global softtdx_deliver",
-    "softtdx_deliver:",
-    "    mov rsp, qword ptr [rip + {stack}]",
-    "    push qword ptr [rip + {frame} + 40]",
-    "    push qword ptr [rip + {frame} + 32]",
-    "    push qword ptr [rip + {frame} + 24]",
-    "    push qword ptr [rip + {frame} + 16]",
-    "    push qword ptr [rip + {frame} + 8]",
-    "    cmp qword ptr [rip + {has_error}], 0",
-    "    je 2f",
-    "    push qword ptr [rip + {frame} + 0]",
-    "2:",
-    "    jmp qword ptr [rip + {entry}]",
-    frame = sym SOFTTDX_DELIVERY_FRAME,
-    has_error = sym SOFTTDX_DELIVERY_HAS_ERROR,
-    entry = sym SOFTTDX_DELIVERY_ENTRY,
-    stack = sym SOFTTDX_DELIVERY_STACK,
-);
-
-extern "C" {
-    fn softtdx_deliver();
-}
-
-/// Redirects `frame` so that its `iretq` enters `handler` on `stack` (aligned down to 16 here)
-/// with the frame the CPU pushes: the interrupted RIP, CS, `pushed_rflags`, RSP, SS, and
-/// `error_code` if the exception has one. Clearing flags for the handler is the caller's.
-fn deliver(
-    frame: &mut TrapFrame,
-    handler: u64,
-    stack: u64,
-    pushed_rflags: u64,
-    error_code: Option<u64>,
-) {
-    // SAFETY: single CPU, inside an exception handler: nothing else reads these slots until the
-    // trampoline, which runs right after this handler's iretq.
-    unsafe {
-        SOFTTDX_DELIVERY_FRAME =
-            [error_code.unwrap_or(0), frame.rip, frame.cs, pushed_rflags, frame.rsp, frame.ss];
-        SOFTTDX_DELIVERY_HAS_ERROR = u64::from(error_code.is_some());
-        SOFTTDX_DELIVERY_ENTRY = handler;
-        SOFTTDX_DELIVERY_STACK = stack & !15;
-    }
-    frame.rip = softtdx_deliver as *const () as u64;
-}
-
-/// Checks IDT gate `vector` as the CPU does before it delivers through it (`gate::check`), and
-/// returns its handler, the stack to push on (its IST stack, or the interrupted RSP), and
-/// whether it clears IF; or the fault the CPU raises instead.
-fn gate_delivery(frame: &TrapFrame, vector: u8) -> Result<(u64, u64, bool), DeliveryFault> {
-    let delivery = gate::check(vector)?;
-    let stack = match delivery.ist {
-        Some(ist) => gate::ist_stack(ist).unwrap_or(0),
-        None => frame.rsp,
-    };
-    Ok((delivery.handler, stack, delivery.clears_if))
 }
 
 pub fn is_active() -> bool {
@@ -508,7 +428,7 @@ fn resume(frame: &mut TrapFrame) {
             }
         }
     }
-    if frame.vector == UD_VECTOR && take_nmi_due() {
+    if frame.vector == gate::UD_VECTOR && take_nmi_due() {
         return deliver_nmi(frame);
     }
     if frame.rflags & rflags::TF == 0 {
@@ -565,22 +485,10 @@ fn resume(frame: &mut TrapFrame) {
                 };
                 return deliver_ve(frame, info);
             }
-            strict::Decision::Gp => return deliver_fault(frame, GP_VECTOR, Some(0)),
-            strict::Decision::Ud => return deliver_fault(frame, UD_VECTOR, None),
+            strict::Decision::Gp => return gate::deliver_fault(frame, gate::GP_VECTOR, Some(0)),
+            strict::Decision::Ud => return gate::deliver_fault(frame, gate::UD_VECTOR, None),
         }
     }
-}
-
-const GP_VECTOR: u64 = 13;
-const NP_VECTOR: u64 = 11;
-const UD_VECTOR: u64 = 6;
-
-/// Redirects `frame` so that its `iretq` delivers exception `vector` through its IDT gate, as
-/// the CPU does: the instruction at RIP does not run, IF and TF are clear in the handler.
-fn deliver_fault(frame: &mut TrapFrame, vector: u64, error_code: Option<u64>) {
-    let handler = crate::arch::idt::gate_handler(vector);
-    deliver(frame, handler, frame.rsp, frame.rflags, error_code);
-    frame.rflags &= !(rflags::IF | rflags::TF | rflags::RF);
 }
 
 /// Whether an injected NMI is due at this boundary (set by a successful TDG.VP.VEINFO.GET,
@@ -596,18 +504,12 @@ fn take_nmi_due() -> bool {
 /// interrupted RFLAGS, then TF, NT, RF and (interrupt gate) IF clear in the handler. The NMI's
 /// `iretq` returns to the instruction at RIP, which the model decides about then (see `resume`).
 fn deliver_nmi(frame: &mut TrapFrame) {
-    let (handler, stack, clears_if) =
-        match gate_delivery(frame, crate::arch::idt::vector::NMI as u8) {
-            Ok(delivery) => delivery,
-            Err(DeliveryFault::Gp(code)) => {
-                return deliver_fault(frame, GP_VECTOR, Some(code.into()))
-            }
-            Err(DeliveryFault::Np(code)) => {
-                return deliver_fault(frame, NP_VECTOR, Some(code.into()))
-            }
-        };
+    let Some(clears_if) =
+        gate::deliver_through_gate(frame, crate::arch::idt::vector::NMI as u8, frame.rflags)
+    else {
+        return;
+    };
     NMI_IN_FLIGHT.store(true, Ordering::SeqCst);
-    deliver(frame, handler, stack, frame.rflags, None);
     const NT: u64 = 1 << 14;
     frame.rflags &= !(NT | rflags::RF | rflags::TF);
     if clears_if {
@@ -677,18 +579,11 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
     // The TDX module sets RFLAGS.RF in the guest when it injects #VE (td_other_exits.c
     // tdx_inject_ve, README 6), so the frame the CPU pushes has RF set.
     let pushed_rflags = frame.rflags | rflags::RF;
-    let (handler, stack, clears_if) =
-        match gate_delivery(frame, crate::arch::idt::vector::VIRTUALIZATION as u8) {
-            Ok(delivery) => delivery,
-            // The CPU cannot use gate 20: it raises #GP or #NP instead (VE info stays valid).
-            Err(DeliveryFault::Gp(code)) => {
-                return deliver_fault(frame, GP_VECTOR, Some(code.into()))
-            }
-            Err(DeliveryFault::Np(code)) => {
-                return deliver_fault(frame, NP_VECTOR, Some(code.into()))
-            }
-        };
-    deliver(frame, handler, stack, pushed_rflags, None);
+    // A gate the CPU cannot use gets #GP or #NP instead (VE info stays valid).
+    let vector = crate::arch::idt::vector::VIRTUALIZATION as u8;
+    let Some(clears_if) = gate::deliver_through_gate(frame, vector, pushed_rflags) else {
+        return;
+    };
     // The CPU clears TF, NT and RF when it delivers an exception, and IF through an interrupt
     // gate (not a trap gate). The model keeps TF on until the handler's TDG.VP.VEINFO.GET (see
     // `tdx_module`), so that it sees every instruction the handler runs before it: one that
