@@ -7,13 +7,12 @@
 //! - REPORTDATA ([`report_data`]) binds the report to a nonce the relying party chose and to
 //!   the self-test's results at the time of the report.
 //! - [`ccel`]: the firmware's event log in a TD (ACPI CCEL), replayed against RTMR[0..2].
-//! - [`checks`]: the self-test checks.
+//! - The self-test checks are in `selftest/attest.rs`.
 //!
 //! The pure logic (TDREPORT layout, RTMR extend and replay, event-log parsing) is the host-tested
 //! `tdx-attest` library.
 
 pub mod ccel;
-pub mod checks;
 pub mod mr;
 
 use crate::println;

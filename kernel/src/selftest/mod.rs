@@ -12,6 +12,7 @@
 
 mod accept;
 mod allowlist;
+mod attest;
 mod basic;
 mod bootinfo;
 #[cfg_attr(feature = "no-device-checks", allow(dead_code))]
@@ -134,7 +135,7 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
         tally.record("fault.*", skip!("softtdx is not active: host faults are injected by the model, which this image does not contain"));
     }
     allowlist::run_final(&mut tally);
-    crate::attest::checks::run(&ctx, &mut tally);
+    attest::run(&ctx, &mut tally);
     #[cfg(feature = "audit-bypass")]
     audit_bypass();
 

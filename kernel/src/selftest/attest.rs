@@ -5,9 +5,9 @@
 //! The probes run first, so that the replay afterwards also shows that a refused
 //! TDG.MR.RTMR.EXTEND changed no RTMR.
 
-use super::mr::{self, ExtendData, MrError, ReportBuffer, ReportData};
-use super::{ccel, Hex, KERNEL_RTMR};
-use crate::selftest::{Context, Outcome, Tally};
+use super::{Context, Outcome, Tally};
+use crate::attest::mr::{self, ExtendData, MrError, ReportBuffer, ReportData};
+use crate::attest::{ccel, Hex, KERNEL_RTMR};
 use crate::{fail, pass, println, skip};
 use tdx_attest::report::{TdReport, REPORT_SUBTYPE_TD, REPORT_TYPE_TDX, TDREPORT_SIZE};
 
@@ -66,28 +66,29 @@ pub fn run(ctx: &Context, tally: &mut Tally) {
             96,
             "tdx-unikernel {} mode={}",
             env!("CARGO_PKG_VERSION"),
-            crate::selftest::mode_name()
+            super::mode_name()
         );
-        if let Err(e) = super::measure("kernel.identity", identity.as_str().as_bytes()) {
+        if let Err(e) = crate::attest::measure("kernel.identity", identity.as_str().as_bytes()) {
             return fail!("{e}");
         }
-        if let Err(e) = super::measure("kernel.selftest", summary.as_str().as_bytes()) {
+        if let Err(e) = crate::attest::measure("kernel.selftest", summary.as_str().as_bytes()) {
             return fail!("{e}");
         }
         pass!("2 events into RTMR[{KERNEL_RTMR}] (kernel.identity, kernel.selftest)")
     });
 
     // REPORTDATA binds the nonce and the results so far.
-    let nonce = super::read_nonce();
+    let nonce = crate::attest::read_nonce();
     let summary = tally_summary(tally);
-    let report_data = ReportData(super::report_data(&nonce.unwrap_or([0; 64]), summary.as_str()));
+    let report_data =
+        ReportData(crate::attest::report_data(&nonce.unwrap_or([0; 64]), summary.as_str()));
     match nonce {
         Some(n) => println!("# ATTEST REPORTDATA nonce={} summary={}", Hex(&n), summary.as_str()),
         None => println!("# ATTEST REPORTDATA nonce=none summary={}", summary.as_str()),
     }
     let report = mr::report(&mut buffer, &report_data);
     if let Ok(bytes) = &report {
-        super::print_report(bytes);
+        crate::attest::print_report(bytes);
     }
     tally.run("attest.report", || {
         let bytes = match &report {
@@ -123,7 +124,7 @@ pub fn run(ctx: &Context, tally: &mut Tally) {
     tally.run("attest.rtmr_replay", || {
         let Ok(bytes) = &report else { return fail!("no report") };
         let reported = TdReport::new(bytes).td_info().rtmr;
-        let (replayed, events) = super::replay_own_events();
+        let (replayed, events) = crate::attest::replay_own_events();
         if reported[KERNEL_RTMR] != replayed[KERNEL_RTMR] {
             return fail!(
                 "RTMR[3] {}... but the kernel's {events} events replay to {}...",
