@@ -163,8 +163,8 @@ pub const FATAL_SCENARIOS: [(&str, &[&str]); 15] = [
     // An EPT-violation #VE on a private GPA: a guest bug or a host attack (Linux panics).
     ("mmio-private-gpa", &["EPT violation on private GPA 0xfec00010"]),
     // A hostile host moves the virtio console's used index past the buffers in flight.
-    ("virtio-used-index", &["FATAL virtio-console: used index 8 after 0 with 1 in flight"]),
-    ("virtio-used-length", &["FATAL virtio-console: used length 65536 above 4096"]),
+    ("virtio-used-index", &["PANIC", "virtio-console: used index 8 after 0 with 1 in flight"]),
+    ("virtio-used-length", &["PANIC", "virtio-console: used length 65536 above 4096"]),
 ];
 
 /// Deliberate crashes of the native kernel (`crash <kind>` boot mode) and what each must print.

@@ -1,5 +1,6 @@
 //! x86_64 plumbing: descriptor tables, the trap entry path and the NMI handler.
 
+pub mod frame;
 pub mod gdt;
 pub mod idt;
 pub mod nmi;

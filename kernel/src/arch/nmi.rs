@@ -20,8 +20,9 @@
 //! this handler's IRETQ, and nothing in the handler can fault (which would unblock NMIs early
 //! and let a nested NMI reuse the IST stack).
 
+use super::frame::TrapFrame;
 use super::idt::vector;
-use super::trap::{self, TrapFrame};
+use super::trap;
 use crate::counters;
 
 /// Registers the NMI handler; runs once at boot, right after the IDT is loaded.

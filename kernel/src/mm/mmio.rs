@@ -50,15 +50,12 @@ impl DeviceMemory {
     }
 }
 
+/// A failed RequestMMIO stops the kernel. Device memory sits below the console and the exit
+/// path (the virtio console uses it), so it panics: the crate root's panic handler prints the
+/// message, sends ReportFatalError and exits.
 #[cold]
 fn fatal(gpa: u64, error: crate::tdx::vmcall::VmcallError) -> ! {
-    use core::fmt::Write;
-    let _ = writeln!(
-        crate::console::EmergencyWriter::new(),
-        "\nFATAL RequestMMIO at {gpa:#x}: {error}"
-    );
-    crate::tdx::report_fatal_error("RequestMMIO failed");
-    crate::exit::exit(crate::exit::ExitCode::Failure)
+    panic!("RequestMMIO at {gpa:#x}: {error}")
 }
 
 /// One `mov` load of `size` bytes at `address`, zero-extended.

@@ -127,7 +127,11 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
     virtio::run(&mut tally);
     allowlist::run(&mut tally);
     #[cfg(feature = "test-modes")]
-    diff::run(&ctx, &mut tally);
+    if diff::run(&mut tally) {
+        // MMIO through the EPT-violation #VE, then the MapGPA/RequestMMIO host faults.
+        mmio_diff::run(&ctx, &mut tally);
+        diff::faults(&mut tally);
+    }
     #[cfg(not(feature = "test-modes"))]
     {
         // The kernel a TD boots has no model (cargo feature `test-modes`).

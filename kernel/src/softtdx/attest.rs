@@ -15,7 +15,7 @@
 //! RTMR lock (one vCPU: never TDX_OPERAND_BUSY), and the EPT walk of a GPA that is not mapped
 //! (the module would exit to the host or raise #VE; the model answers TDX_OPERAND_INVALID).
 
-use crate::arch::trap::TrapFrame;
+use crate::arch::frame::TrapFrame;
 use spin::Mutex;
 use tdx_attest::report::{self, ReportType, TdInfo, REPORTDATA_SIZE, TDREPORT_SIZE};
 use tdx_attest::rtmr::RTMR_COUNT;

@@ -3,8 +3,8 @@
 //! point at, and the IST stack from the TSS that TR names; the checks are `tdx_ve::delivery`
 //! (host-tested). Then one trampoline pushes the frame and jumps through the gate.
 
+use crate::arch::frame::TrapFrame;
 use crate::arch::rflags;
-use crate::arch::trap::TrapFrame;
 use tdx_ve::delivery::{self, Delivery, DeliveryFault};
 use x86_64::instructions::tables::{sgdt, sidt};
 

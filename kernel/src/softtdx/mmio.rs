@@ -36,7 +36,7 @@
 //! fail a RequestMMIO.
 
 use super::pages::{PageState, Pages};
-use crate::arch::trap::TrapFrame;
+use crate::arch::frame::TrapFrame;
 use core::sync::atomic::{AtomicU64, Ordering};
 use tdx_ve::abi::{ExitReason, TdVmCallStatus, VeInfo};
 use tdx_ve::mmio::AccessSize;
@@ -122,7 +122,7 @@ pub static RAM_STEPS: AtomicU64 = AtomicU64::new(0);
 fn state() -> spin::MutexGuard<'static, State> {
     match STATE.try_lock() {
         Some(guard) => guard,
-        None => super::vmm::host_stop("FATAL softtdx: the MMIO model was re-entered"),
+        None => super::host::host_stop("FATAL softtdx: the MMIO model was re-entered"),
     }
 }
 

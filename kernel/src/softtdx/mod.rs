@@ -27,13 +27,14 @@
 
 mod attest;
 mod gate;
+mod host;
 pub mod mmio;
 pub mod pages;
 mod strict;
 mod vmm;
 
+use crate::arch::frame::TrapFrame;
 use crate::arch::rflags;
-use crate::arch::trap::TrapFrame;
 use crate::bootflags::{FatalScenario, NmiPoint};
 use crate::memory;
 use core::arch::x86_64::__cpuid_count;
@@ -215,7 +216,7 @@ static NMI_IN_FLIGHT: AtomicBool = AtomicBool::new(false);
 fn model() -> spin::MutexGuard<'static, Model> {
     match MODEL.try_lock() {
         Some(guard) => guard,
-        None => vmm::host_stop(
+        None => host::host_stop(
             "FATAL softtdx: the model was re-entered (an exception inside the model)",
         ),
     }
@@ -415,7 +416,7 @@ fn resume(frame: &mut TrapFrame) {
                  still set (RF left set after an emulated instruction)",
                 frame.rip
             );
-            vmm::host_stop(message.as_str());
+            host::host_stop(message.as_str());
         }
         if model.nested_ves > 0 {
             // A nested #VE's handler returns into the outer handler.
@@ -562,7 +563,7 @@ fn deliver_ve(frame: &mut TrapFrame, mut info: VeInfo) {
              (a #DF on real hardware)",
             info.exit_reason
         );
-        vmm::host_stop(message.as_str());
+        host::host_stop(message.as_str());
     }
     model.pending_ve = Some(info);
     if model.ve_in_flight.is_some() {

@@ -42,8 +42,8 @@
 //! a message saying so. The kernel's allocator accepts whole 2 MiB units, so it never does
 //! that.
 
-use super::vmm::host_stop;
-use crate::arch::trap::TrapFrame;
+use super::host::host_stop;
+use crate::arch::frame::TrapFrame;
 use crate::memory;
 use core::fmt::Write;
 use tdx_ve::accept::{

@@ -12,7 +12,7 @@
 //! raise #VE as the `tdx.wrmsr_ve` self-test check expects. Values (MSR, CPUID leaf and subleaf,
 //! CR0/CR4 values) are read from the interrupted registers, so each decision is exact.
 
-use crate::arch::trap::TrapFrame;
+use crate::arch::frame::TrapFrame;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic, Register};
 use td_rules::{ModuleVersion, Outcome, WrittenValue};
 

@@ -13,10 +13,9 @@
 //! Drivers call [`read`] and [`write`] directly ("paravirtual MMIO", as td-shim and Oak do):
 //! one hypercall per register access and no #VE.
 
-use super::ve::VeError;
 use super::vmcall::VmcallError;
+use crate::arch::frame::TrapFrame;
 use crate::arch::rflags;
-use crate::arch::trap::TrapFrame;
 use crate::counters;
 use crate::memory;
 use tdx_ve::abi::{TdVmCallStatus, TdVmCallSubFunction, TdcallLeaf, TdxStatus, VeInfo};
@@ -150,8 +149,8 @@ pub fn write(gpa: u64, size: AccessSize, value: u64) -> Result<(), VmcallError> 
 }
 
 /// Emulates the MMIO access that raised an EPT-violation #VE, and advances RIP past it.
-pub fn emulate_ept_violation(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), VeError> {
-    emulate(frame, ve).map_err(VeError::Mmio)
+pub fn emulate_ept_violation(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), MmioError> {
+    emulate(frame, ve)
 }
 
 fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), MmioError> {

@@ -14,8 +14,8 @@
 
 use super::tdcall::{self, TdcallError};
 use super::vmcall::{self, VmcallError};
+use crate::arch::frame::TrapFrame;
 use crate::arch::rflags;
-use crate::arch::trap::TrapFrame;
 use crate::console::EmergencyWriter;
 use crate::counters;
 use crate::memory::{self, AccessError};
@@ -133,7 +133,7 @@ pub fn handle_virtualization_exception(frame: &mut TrapFrame) {
     // MMIO: no instruction length in the VE info; the emulation decodes and advances RIP.
     if ve.exit_reason == ExitReason::EptViolation as u32 {
         counters::VE_MMIO.increment();
-        if let Err(error) = super::mmio::emulate_ept_violation(frame, &ve) {
+        if let Err(error) = super::mmio::emulate_ept_violation(frame, &ve).map_err(VeError::Mmio) {
             fatal(frame, Some(ve), error);
         }
         return;

@@ -383,9 +383,12 @@ pub mod softtdx {
         EXEMPT.iter().find(|(prefix, _)| function.starts_with(prefix)).map(|(_, why)| *why)
     }
 
-    /// Whether `function` is the model's host side, whose port accesses are the VMM's.
+    /// Whether `function` is the model's host side (its VMM, and the machine's own port
+    /// accesses and console), whose port accesses are the host's.
     pub fn host_side(function: &str) -> bool {
-        function.starts_with("kernel::softtdx::vmm::")
+        ["kernel::softtdx::vmm::", "kernel::softtdx::host::"]
+            .iter()
+            .any(|module| function.starts_with(module))
     }
 
     pub struct Judgement {
@@ -783,7 +786,7 @@ pub fn audit(request: Request, firmware: &ovmf::Firmware, timeout: Duration) -> 
             report.push('\n');
         }
         report.push_str(&format!(
-            "port accesses by the model's host side (kernel::softtdx::vmm, counted by the plugin up to the counter snapshot): {}; kernel's tdvmcall.io: {counted}\n",
+            "port accesses by the model's host side (kernel::softtdx::vmm and ::host, counted by the plugin up to the counter snapshot): {}; kernel's tdvmcall.io: {counted}\n",
             judgement.host_port_accesses
         ));
         problems.extend(judgement.problems.iter().cloned());
@@ -946,7 +949,7 @@ mod tests {
         assert_eq!(judgement.problems, ["port I/O in kernel::selftest::audit_bypass"]);
         assert!(softtdx::exempt("kernel::selftest::audit_bypass").is_none());
         assert!(softtdx::exempt(
-            "<kernel::softtdx::vmm::HostConsole as core::fmt::Write>::write_str"
+            "<kernel::softtdx::host::HostConsole as core::fmt::Write>::write_str"
         )
         .is_some());
     }
