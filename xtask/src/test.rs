@@ -67,7 +67,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expect {
@@ -106,7 +106,7 @@ pub enum Expect {
 }
 
 impl Expect {
-    fn word(&self) -> &'static str {
+    pub fn word(&self) -> &'static str {
         match self {
             Expect::Pass => "pass",
             Expect::Fail { .. } | Expect::FailEach { .. } => "fail",
@@ -734,13 +734,14 @@ pub fn verdict(
     }
 }
 
-/// Compares a run's outcome with its expectation; returns whether it matched, and why not.
+/// Compares a run's outcome with its expectation: `Ok` with what the judgement adds to the
+/// run's reason (why the harness refused a run that expects that, else nothing), or why not.
 pub fn judge(
     spec: &RunSpec,
     verdict: Verdict,
     status: Option<i32>,
     report: &SerialReport,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let printed = |marker: &str| {
         report.kernel_lines.iter().chain(&report.loader_lines).any(|l| l.contains(marker))
     };
@@ -836,10 +837,14 @@ pub fn judge(
             if NO_DEBUG_EXIT_RUNS.contains(&spec.id.as_str()) && report.halted.is_none() {
                 return Err("without isa-debug-exit the kernel must park its vCPU".into());
             }
-            Ok(())
+            Ok(String::new())
         }
-        Expect::Fail { check } => judge_failed(verdict, report, std::slice::from_ref(check)),
-        Expect::FailEach { checks } => judge_failed(verdict, report, checks),
+        Expect::Fail { check } => {
+            judge_failed(verdict, report, std::slice::from_ref(check)).map(|()| String::new())
+        }
+        Expect::FailEach { checks } => {
+            judge_failed(verdict, report, checks).map(|()| String::new())
+        }
         Expect::Fatal { reason, host_report } => {
             if verdict != Verdict::Fail {
                 return Err(format!(
@@ -871,7 +876,7 @@ pub fn judge(
                     ));
                 }
             }
-            Ok(())
+            Ok(String::new())
         }
         Expect::Crash { marker } => {
             if status != Some(0) {
@@ -880,7 +885,7 @@ pub fn judge(
             if !printed(marker) || !report.fatal.is_empty() {
                 return Err(format!("expected {marker:?} and then a silent reset"));
             }
-            Ok(())
+            Ok(String::new())
         }
         Expect::Timeout { marker } => {
             if verdict != Verdict::Timeout {
@@ -889,7 +894,7 @@ pub fn judge(
             if !printed(marker) || !report.fatal.is_empty() {
                 return Err(format!("expected {marker:?} and then silence"));
             }
-            Ok(())
+            Ok(String::new())
         }
         Expect::Rejected { because } => {
             if verdict != Verdict::Pass {
@@ -899,10 +904,11 @@ pub fn judge(
             }
             let as_pass = RunSpec { expect: Expect::Pass, ..spec.clone() };
             match judge(&as_pass, verdict, status, report) {
-                Ok(()) => {
+                Ok(_) => {
                     Err(format!("the harness accepted the run; it must refuse it ({because})"))
                 }
-                Err(why) if why.contains(because.as_str()) => Ok(()),
+                // What the harness refused the kernel's pass for goes into the run's reason.
+                Err(why) if why.contains(because.as_str()) => Ok(format!("refused: {why}")),
                 Err(why) => Err(format!("refused for another reason: {why}; want {because:?}")),
             }
         }
@@ -912,7 +918,7 @@ pub fn judge(
                     "expected the firmware to refuse the loader (Secure Boot), got {verdict:?}"
                 ));
             }
-            Ok(())
+            Ok(String::new())
         }
     }
 }
@@ -976,6 +982,27 @@ pub struct RunReport {
     pub tests: Vec<Check>,
     pub counters: BTreeMap<String, u64>,
     pub log: String,
+}
+
+impl RunReport {
+    /// The report of a run that was not made, and why (neither passed nor failed).
+    pub fn skipped(spec: &RunSpec, reason: String, log: &Path) -> RunReport {
+        RunReport {
+            id: spec.id.clone(),
+            mode: spec.mode.into(),
+            machine: spec.machine,
+            loader: spec.loader.name().into(),
+            expect: spec.expect.word().into(),
+            verdict: Verdict::Skip,
+            judged: "skip".into(),
+            reason,
+            qemu_status: None,
+            wall_ms: 0,
+            tests: Vec::new(),
+            counters: BTreeMap::new(),
+            log: log.display().to_string(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -1102,7 +1129,11 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         .with_context(|| format!("cannot write {}", log.display()))?;
     let parsed = report::parse(&finished.output);
     let (verdict, mut why) = verdict(finished.status, finished.timed_out, &parsed);
-    let mut judged = judge(spec, verdict, finished.status, &parsed);
+    // `note`: what the harness refused an expected refusal for, for the reason below.
+    let (mut judged, note) = match judge(spec, verdict, finished.status, &parsed) {
+        Ok(note) => (Ok(()), note),
+        Err(e) => (Err(e), String::new()),
+    };
     if let (Some(count), Ok(())) = (window, &judged) {
         let sent = finished.nmis.clone().unwrap_or_default();
         let nmis = parsed.counters.get("nmi").copied().unwrap_or(0);
@@ -1136,7 +1167,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         };
         judged = judge(spec, verdict, finished.status, &carried)
             .map_err(|e| format!("virtio console report: {e}"))
-            .and_then(|()| virtio_agrees(&parsed, &carried));
+            .and_then(|_| virtio_agrees(&parsed, &carried));
     }
     let mut tests = parsed.checks.clone();
     // A TDREPORT the kernel printed is judged on the host too (xtask/src/attest.rs); a run
@@ -1176,19 +1207,14 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
         expect: spec.expect.word().into(),
         verdict,
         judged: if judged.is_ok() { "ok".into() } else { "wrong".into() },
-        reason: match (&judged, &spec.expect) {
-            // Say what the harness refused the kernel's pass for.
-            (Ok(()), Expect::Rejected { .. }) => {
-                let as_pass = RunSpec { expect: Expect::Pass, ..spec.clone() };
-                let refusal = judge(&as_pass, verdict, finished.status, &parsed).err();
-                format!("refused: {} ({why})", refusal.unwrap_or_default())
-            }
+        reason: match &judged {
+            Ok(()) if !note.is_empty() => format!("{note} ({why})"),
             // A run with its own firmware names it.
-            (Ok(()), _) if spec.firmware.is_some() => {
+            Ok(()) if spec.firmware.is_some() => {
                 format!("with {}: {why}", firmware.code.display())
             }
-            (Ok(()), _) => why,
-            (Err(e), _) => format!("{e} ({why})"),
+            Ok(()) => why,
+            Err(e) => format!("{e} ({why})"),
         },
         qemu_status: finished.status,
         wall_ms: finished.wall.as_millis(),
@@ -1202,21 +1228,7 @@ fn execute(spec: &RunSpec, image: &Path, options: &Options, qemu: &Path) -> Resu
 fn skipped(spec: &RunSpec, log: &Path, reason: String) -> Result<RunReport> {
     std::fs::write(log, format!("skipped: {reason}\n"))
         .with_context(|| format!("cannot write {}", log.display()))?;
-    Ok(RunReport {
-        id: spec.id.clone(),
-        mode: spec.mode.into(),
-        machine: spec.machine,
-        loader: spec.loader.name().into(),
-        expect: spec.expect.word().into(),
-        verdict: Verdict::Skip,
-        judged: "skip".into(),
-        reason,
-        qemu_status: None,
-        wall_ms: 0,
-        tests: Vec::new(),
-        counters: BTreeMap::new(),
-        log: log.display().to_string(),
-    })
+    Ok(RunReport::skipped(spec, reason, log))
 }
 
 /// Runs the host unit tests of the whole workspace; true if they passed.
@@ -1323,6 +1335,7 @@ fn run_started(
     specs: &[RunSpec],
     with_host_merge_check: bool,
 ) -> Result<bool> {
+    let suite_started = Instant::now();
     let host_ok = if options.skip_host_tests { true } else { host_tests()? };
 
     // Build each variant and loader once, before any boot.
@@ -1358,6 +1371,7 @@ fn run_started(
     let queue = Mutex::new(specs.iter().enumerate().collect::<Vec<_>>());
     let results = Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 2);
+    let boots_started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
@@ -1368,6 +1382,7 @@ fn run_started(
             });
         }
     });
+    let boots_wall = boots_started.elapsed();
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(index, _)| *index);
 
@@ -1449,6 +1464,9 @@ fn run_started(
     if !skipped.is_empty() {
         println!("\nskipped (neither passed nor failed): {}", skipped.join(", "));
     }
+    // What the suite's time is made of: the boots (a skipped run makes none).
+    let boots = runs.iter().filter(|run| run.verdict != Verdict::Skip).count()
+        - usize::from(with_host_merge_check);
     let report = Report { passed, failed, runs };
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report)?;
@@ -1456,6 +1474,11 @@ fn run_started(
         println!("\nreport written to {}", path.display());
     }
     println!();
+    println!(
+        "{boots} boots in {:.1} s, {workers} at a time; the whole suite took {:.1} s",
+        boots_wall.as_secs_f64(),
+        suite_started.elapsed().as_secs_f64()
+    );
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }
@@ -1631,7 +1654,7 @@ mod tests {
     }
 
     fn judge_pass(mode: &'static str, report: &SerialReport) -> Result<(), String> {
-        judge(&spec(Expect::Pass, mode), Verdict::Pass, Some(33), report)
+        judge(&spec(Expect::Pass, mode), Verdict::Pass, Some(33), report).map(|_| ())
     }
 
     #[test]

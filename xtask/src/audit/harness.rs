@@ -58,7 +58,7 @@ pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Resul
     if let Some(reason) = result.as_ref().err().and_then(skip_reason) {
         std::fs::write(&log, format!("skipped: {reason}\n"))
             .with_context(|| format!("cannot write {}", log.display()))?;
-        return Ok(skipped(spec, reason, log));
+        return Ok(RunReport::skipped(spec, reason, &log));
     }
     let (verdict, reason, text, wall, log_bytes) = match result {
         Ok(audit) => (
@@ -90,7 +90,7 @@ pub fn execute(spec: &RunSpec, firmware: &ovmf::Firmware, log: PathBuf) -> Resul
         mode: "audit".into(),
         loader: spec.loader.name().into(),
         machine: spec.machine,
-        expect: expect_word(&spec.expect).into(),
+        expect: spec.expect.word().into(),
         verdict,
         judged: if judged { "ok".into() } else { "wrong".into() },
         reason,
@@ -109,32 +109,6 @@ fn skip_reason(error: &anyhow::Error) -> Option<String> {
     Some(format!("td-audit needs a QEMU plugin API it can build for: {why}"))
 }
 
-/// The report of an audit run that could not be made with this QEMU.
-fn skipped(spec: &RunSpec, reason: String, log: PathBuf) -> RunReport {
-    RunReport {
-        id: spec.id.clone(),
-        mode: "audit".into(),
-        loader: spec.loader.name().into(),
-        machine: spec.machine,
-        expect: expect_word(&spec.expect).into(),
-        verdict: Verdict::Skip,
-        judged: "skip".into(),
-        reason,
-        qemu_status: None,
-        wall_ms: 0,
-        tests: Vec::new(),
-        counters: BTreeMap::new(),
-        log: log.display().to_string(),
-    }
-}
-
-fn expect_word(expect: &Expect) -> &'static str {
-    match expect {
-        Expect::Pass => "pass",
-        _ => "fail",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +125,11 @@ mod tests {
             "plugin requires API version 4, but this QEMU supports only up to version 1; plugin_api::RELEASES is wrong for this QEMU"
         );
         assert_eq!(skip_reason(&wrong_table), None);
-        let skip = skipped(&runs(Duration::from_secs(1))[0], reason, PathBuf::from("x.log"));
+        let skip = RunReport::skipped(
+            &runs(Duration::from_secs(1))[0],
+            reason,
+            std::path::Path::new("x.log"),
+        );
         assert_eq!((skip.verdict, skip.judged.as_str()), (Verdict::Skip, "skip"));
         assert!(skip.tests.is_empty(), "a skipped audit reports no check, so none passes");
     }
