@@ -11,6 +11,8 @@ mod build;
 mod doc_links;
 mod firmware;
 mod fuzz;
+#[cfg(test)]
+mod imports;
 mod loader_repro;
 mod machine;
 mod manifest;

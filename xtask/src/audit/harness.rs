@@ -4,7 +4,7 @@
 use super::{audit, Request, Unavailable};
 use crate::build::LoaderKind;
 use crate::report::{Check, CheckResult};
-use crate::test::{Expect, RunReport, RunSpec, Verdict};
+use crate::test::spec::{Expect, RunReport, RunSpec, Verdict};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
