@@ -69,15 +69,24 @@ fn bytes_at<'a>(file: &'a object::File<'a>, address: u64, len: usize) -> Option<
 }
 
 /// The entry's first basic block (through its first branch, call or return, at most 48
-/// bytes): the translation block QEMU makes when the entry runs starts with exactly these
-/// bytes, so the plugin finds the image's load address from it.
+/// bytes, and never past the end of the entry's page): the translation block QEMU makes when
+/// the entry runs starts with exactly these bytes, so the plugin finds the image's load address
+/// from it. QEMU ends a translation block at a page boundary, and images load page-aligned, so
+/// an entry a few bytes before the end of its page gives a short signature: the plugin then
+/// also relies on the block starting at the entry's page offset.
 fn entry_signature(file: &object::File, entry: u64) -> Result<Vec<u8>> {
     let bytes = bytes_at(file, entry, 64).context("entry point outside the file's sections")?;
+    Ok(bytes[..entry_block_len(bytes, entry)?].to_vec())
+}
+
+/// How many of `bytes` (at `entry`) the signature takes; see [`entry_signature`].
+fn entry_block_len(bytes: &[u8], entry: u64) -> Result<usize> {
+    let limit = 48.min(4096 - (entry % 4096) as usize);
     let mut decoder = iced_x86::Decoder::with_ip(64, bytes, 0, iced_x86::DecoderOptions::NONE);
     let mut len = 0;
     while decoder.can_decode() {
         let instruction = decoder.decode();
-        if instruction.is_invalid() || instruction.next_ip() as usize > 48 {
+        if instruction.is_invalid() || instruction.next_ip() as usize > limit {
             break;
         }
         len = instruction.next_ip() as usize;
@@ -85,10 +94,10 @@ fn entry_signature(file: &object::File, entry: u64) -> Result<Vec<u8>> {
             break;
         }
     }
-    if len < 4 {
+    if len == 0 {
         bail!("cannot decode the instructions at the entry point");
     }
-    Ok(bytes[..len].to_vec())
+    Ok(len)
 }
 
 /// The kernel ELF (a static PIE linked at 0, or an executable): entry, extent and symbols.
@@ -227,6 +236,17 @@ fn pdb_functions(path: &Path, guid: [u8; 16], age: u32) -> Result<Vec<Function>>
 
 #[cfg(test)]
 mod tests {
+    use super::entry_block_len;
+
+    #[test]
+    fn the_entry_signature_stops_where_qemu_ends_the_block() {
+        // push r15; push r14; mov rax, rdi; call rel32; nop.
+        let code = [0x41, 0x57, 0x41, 0x56, 0x48, 0x89, 0xF8, 0xE8, 0, 0, 0, 0, 0x90];
+        assert_eq!(entry_block_len(&code, 0x1000).unwrap(), 12, "through the call");
+        // Three bytes before a page end: QEMU's block ends there, after one instruction.
+        assert_eq!(entry_block_len(&code, 0x36ffd).unwrap(), 2);
+        assert!(entry_block_len(&code, 0x36fff).is_err(), "no whole instruction in the page");
+    }
     use super::*;
 
     #[test]
