@@ -126,7 +126,10 @@ pub fn virtio_console_args(path: &str) -> Vec<String> {
         "-chardev".into(),
         format!("file,id=virtcon0,path={path}"),
         "-device".into(),
-        "virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on".into(),
+        // ioeventfd=off: under TCG a notify then runs the device in the vCPU thread, at a
+        // fixed instruction, so the bench's instruction counts (-icount) do not depend on when
+        // the main loop serves the eventfd. A TD's QEMU (td/qemu.rs) keeps the default.
+        "virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on,ioeventfd=off".into(),
         "-device".into(),
         "virtconsole,chardev=virtcon0".into(),
     ]

@@ -520,7 +520,7 @@ mod tests {
         assert!(line.ends_with("-s"));
         assert!(!line.contains("fw_cfg"));
         assert!(line.contains("-chardev file,id=virtcon0,path=/t/v,,c.log"));
-        assert!(line.contains("virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on"));
+        assert!(line.contains("virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on,ioeventfd=off"));
     }
 
     #[test]
