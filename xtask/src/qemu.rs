@@ -74,7 +74,7 @@ pub struct BootSpec<'a> {
     pub extra_args: &'a [String],
     /// Offer 5-level paging (CPUID LA57) to the guest: [`crate::machine::tcg_cpu`].
     pub la57: bool,
-    /// A virtio console writing to this file ([`crate::machine::virtio_console_args`]).
+    /// A virtio console writing to this file ([`crate::machine::virtio_console_args_tcg`]).
     pub virtio_console: Option<&'a Path>,
 }
 
@@ -119,7 +119,7 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
     }
     if let Some(path) = spec.virtio_console {
         let path = crate::td::qemu::qemu_opt_escape(&path.display().to_string());
-        args.extend(crate::machine::virtio_console_args(&path));
+        args.extend(crate::machine::virtio_console_args_tcg(&path));
     }
     args.extend(spec.extra_args.iter().cloned());
     args
@@ -520,7 +520,9 @@ mod tests {
         assert!(line.ends_with("-s"));
         assert!(!line.contains("fw_cfg"));
         assert!(line.contains("-chardev file,id=virtcon0,path=/t/v,,c.log"));
-        assert!(line.contains("virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on,ioeventfd=off"));
+        assert!(line.contains(
+            "virtio-serial-pci,max_ports=1,disable-legacy=on,iommu_platform=on,ioeventfd=off"
+        ));
     }
 
     #[test]
