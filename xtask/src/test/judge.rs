@@ -25,7 +25,14 @@ pub fn verdict(
         return (Verdict::Fail, format!("the loader refused the kernel: {line}"));
     }
     if timed_out {
-        return (Verdict::Timeout, "no exit before the timeout".into());
+        // The timeout is wall-clock time: on a machine busy with other work a slow run (the
+        // 8 GiB `accept:eager` takes about 25 s alone and 60 s beside two builds) can hit it.
+        return (
+            Verdict::Timeout,
+            "no exit before the timeout (wall-clock; on a busy machine give more with \
+             `--timeout SECONDS`)"
+                .into(),
+        );
     }
     // softtdx's VMM halted the machine (no isa-debug-exit device): the verdict is on serial.
     if let Some(halted) = &report.halted {
