@@ -26,7 +26,11 @@ fn tree_files(root: &Path) -> Result<Vec<PathBuf>> {
         .split(|&b| b == 0)
         .filter(|name| !name.is_empty())
         .map(|name| PathBuf::from(String::from_utf8_lossy(name).into_owned()))
-        .filter(|name| root.join(name).is_file())
+        .filter(|name| {
+            // A symbolic link is kept as one (boot/loader/loader-core), a directory is not a file.
+            std::fs::symlink_metadata(root.join(name))
+                .is_ok_and(|m| m.file_type().is_symlink() || m.is_file())
+        })
         .collect())
 }
 
@@ -37,8 +41,21 @@ fn copy_tree(root: &Path, files: &[PathBuf], to: &Path) -> Result<()> {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::copy(root.join(file), &target)
-            .with_context(|| format!("cannot copy {} to {}", file.display(), target.display()))?;
+        let source = root.join(file);
+        let link = std::fs::symlink_metadata(&source)
+            .with_context(|| format!("cannot read {}", source.display()))?
+            .file_type()
+            .is_symlink();
+        if link {
+            let points_to = std::fs::read_link(&source)
+                .with_context(|| format!("cannot read the link {}", source.display()))?;
+            std::os::unix::fs::symlink(&points_to, &target)
+                .with_context(|| format!("cannot make the link {}", target.display()))?;
+        } else {
+            std::fs::copy(&source, &target).with_context(|| {
+                format!("cannot copy {} to {}", file.display(), target.display())
+            })?;
+        }
     }
     Ok(())
 }
