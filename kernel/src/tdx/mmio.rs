@@ -20,7 +20,8 @@ use crate::counters;
 use crate::memory;
 use tdx_ve::abi::{TdVmCallStatus, TdVmCallSubFunction, TdcallLeaf, TdxStatus, VeInfo};
 use tdx_ve::decode::MAX_INSTRUCTION_LENGTH;
-use tdx_ve::mmio::{self, AccessSize, MmioDecodeError, SegmentBases};
+use tdx_ve::mmio::{self, AccessSize, MmioDecodeError, MmioDecodeErrorKind, SegmentBases};
+use tdx_ve::regs::{Gpr, GuestRegisters};
 
 /// Exit qualification of an EPT violation (Intel SDM Vol. 3C, "Exit Qualification for EPT
 /// Violations"): bit 0 data read, bit 1 data write, bit 2 instruction fetch, bit 7 GLA valid.
@@ -43,8 +44,6 @@ pub enum MmioError {
     Qualification(u64),
     /// The page walk of the GLA does not lead to the reported GPA.
     GpaMismatch { gla: u64, walked: Option<u64>, gpa: u64 },
-    /// The instruction bytes could not be read.
-    Fetch(memory::AccessError),
     /// The instruction is not one this handler emulates.
     Decode(MmioDecodeError),
     /// The decoded operand's address is not the GLA, or the access direction is not the one
@@ -68,7 +67,6 @@ impl core::fmt::Display for MmioError {
             Self::GpaMismatch { gla, walked: None, gpa } => {
                 write!(f, "GLA {gla:#x} is not mapped (reported GPA {gpa:#x})")
             }
-            Self::Fetch(e) => write!(f, "MMIO instruction bytes: {e}"),
             Self::Decode(e) => write!(f, "MMIO {e}"),
             Self::InstructionMismatch { decoded_address, write } => write!(
                 f,
@@ -154,8 +152,7 @@ pub fn emulate_ept_violation(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), M
 }
 
 fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), MmioError> {
-    let shared_bit =
-        super::td_info().and_then(|info| info.shared_bit().ok()).ok_or(MmioError::NoSharedBit)?;
+    let shared_bit = crate::mm::shared_bit().ok_or(MmioError::NoSharedBit)?;
     let gpa = ve.guest_physical_address;
     let gla = ve.guest_linear_address;
     if gpa & shared_bit == 0 {
@@ -175,8 +172,66 @@ fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), MmioError> {
         return Err(MmioError::GpaMismatch { gla, walked, gpa });
     }
 
-    let (bytes, len) = fetch(frame.rip)?;
-    let instruction = mmio::decode_mmio(&bytes[..len]).map_err(MmioError::Decode)?;
+    // The instruction's bytes, read in place through the kernel's own mapping. The page
+    // holding RIP is mapped and executable: the CPU has just fetched the instruction that
+    // raised this #VE from it, on this vCPU, through the same page tables (an EPT violation on
+    // an instruction fetch is refused above). The bytes from RIP to the end of its page need
+    // no walk and no copy; they hold every instruction that does not cross the page.
+    let rip = frame.rip;
+    if rip % PAGE_SIZE <= PAGE_SIZE - mmio::PLAIN_MOV_MAX_LENGTH as u64 {
+        // SAFETY: the 7 bytes from RIP lie in RIP's page (just checked), which is mapped;
+        // kernel code is not modified while it runs.
+        let bytes = unsafe { &*(rip as *const [u8; mmio::PLAIN_MOV_MAX_LENGTH]) };
+        // The forms an accessor emits: decoded in line, and the rest of the emulation
+        // specialised for them by the compiler (no SIB, no segment, 64-bit addressing).
+        if let Some(instruction) = mmio::decode_plain_mov(bytes) {
+            return complete(frame, gpa, gla, qualification, &instruction);
+        }
+    }
+    complete_general(frame, gpa, gla, qualification)
+}
+
+/// The general decoder's path: everything but the plain MOV forms, and every refusal.
+#[inline(never)]
+fn complete_general(
+    frame: &mut TrapFrame,
+    gpa: u64,
+    gla: u64,
+    qualification: u64,
+) -> Result<(), MmioError> {
+    let rip = frame.rip;
+    let in_page = (PAGE_SIZE - rip % PAGE_SIZE).min(MAX_INSTRUCTION_LENGTH as u64) as usize;
+    // SAFETY: `in_page` bytes from RIP lie in RIP's page, mapped as `emulate` explains; kernel
+    // code is not modified while it runs.
+    let bytes = unsafe { core::slice::from_raw_parts(rip as *const u8, in_page) };
+    let instruction = match mmio::decode_general(bytes) {
+        // The decoder ran out of bytes at the end of RIP's page: the instruction crosses into
+        // the next page, which is read only if the live page tables map it.
+        Err(e) if e.kind == MmioDecodeErrorKind::Truncated && in_page < MAX_INSTRUCTION_LENGTH => {
+            if walk(rip + in_page as u64).is_none() {
+                return Err(MmioError::Decode(e));
+            }
+            // SAFETY: RIP's page and the next are mapped (above).
+            let bytes =
+                unsafe { core::slice::from_raw_parts(rip as *const u8, MAX_INSTRUCTION_LENGTH) };
+            mmio::decode_general(bytes)
+        }
+        result => result,
+    }
+    .map_err(MmioError::Decode)?;
+    complete(frame, gpa, gla, qualification, &instruction)
+}
+
+/// Checks the decoded instruction against the VE info, performs it through RequestMMIO and
+/// advances RIP.
+#[inline(always)]
+fn complete(
+    frame: &mut TrapFrame,
+    gpa: u64,
+    gla: u64,
+    qualification: u64,
+    instruction: &mmio::MmioInstruction,
+) -> Result<(), MmioError> {
     let bases = if instruction.memory.segment.is_some() {
         // SAFETY: IA32_FS_BASE and IA32_GS_BASE are readable in ring 0; in a TD they are
         // native (td-rules: msr_lookup FS_BASE/GS_BASE).
@@ -189,7 +244,8 @@ fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), MmioError> {
     } else {
         SegmentBases::default()
     };
-    let decoded_address = instruction.linear_address(frame, bases);
+    let mut registers = FrameGprs(frame);
+    let decoded_address = instruction.linear_address(&registers, bases);
     let is_write = instruction.is_write();
     let direction = if is_write { QUALIFICATION_WRITE } else { QUALIFICATION_READ };
     if decoded_address != gla || qualification & direction == 0 {
@@ -198,11 +254,11 @@ fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), MmioError> {
     if mmio::crosses_page(gla, instruction.access_size) {
         return Err(MmioError::CrossesPage { gla, size: instruction.access_size });
     }
-    match instruction.write_data(frame) {
+    match instruction.write_data(&registers) {
         Some(data) => write(gpa, instruction.access_size, data).map_err(MmioError::Hypercall)?,
         None => {
             let data = read(gpa, instruction.access_size).map_err(MmioError::Hypercall)?;
-            instruction.complete_read(frame, data);
+            instruction.complete_read(&mut registers, data);
         }
     }
     // Past the instruction; RF as in `ve::advance` (the instruction has completed).
@@ -211,10 +267,78 @@ fn emulate(frame: &mut TrapFrame, ve: &VeInfo) -> Result<(), MmioError> {
     Ok(())
 }
 
+const PAGE_SIZE: u64 = 4096;
+
+/// The interrupted context's GPRs as the emulation reads and writes them: each access one load
+/// or store at the register's offset in the frame (`TrapFrame`'s own accessors match on the
+/// register, a call and a jump table per access, which the measured path cannot afford).
+struct FrameGprs<'a>(&'a mut TrapFrame);
+
+/// The byte offset of each GPR in the frame, by GPR number (SDM Vol. 2 §2.1.5: RAX, RCX, RDX,
+/// RBX, RSP, RBP, RSI, RDI, R8..R15).
+const GPR_OFFSETS: [usize; 16] = {
+    use core::mem::offset_of;
+    [
+        offset_of!(TrapFrame, rax),
+        offset_of!(TrapFrame, rcx),
+        offset_of!(TrapFrame, rdx),
+        offset_of!(TrapFrame, rbx),
+        offset_of!(TrapFrame, rsp),
+        offset_of!(TrapFrame, rbp),
+        offset_of!(TrapFrame, rsi),
+        offset_of!(TrapFrame, rdi),
+        offset_of!(TrapFrame, r8),
+        offset_of!(TrapFrame, r9),
+        offset_of!(TrapFrame, r10),
+        offset_of!(TrapFrame, r11),
+        offset_of!(TrapFrame, r12),
+        offset_of!(TrapFrame, r13),
+        offset_of!(TrapFrame, r14),
+        offset_of!(TrapFrame, r15),
+    ]
+};
+
+impl FrameGprs<'_> {
+    #[inline(always)]
+    fn slot(&self, r: Gpr) -> *mut u64 {
+        let offset = GPR_OFFSETS[usize::from(r.number() & 15)];
+        // SAFETY: `offset` is that of a u64 field of the frame (offset_of! above), so the
+        // pointer stays inside the frame and is aligned.
+        unsafe {
+            core::ptr::from_ref::<TrapFrame>(self.0).cast_mut().cast::<u8>().add(offset).cast()
+        }
+    }
+}
+
+impl GuestRegisters for FrameGprs<'_> {
+    #[inline(always)]
+    fn gpr(&self, r: Gpr) -> u64 {
+        // SAFETY: a u64 field of the frame (`slot`).
+        unsafe { self.slot(r).read() }
+    }
+
+    #[inline(always)]
+    fn set_gpr(&mut self, r: Gpr, v: u64) {
+        // SAFETY: a u64 field of the frame (`slot`), which `self` borrows mutably.
+        unsafe { self.slot(r).write(v) }
+    }
+
+    fn rip(&self) -> u64 {
+        self.0.rip
+    }
+
+    fn set_rip(&mut self, v: u64) {
+        self.0.rip = v;
+    }
+
+    fn rflags(&self) -> u64 {
+        self.0.rflags
+    }
+}
+
 /// The address the live page tables map `address` to (the shared bit included), or None if
-/// no present leaf does. The handler's own walk (Intel SDM Vol. 3A §4.5, 4-level paging, 2 MiB
-/// and 1 GiB leaves), leaner than `memory::translate`, which also collects access rights: it
-/// runs twice per MMIO #VE (the GLA, the instruction bytes).
+/// no present leaf does: the handler's own walk (Intel SDM Vol. 3A §4.5, 4-level paging, 2 MiB
+/// and 1 GiB leaves), leaner than `memory::translate`, which also collects access rights.
 #[inline(always)]
 fn walk(address: u64) -> Option<u64> {
     const PRESENT: u64 = 1;
@@ -225,39 +349,28 @@ fn walk(address: u64) -> Option<u64> {
         return None;
     }
     let offset = memory::physical_memory_offset()?;
-    let mut table = x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64();
-    let mut shift = 39;
-    loop {
-        let slot = offset + table + ((address >> shift) & 0x1FF) * 8;
+    // The present entry for `address` at the level that `shift` translates, in the table at
+    // physical address `table`.
+    let entry = |table: u64, shift: u32| -> Option<u64> {
+        let slot = offset + (table & FRAME) + ((address >> shift) & 0x1FF) * 8;
         // SAFETY: `table` is a live page table (from CR3 or a present entry), mapped with all
         // physical memory at `offset`; entries are aligned u64s.
         let entry = unsafe { core::ptr::read_volatile(slot as *const u64) };
-        if entry & PRESENT == 0 {
-            return None;
-        }
-        if shift == 12 || (shift <= 30 && entry & HUGE_PAGE != 0) {
-            let page_mask = (1u64 << shift) - 1;
-            return Some((entry & FRAME & !page_mask) | (address & page_mask));
-        }
-        table = entry & FRAME;
-        shift -= 9;
+        (entry & PRESENT != 0).then_some(entry)
+    };
+    let leaf = |entry: u64, shift: u32| {
+        let page_mask = (1u64 << shift) - 1;
+        (entry & FRAME & !page_mask) | (address & page_mask)
+    };
+    let pml4e = entry(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(), 39)?;
+    let pdpte = entry(pml4e, 30)?;
+    if pdpte & HUGE_PAGE != 0 {
+        return Some(leaf(pdpte, 30));
     }
-}
-
-/// Up to 15 bytes at `rip`, as far as they are mapped.
-fn fetch(rip: u64) -> Result<([u8; MAX_INSTRUCTION_LENGTH], usize), MmioError> {
-    const PAGE_SIZE: u64 = 4096;
-    let in_first_page = (PAGE_SIZE - rip % PAGE_SIZE).min(MAX_INSTRUCTION_LENGTH as u64);
-    if walk(rip).is_none() {
-        return Err(MmioError::Fetch(memory::AccessError::NotMapped(rip)));
+    let pde = entry(pdpte, 21)?;
+    if pde & HUGE_PAGE != 0 {
+        return Some(leaf(pde, 21));
     }
-    let mut len = in_first_page as usize;
-    if len < MAX_INSTRUCTION_LENGTH && walk(rip + in_first_page).is_some() {
-        len = MAX_INSTRUCTION_LENGTH;
-    }
-    let mut bytes = [0u8; MAX_INSTRUCTION_LENGTH];
-    // SAFETY: `len` bytes from `rip` are mapped (checked above); code is not modified while it
-    // runs.
-    unsafe { core::ptr::copy_nonoverlapping(rip as *const u8, bytes.as_mut_ptr(), len) };
-    Ok((bytes, len))
+    let pte = entry(pde, 12)?;
+    Some(leaf(pte, 12))
 }

@@ -521,6 +521,29 @@ proptest! {
         }
     }
 
+    /// The short path answers only for forms the general decoder accepts, and then exactly
+    /// as it does; given 7 bytes, it answers for every plain form (optional REX, MOV 89/8B,
+    /// base register, no SIB, not RIP-relative).
+    #[test]
+    fn plain_path_agrees_with_the_general_decoder(bytes in instruction_bytes()) {
+        let general = decode_general(&bytes);
+        let Some(first) = bytes.first_chunk::<PLAIN_MOV_MAX_LENGTH>() else {
+            return Ok(());
+        };
+        let plain = decode_plain_mov(first);
+        if let Some(plain) = plain {
+            prop_assert_eq!(Ok(plain), general, "{:02x?}", bytes);
+        }
+        let at = usize::from(bytes[0] & 0xf0 == 0x40);
+        let plain_form = matches!(bytes[at], 0x89 | 0x8b)
+            && bytes[at + 1] >> 6 != 3
+            && bytes[at + 1] & 7 != 4
+            && bytes[at + 1] & 0xc7 != 5;
+        if plain_form && general.is_ok() {
+            prop_assert!(plain.is_some(), "{:02x?}", bytes);
+        }
+    }
+
     #[test]
     fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..=20), data: u64, regs in registers()) {
         if let Ok(decoded) = decode_mmio(&bytes) {
