@@ -186,6 +186,12 @@ pub const TARGETS: &[Target] = &[
         about: "tdx-attest TDREPORT decode, and xtask's reading of the printed report",
     },
     Target {
+        name: "get_quote",
+        run: targets::tdx_attest::get_quote,
+        max_len: 4096,
+        about: "tdx-attest GetQuote answer (header judged, quote length bounded, polling bounded)",
+    },
+    Target {
         name: "td_rules",
         run: targets::td_rules::lookups,
         max_len: 64,

@@ -9,8 +9,15 @@
 //! REPORTTYPE 0x81/0, REPORTDATA = SHA-512(label || nonce || summary) with its own nonce,
 //! TEE_INFO_HASH = SHA-384(TDINFO), and RTMR[3] = the replay of SHA-384 of each event's data as
 //! printed (the digests the kernel printed are recomputed, not trusted).
+//!
+//! A quote the kernel got from GetQuote comes as lines `# QUOTE <offset> <hex>` (64 bytes a
+//! line, the last shorter) and goes to `<run>.quote` beside the report. softtdx's simulated
+//! quote (`tdx_attest::quote::SIMULATED_QUOTE_MARKER`, then the TDREPORT the kernel sent) must
+//! carry the printed report; a real one is written out for the relying party's verifier
+//! (Intel's DCAP Quote Verification Library), which the harness does not have.
 
 use std::path::{Path, PathBuf};
+use tdx_attest::quote::SIMULATED_QUOTE_MARKER;
 use tdx_attest::report::{TdReport, TDREPORT_SIZE};
 
 /// The fw_cfg file the kernel reads the nonce from (kernel/src/attest/mod.rs `NONCE_FILE`).
@@ -48,6 +55,8 @@ pub struct Printed {
     pub events: Vec<(usize, String)>,
     pub nonce: Option<String>,
     pub summary: Option<String>,
+    /// The last quote printed (a line at offset 0 starts a new one).
+    pub quote: Option<Vec<u8>>,
 }
 
 pub fn extract(output: &str) -> Result<Printed, String> {
@@ -62,6 +71,17 @@ pub fn extract(output: &str) -> Result<Printed, String> {
                 return Err(format!("TDREPORT line at offset {offset} out of order"));
             }
             report.extend(unhex(bytes.trim()).ok_or("TDREPORT line is not hex")?);
+        } else if let Some(rest) = line.strip_prefix("QUOTE ") {
+            let (offset, bytes) = rest.split_once(' ').ok_or("malformed QUOTE line")?;
+            let offset = usize::from_str_radix(offset, 16).map_err(|_| "bad QUOTE offset")?;
+            let quote = printed.quote.get_or_insert_with(Vec::new);
+            if offset == 0 {
+                quote.clear();
+            }
+            if offset != quote.len() {
+                return Err(format!("QUOTE line at offset {offset:x} out of order"));
+            }
+            quote.extend(unhex(bytes.trim()).ok_or("QUOTE line is not hex")?);
         } else if let Some(rest) = line.strip_prefix("ATTEST EVENT rtmr=") {
             let (index, rest) = rest.split_once(' ').ok_or("malformed ATTEST EVENT")?;
             let (_digest, rest) = rest.split_once(' ').ok_or("malformed ATTEST EVENT")?;
@@ -86,6 +106,28 @@ pub fn verify(output: &str, nonce: &str, file: &Path) -> Result<Option<String>, 
     let printed = extract(output)?;
     let Some(bytes) = printed.report else { return Ok(None) };
     std::fs::write(file, bytes).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    let quote = match &printed.quote {
+        None => String::new(),
+        Some(quote) => {
+            let quote_file = file.with_extension("quote");
+            std::fs::write(&quote_file, quote)
+                .map_err(|e| format!("cannot write {}: {e}", quote_file.display()))?;
+            match quote.strip_prefix(SIMULATED_QUOTE_MARKER.as_slice()) {
+                Some(rest) if rest != bytes.as_slice() => {
+                    return Err("the simulated quote does not carry the printed TDREPORT".into())
+                }
+                Some(_) => format!(
+                    "; {}: a simulated quote (softtdx's marker, then this TDREPORT)",
+                    quote_file.display()
+                ),
+                None => format!(
+                    "; {}: a quote of {} bytes, for a verifier (not checked here)",
+                    quote_file.display(),
+                    quote.len()
+                ),
+            }
+        }
+    };
     let report = TdReport::new(&bytes);
     let ty = report.report_type();
     if (ty.tee_type, ty.subtype) != (0x81, 0) {
@@ -126,7 +168,7 @@ pub fn verify(output: &str, nonce: &str, file: &Path) -> Result<Option<String>, 
     }
     Ok(Some(format!(
         "{}: REPORTTYPE 0x81, REPORTDATA = SHA-512 of the harness's nonce and `{summary}`, \
-         TEE_INFO_HASH = SHA-384(TDINFO), RTMR[3] = replay of {} events",
+         TEE_INFO_HASH = SHA-384(TDINFO), RTMR[3] = replay of {} events{quote}",
         file.display(),
         extensions.len()
     )))
@@ -194,6 +236,26 @@ mod tests {
             assert!(verify(&log, &nonce, &file).is_err(), "byte {at} tampered");
         }
         assert_eq!(verify("no report here", &nonce, &file).unwrap(), None);
+        // A simulated quote must carry the printed report; it lands beside it.
+        assert!(verify(&log_for(&nonce, |_| {}), &nonce, &file).unwrap().is_some());
+        let report = std::fs::read(&file).unwrap();
+        let quote = |tail: &[u8]| {
+            let bytes = [SIMULATED_QUOTE_MARKER.as_slice(), tail].concat();
+            let lines: String = bytes
+                .chunks(64)
+                .enumerate()
+                .map(|(i, c)| format!("# QUOTE {:04x} {}\n", i * 64, hex(c)))
+                .collect();
+            format!("{}{lines}", log_for(&nonce, |_| {}))
+        };
+        let detail = verify(&quote(&report), &nonce, &file).unwrap().unwrap();
+        assert!(detail.contains("a simulated quote"), "{detail}");
+        assert_eq!(std::fs::read(file.with_extension("quote")).unwrap().len(), 64 + 1024);
+        let mut other = report.clone();
+        other[100] ^= 1;
+        assert!(verify(&quote(&other), &nonce, &file).is_err());
+        let shuffled = quote(&report).replace("# QUOTE 0040", "# QUOTE 0080");
+        assert!(verify(&shuffled, &nonce, &file).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,6 +5,7 @@
 use crate::attest;
 use crate::input::Input;
 use tdx_attest::event_log::{self, EventLog, ALG_SHA256, ALG_SHA384};
+use tdx_attest::quote::{self, Poll, QuoteError, HEADER_LEN};
 use tdx_attest::report::{offset, TdInfo, TdReport, TDREPORT_SIZE};
 use tdx_attest::rtmr;
 
@@ -139,4 +140,49 @@ fn check_report(bytes: &[u8; TDREPORT_SIZE]) {
     assert_eq!(TdInfo::from_bytes(&info.to_bytes()), info);
     assert_eq!(info.rtmr[3][..], bytes[offset::TD_INFO + offset::TD_INFO_RTMR0 + 144..][..48]);
     let _ = report.tee_info_hash_matches();
+}
+
+/// GetQuote's answer, as the host writes it into the shared buffer: the first byte picks the
+/// buffer's length (in 8-byte steps, so shorter and longer than the bytes given), the rest is
+/// the buffer; then the same bytes as a sequence of headers, one per poll.
+pub fn get_quote(data: &[u8]) {
+    let Some((&size, rest)) = data.split_first() else { return };
+    let buffer_len = usize::from(size) * 8 + HEADER_LEN;
+    let mut buffer = vec![0u8; buffer_len];
+    let n = rest.len().min(buffer_len);
+    buffer[..n].copy_from_slice(&rest[..n]);
+    let whole = quote::check(&buffer);
+    let header: [u8; HEADER_LEN] = buffer[..HEADER_LEN].try_into().unwrap();
+    assert_eq!(whole, quote::check_header(&header, buffer_len), "the buffer and its header agree");
+    match whole {
+        // A quote always fits the buffer after the header, and is never empty.
+        Ok(Poll::Done { len }) => assert!(len > 0 && HEADER_LEN + len <= buffer_len),
+        Ok(Poll::InFlight) => assert_eq!(quote::status(&buffer), Some(quote::STATUS_IN_FLIGHT)),
+        Err(QuoteError::TooLong { out_len, room }) => {
+            assert!(out_len as usize > room && room == buffer_len - HEADER_LEN)
+        }
+        Err(_) => {}
+    }
+    // Truncated buffers are judged without a panic.
+    let _ = quote::check(&rest[..rest.len().min(HEADER_LEN + 7)]);
+    // A poll over successive headers stops at the first answer, or after the bound.
+    let headers: Vec<[u8; HEADER_LEN]> = rest
+        .chunks(HEADER_LEN)
+        .map(|c| {
+            let mut h = [0u8; HEADER_LEN];
+            h[..c.len()].copy_from_slice(c);
+            h
+        })
+        .collect();
+    let bound = headers.len().min(30) as u32;
+    let mut looks = 0;
+    let result = quote::poll(bound, buffer_len, |i| {
+        looks += 1;
+        headers[i as usize]
+    });
+    match result {
+        Ok(len) => assert!(len > 0 && HEADER_LEN + len <= buffer_len),
+        Err(QuoteError::StillInFlight { polls }) => assert_eq!((polls, looks), (bound, bound)),
+        Err(_) => assert!(looks <= bound),
+    }
 }

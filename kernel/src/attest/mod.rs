@@ -7,6 +7,7 @@
 //! - REPORTDATA ([`report_data`]) binds the report to a nonce the relying party chose and to
 //!   the self-test's results at the time of the report.
 //! - [`ccel`]: the firmware's event log in a TD (ACPI CCEL), replayed against RTMR[0..2].
+//! - [`quote`]: TDG.VP.VMCALL<GetQuote>, the TDREPORT turned into a quote by the host.
 //! - The self-test checks are in `selftest/attest.rs`.
 //!
 //! The pure logic (TDREPORT layout, RTMR extend and replay, event-log parsing) is the host-tested
@@ -14,6 +15,7 @@
 
 pub mod ccel;
 pub mod mr;
+pub mod quote;
 
 use crate::println;
 use spin::Mutex;

@@ -4,11 +4,19 @@
 //!
 //! The probes run first, so that the replay afterwards also shows that a refused
 //! TDG.MR.RTMR.EXTEND changed no RTMR.
+//!
+//! Then GetQuote with the report: `attest.quote` asks the host as it is (a TD without a quote
+//! service, and softtdx by default, answer QGS_UNAVAILABLE: skip with that reason), and under
+//! softtdx `fault.getquote.*` has the model's VMM refuse bad operands and answer ERROR, a stuck
+//! IN_FLIGHT, a quote too long for the buffer and a simulated quote, one request after another,
+//! each of which the kernel reports and survives.
 
 use super::{Context, Outcome, Tally};
 use crate::attest::mr::{self, ExtendData, MrError, ReportBuffer, ReportData};
+use crate::attest::quote::{self, GetQuoteError, MAX_QUOTE_LEN};
 use crate::attest::{ccel, Hex, KERNEL_RTMR};
 use crate::{fail, pass, println, skip};
+use tdx_attest::quote::{QuoteError, SIMULATED_QUOTE_MARKER};
 use tdx_attest::report::{TdReport, REPORT_SUBTYPE_TD, REPORT_TYPE_TDX, TDREPORT_SIZE};
 
 const NOT_A_TD: &str = "not a TD: CPUID leaf 0x21 has no IntelTDX vendor";
@@ -17,7 +25,7 @@ const NOT_A_TD: &str = "not a TD: CPUID leaf 0x21 has no IntelTDX vendor";
 /// the model, not by a CPU.
 const SIMULATED_MAC: &[u8; 32] = b"softtdx SIMULATED MAC - NOT REAL";
 
-const CHECKS: [&str; 10] = [
+const CHECKS: [&str; 11] = [
     "attest.report_misaligned",
     "attest.reportdata_misaligned",
     "attest.report_subtype",
@@ -28,6 +36,7 @@ const CHECKS: [&str; 10] = [
     "attest.tee_info_hash",
     "attest.rtmr_replay",
     "attest.ccel_replay",
+    "attest.quote",
 ];
 
 #[inline(never)]
@@ -135,7 +144,112 @@ pub fn run(ctx: &Context, tally: &mut Tally) {
         pass!("RTMR[3] = replay of {events} kernel events: {}...", Hex(&replayed[KERNEL_RTMR][..8]))
     });
     tally.run("attest.ccel_replay", || ccel_replay(ctx, &report));
+    get_quote(tally, &report);
 }
+
+/// Where a quote lands: 8 KiB, kept out of the stack.
+static QUOTE: spin::Mutex<[u8; MAX_QUOTE_LEN]> = spin::Mutex::new([0; MAX_QUOTE_LEN]);
+
+fn get_quote(tally: &mut Tally, report: &Result<[u8; TDREPORT_SIZE], MrError>) {
+    let Ok(report) = report else {
+        tally.record("attest.quote", fail!("no TDREPORT to quote"));
+        return;
+    };
+    let mut out = QUOTE.lock();
+    tally.run("attest.quote", || match quote::get_quote(report, &mut out) {
+        Ok(len) => {
+            quote::print_quote(&out[..len]);
+            let kind = if out[..len].starts_with(SIMULATED_QUOTE_MARKER) {
+                "simulated by softtdx"
+            } else {
+                "from the host's quote service"
+            };
+            pass!("a quote of {len} bytes, {kind}, printed as # QUOTE lines")
+        }
+        Err(GetQuoteError::Answer(QuoteError::QgsUnavailable)) => skip!(
+            "no quote service: the host answered QGS_UNAVAILABLE (QEMU without \
+             quote-generation-socket), reported and survived"
+        ),
+        Err(e) => fail!("{e}"),
+    });
+    if softtdx_active() {
+        getquote_faults(tally, report, &mut out);
+    }
+}
+
+#[cfg(feature = "test-modes")]
+fn getquote_faults(tally: &mut Tally, report: &[u8; TDREPORT_SIZE], out: &mut [u8; MAX_QUOTE_LEN]) {
+    use crate::softtdx::quote::{arm, QuoteFault, TAKEN};
+    use crate::tdx::vmcall::VmcallError;
+    use core::sync::atomic::Ordering;
+    use tdx_ve::abi::TdVmCallStatus;
+
+    // Operands the VMM must refuse, on a page of the pool that is shared but not the buffer.
+    tally.run("fault.getquote.operands", || {
+        let bit = crate::mm::shared_bit().unwrap_or(0);
+        let pages = match crate::mm::shared::allocate(1) {
+            Ok(pages) => pages,
+            Err(e) => return fail!("{e}"),
+        };
+        let private = crate::attest::mr::gpa_of(report.as_ptr() as u64).unwrap_or(0) & !0xFFF;
+        let cases = [
+            ("private GPA", private, 4096, TdVmCallStatus::InvalidOperand),
+            ("size 0", pages.gpa | bit, 0, TdVmCallStatus::InvalidOperand),
+            ("GPA not 4 KiB aligned", (pages.gpa + 8) | bit, 4096, TdVmCallStatus::AlignError),
+            ("size not 4 KiB aligned", pages.gpa | bit, 100, TdVmCallStatus::AlignError),
+            ("never converted", private | bit, 4096, TdVmCallStatus::InvalidOperand),
+            ("header version 0", pages.gpa | bit, 4096, TdVmCallStatus::InvalidOperand),
+        ];
+        for (what, gpa, size, want) in cases {
+            match crate::tdx::vmcall::get_quote(gpa, size) {
+                Err(VmcallError::Status { status, .. }) if status == want => {}
+                other => return fail!("{what}: {other:?}, want {want:?}"),
+            }
+        }
+        pass!("refused: private GPA, size 0, never converted, version 0 (INVALID_OPERAND); unaligned GPA or size (ALIGN_ERROR)")
+    });
+
+    let ask = |fault, out: &mut [u8; MAX_QUOTE_LEN]| {
+        arm(Some(fault));
+        let taken = TAKEN.load(Ordering::Relaxed);
+        let result = quote::get_quote(report, out);
+        arm(None);
+        (result, TAKEN.load(Ordering::Relaxed) - taken)
+    };
+    tally.run("fault.getquote.error", || match ask(QuoteFault::Error, out) {
+        (Err(e @ GetQuoteError::Answer(QuoteError::Error)), 1) => pass!("reported: {e}"),
+        (other, taken) => fail!("{other:?} after {taken} requests"),
+    });
+    tally.run("fault.getquote.in_flight", || match ask(QuoteFault::InFlight, out) {
+        (Err(e @ GetQuoteError::Answer(QuoteError::StillInFlight { polls })), 1)
+            if polls == quote::MAX_POLLS =>
+        {
+            pass!("reported: {e}; the buffer is abandoned")
+        }
+        (other, taken) => fail!("{other:?} after {taken} requests"),
+    });
+    tally.run("fault.getquote.too_long", || match ask(QuoteFault::TooLong, out) {
+        (Err(e @ GetQuoteError::Answer(QuoteError::TooLong { .. })), 1) => pass!("reported: {e}"),
+        (other, taken) => fail!("{other:?} after {taken} requests"),
+    });
+    tally.run("fault.getquote.success", || {
+        let (result, taken) = ask(QuoteFault::Success, out);
+        let len = match result {
+            Ok(len) if taken == 1 => len,
+            other => return fail!("{other:?} after {taken} requests"),
+        };
+        let quote = &out[..len];
+        let marker = SIMULATED_QUOTE_MARKER.len();
+        if !quote.starts_with(SIMULATED_QUOTE_MARKER) || quote.get(marker..) != Some(&report[..]) {
+            return fail!("{len} bytes that are not the marker and this TDREPORT");
+        }
+        quote::print_quote(quote);
+        pass!("a simulated quote of {len} bytes (marker, then this TDREPORT), printed as # QUOTE lines")
+    });
+}
+
+#[cfg(not(feature = "test-modes"))]
+fn getquote_faults(_: &mut Tally, _: &[u8; TDREPORT_SIZE], _: &mut [u8; MAX_QUOTE_LEN]) {}
 
 fn ccel_replay(ctx: &Context, report: &Result<[u8; TDREPORT_SIZE], MrError>) -> Outcome {
     let rsdp = ctx.boot_info.rsdp_addr.into_option();

@@ -30,6 +30,7 @@ mod gate;
 mod host;
 pub mod mmio;
 pub mod pages;
+pub mod quote;
 mod strict;
 mod vmm;
 

@@ -141,6 +141,7 @@ fn serve(
         }
         TdVmCallSubFunction::RequestMmio => super::mmio::request_mmio(view, pages),
         TdVmCallSubFunction::MapGpa => super::mmio::map_gpa(view, pages),
+        TdVmCallSubFunction::GetQuote => super::quote::get_quote(view, pages),
         TdVmCallSubFunction::ReportFatalError if view.gpr(Gpr::R12) & 0xFFFF != 0 => {
             // QEMU (target/i386/kvm/tdx.c, tdx_handle_report_fatal_error) refuses codes with
             // any of bits 15:0 set; so does the model, so that such a guest is caught here.

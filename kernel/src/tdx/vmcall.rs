@@ -152,6 +152,15 @@ pub fn wrmsr(msr: u32, value: u64) -> Result<(), VmcallError> {
     vmcall(TdVmCallSubFunction::Wrmsr, &mut regs)
 }
 
+/// TDG.VP.VMCALL<GetQuote> (GHCI 1.5, "TDG.VP.VMCALL<GetQuote>", sub-function 0x10002): R12 =
+/// the buffer's GPA with the shared bit, R13 = its size (a 4 KiB multiple). Success means only
+/// that the VMM took the request: the answer is the status in the buffer's header, which the
+/// caller polls (`crate::attest::quote`).
+pub fn get_quote(shared_gpa: u64, size: u64) -> Result<(), VmcallError> {
+    let mut regs = TdcallRegs { r12: shared_gpa, r13: size, ..TdcallRegs::default() };
+    vmcall(TdVmCallSubFunction::GetQuote, &mut regs)
+}
+
 /// Longest message ReportFatalError carries: eight registers of eight bytes.
 pub const FATAL_MESSAGE_LEN: usize = 64;
 

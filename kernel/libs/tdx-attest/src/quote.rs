@@ -1,6 +1,6 @@
 //! TDG.VP.VMCALL<GetQuote> (sub-function 0x10002): the shared buffer's layout and the guest's
-//! policy for the answer, as pure logic (the kernel's caller needs a shared buffer from the
-//! memory manager; see docs/attestation.md).
+//! policy for the answer, as pure logic (the kernel's caller is `kernel/src/attest/quote.rs`;
+//! softtdx's VMM writes answers with [`write_answer`]; see docs/attestation.md).
 //!
 //! The buffer (GHCI "GetQuote"; QEMU target/i386/kvm/tdx-quote-generator.h; Linux
 //! drivers/virt/coco/tdx-guest/tdx-guest.c `struct tdx_quote_buf`), little-endian: u64 version
@@ -26,6 +26,12 @@ pub const STATUS_SUCCESS: u64 = 0;
 pub const STATUS_ERROR: u64 = 0x8000_0000_0000_0000;
 /// No quote service (QEMU without `quote-generation-socket`).
 pub const STATUS_QGS_UNAVAILABLE: u64 = 0x8000_0000_0000_0001;
+
+/// What softtdx's VMM returns as a quote: this marker, then the TDREPORT it was sent. No
+/// verifier can take it for a real one: a TDX quote starts with its version (4 or 5, u16) and
+/// the TEE type 0x81 at offset 4, where this has ASCII text.
+pub const SIMULATED_QUOTE_MARKER: &[u8; 64] =
+    b"softtdx SIMULATED QUOTE - NOT REAL, NOT SIGNED, NOT A TDX QUOTE\n";
 
 /// Writes the request header and the TDREPORT into `buffer` (the whole shared buffer); `None`
 /// when it cannot hold them.
@@ -110,20 +116,29 @@ pub enum Poll {
 
 /// Judges the buffer after the VMM's answer (`buffer` is the whole shared buffer).
 pub fn check(buffer: &[u8]) -> Result<Poll, QuoteError> {
-    let version =
-        u64::from_le_bytes(buffer.get(0..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+    // A buffer without a whole header carries no answer.
+    let Some(header) = buffer.get(..HEADER_LEN).and_then(|h| h.try_into().ok()) else {
+        return Err(QuoteError::Error);
+    };
+    check_header(header, buffer.len())
+}
+
+/// Judges a copy of the header (taken from shared memory into private memory once, so that the
+/// host cannot change it between the checks) of a shared buffer of `buffer_len` bytes. A
+/// [`Poll::Done`] length always fits the buffer after the header.
+pub fn check_header(header: &[u8; HEADER_LEN], buffer_len: usize) -> Result<Poll, QuoteError> {
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or([0; 8]));
+    let version = word(0);
     if version != VERSION {
         return Err(QuoteError::BadVersion(version));
     }
-    match status(buffer).unwrap_or(STATUS_ERROR) {
+    match word(8) {
         STATUS_IN_FLIGHT => Ok(Poll::InFlight),
         STATUS_QGS_UNAVAILABLE => Err(QuoteError::QgsUnavailable),
         STATUS_ERROR => Err(QuoteError::Error),
         STATUS_SUCCESS => {
-            let out_len = u32::from_le_bytes(
-                buffer.get(20..24).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]),
-            );
-            let room = buffer.len().saturating_sub(HEADER_LEN);
+            let out_len = u32::from_le_bytes(header[20..24].try_into().unwrap_or([0; 4]));
+            let room = buffer_len.saturating_sub(HEADER_LEN);
             if out_len as usize > room {
                 return Err(QuoteError::TooLong { out_len, room });
             }
@@ -136,17 +151,39 @@ pub fn check(buffer: &[u8]) -> Result<Poll, QuoteError> {
     }
 }
 
-/// Polls with `look` (which waits between looks and returns the buffer) at most `max_polls`
-/// times; the first answer that is not IN_FLIGHT ends it.
-pub fn poll<'a>(
+/// The VMM's side, for softtdx: writes the header's `status` and `out_len` and, when `quote` is
+/// given, the quote after the header (QEMU `tdx_get_quote_completion`: the quote at the
+/// payload, out_len, then the status). `None` when the quote does not fit.
+pub fn write_answer(
+    buffer: &mut [u8],
+    status: u64,
+    out_len: u32,
+    quote: Option<&[u8]>,
+) -> Option<()> {
+    if buffer.len() < HEADER_LEN {
+        return None;
+    }
+    if let Some(quote) = quote {
+        buffer.get_mut(HEADER_LEN..HEADER_LEN + quote.len())?.copy_from_slice(quote);
+    }
+    buffer[20..24].copy_from_slice(&out_len.to_le_bytes());
+    buffer[8..16].copy_from_slice(&status.to_le_bytes());
+    Some(())
+}
+
+/// Polls at most `max_polls` times: `look(n)` returns a private copy of the header at the
+/// `n`-th look (0 first; the caller waits before every later one), judged against a buffer of
+/// `buffer_len` bytes. The first answer that is not IN_FLIGHT ends it; `Ok` carries the
+/// quote's length, which fits the buffer after the header.
+pub fn poll(
     max_polls: u32,
-    mut look: impl FnMut() -> &'a [u8],
-) -> Result<(&'a [u8], usize), QuoteError> {
-    for _ in 0..max_polls {
-        let buffer = look();
-        match check(buffer)? {
+    buffer_len: usize,
+    mut look: impl FnMut(u32) -> [u8; HEADER_LEN],
+) -> Result<usize, QuoteError> {
+    for n in 0..max_polls {
+        match check_header(&look(n), buffer_len)? {
             Poll::InFlight => continue,
-            Poll::Done { len } => return Ok((buffer, len)),
+            Poll::Done { len } => return Ok(len),
         }
     }
     Err(QuoteError::StillInFlight { polls: max_polls })
@@ -195,24 +232,52 @@ mod tests {
     }
 
     #[test]
+    fn the_header_alone_is_judged_against_the_buffer_size() {
+        let b = answered(STATUS_SUCCESS, 8168);
+        let header: [u8; HEADER_LEN] = b[..HEADER_LEN].try_into().unwrap();
+        assert_eq!(check_header(&header, 8192), Ok(Poll::Done { len: 8168 }));
+        assert_eq!(
+            check_header(&header, 4096),
+            Err(QuoteError::TooLong { out_len: 8168, room: 4072 })
+        );
+        assert_eq!(check(&b[..10]), Err(QuoteError::Error));
+    }
+
+    #[test]
+    fn an_answer_written_by_the_vmm_reads_back() {
+        let mut b = [0u8; 4096];
+        write_request(&mut b, &[7u8; TDREPORT_SIZE]).unwrap();
+        let quote = [SIMULATED_QUOTE_MARKER.as_slice(), &[7u8; TDREPORT_SIZE]].concat();
+        write_answer(&mut b, STATUS_SUCCESS, quote.len() as u32, Some(&quote)).unwrap();
+        assert_eq!(check(&b), Ok(Poll::Done { len: 64 + 1024 }));
+        assert_eq!(&b[HEADER_LEN..HEADER_LEN + 64], SIMULATED_QUOTE_MARKER);
+        assert!(write_answer(&mut b, STATUS_SUCCESS, 5000, Some(&[0u8; 5000])).is_none());
+        write_answer(&mut b, STATUS_QGS_UNAVAILABLE, 0, None).unwrap();
+        assert_eq!(check(&b), Err(QuoteError::QgsUnavailable));
+    }
+
+    #[test]
     fn polling_is_bounded() {
-        let stuck = answered(STATUS_IN_FLIGHT, 0);
-        let mut looks = 0;
-        let r = poll(30, || {
-            looks += 1;
-            &stuck[..]
+        let header = |b: [u8; 4096]| -> [u8; HEADER_LEN] { b[..HEADER_LEN].try_into().unwrap() };
+        let stuck = header(answered(STATUS_IN_FLIGHT, 0));
+        let mut looks = Vec::new();
+        let r = poll(30, 4096, |n| {
+            looks.push(n);
+            stuck
         });
         assert_eq!(r.unwrap_err(), QuoteError::StillInFlight { polls: 30 });
-        assert_eq!(looks, 30);
-        let done = answered(STATUS_SUCCESS, 16);
-        let answers = [&stuck[..], &stuck[..], &done[..]];
+        assert_eq!(looks, (0..30).collect::<Vec<_>>());
+        let answers = [stuck, stuck, header(answered(STATUS_SUCCESS, 16))];
         let mut i = 0;
-        let (_, len) = poll(30, || {
+        let len = poll(30, 4096, |n| {
             i += 1;
-            answers[i - 1]
+            answers[n as usize]
         })
         .unwrap();
         assert_eq!((len, i), (16, 3));
+        let error = header(answered(STATUS_ERROR, 0));
+        assert_eq!(poll(30, 4096, |_| error), Err(QuoteError::Error));
+        assert_eq!(poll(0, 4096, |_| error), Err(QuoteError::StillInFlight { polls: 0 }));
     }
 
     #[test]
