@@ -164,7 +164,7 @@ fn get_quote(tally: &mut Tally, report: &Result<[u8; TDREPORT_SIZE], MrError>) {
             } else {
                 "from the host's quote service"
             };
-            pass!("a quote of {len} bytes, {kind}, printed as # QUOTE lines")
+            pass!("a quote of {len} bytes, {kind}, printed on serial")
         }
         Err(GetQuoteError::Answer(QuoteError::QgsUnavailable)) => skip!(
             "no quote service: the host answered QGS_UNAVAILABLE (QEMU without \
@@ -244,7 +244,7 @@ fn getquote_faults(tally: &mut Tally, report: &[u8; TDREPORT_SIZE], out: &mut [u
             return fail!("{len} bytes that are not the marker and this TDREPORT");
         }
         quote::print_quote(quote);
-        pass!("a simulated quote of {len} bytes (marker, then this TDREPORT), printed as # QUOTE lines")
+        pass!("a simulated quote of {len} bytes (marker, then this TDREPORT), printed on serial")
     });
 }
 
