@@ -15,13 +15,16 @@
 //!   judgement allowed, and the caller gets the private copy. Nothing from the shared buffer
 //!   is read twice or parsed in place (docs/shared-memory-and-mmio.md).
 //! - Polling: no completion interrupt (SetupEventNotifyInterrupt is optional for a VMM and the
-//!   kernel runs with interrupts off), so the status is read at most [`MAX_POLLS`] times with
-//!   [`PAUSES_PER_WAIT`] PAUSEs between looks. The bound is a count of polls, not a time: under
-//!   TCG time means nothing (a model answers at once or never), and a count keeps every run
-//!   the same. On hardware the whole wait is roughly 2.5 to 9 G cycles (30 x 2^21 PAUSEs of
-//!   40 to 140 cycles each), about 1 to 4 s: an estimate, not measured on a TD. Linux polls
-//!   once a second for 30 s and QEMU gives up on its quote service after 30 s; a service
-//!   slower than our bound is reported as a stuck IN_FLIGHT.
+//!   kernel runs with interrupts off), so the status is read at most [`PollBound::polls`]
+//!   times with [`PollBound::pauses_between`] PAUSEs between two looks. The bound is a count of
+//!   polls, not a time: under TCG time means nothing (a model answers at once or never) and a
+//!   count keeps every run the same. [`HOST_BOUND`] is 30 looks with 2^23 PAUSEs between: on
+//!   hardware roughly 10 to 35 G cycles (PAUSE takes 40 to 140 cycles), about 4 to 15 s, an
+//!   estimate, not measured on a TD; Linux polls once a second for 30 s and QEMU gives up on
+//!   its quote service after 30 s, so a slower service is reported as a stuck IN_FLIGHT. Under
+//!   TCG every PAUSE leaves the translated code (QEMU `helper_pause`, `cpu_loop_exit`): a
+//!   bound of 30 x 2^21 PAUSEs cost 55 G host TSC ticks (about 21 s) in one softtdx boot, so
+//!   the self-test's stuck check passes the same number of polls with a short wait.
 //! - After a stuck IN_FLIGHT the host may still write into the buffer at any time, so it is
 //!   abandoned (never reused); the next request takes fresh pages from the pool.
 //!
@@ -39,10 +42,17 @@ pub const BUFFER_PAGES: usize = 2;
 pub const BUFFER_LEN: usize = BUFFER_PAGES * 4096;
 /// The longest quote the buffer holds.
 pub const MAX_QUOTE_LEN: usize = BUFFER_LEN - HEADER_LEN;
-/// How many times the status is read before a request counts as stuck.
-pub const MAX_POLLS: u32 = 30;
-/// PAUSEs between two looks at the status.
-pub const PAUSES_PER_WAIT: u32 = 1 << 21;
+/// How long to poll the status before a request counts as stuck.
+#[derive(Clone, Copy, Debug)]
+pub struct PollBound {
+    /// Looks at the status, the first one right after the request.
+    pub polls: u32,
+    /// PAUSEs between two looks.
+    pub pauses_between: u32,
+}
+
+/// The bound for a real host's quote service.
+pub const HOST_BOUND: PollBound = PollBound { polls: 30, pauses_between: 1 << 23 };
 
 /// Why no quote came back.
 #[derive(Clone, Copy, Debug)]
@@ -72,10 +82,12 @@ impl core::fmt::Display for GetQuoteError {
 /// The buffer in use, if one was taken from the pool and not abandoned.
 static BUFFER: spin::Mutex<Option<SharedPages>> = spin::Mutex::new(None);
 
-/// Asks the host for a quote of `tdreport`; on success the quote is in `out[..len]`.
+/// Asks the host for a quote of `tdreport`, polling within `bound`; on success the quote is in
+/// `out[..len]`.
 pub fn get_quote(
     tdreport: &[u8; TDREPORT_SIZE],
     out: &mut [u8; MAX_QUOTE_LEN],
+    bound: PollBound,
 ) -> Result<usize, GetQuoteError> {
     let shared_bit = crate::mm::shared_bit().ok_or(GetQuoteError::NotATd)?;
     let mut slot = BUFFER.lock();
@@ -92,9 +104,9 @@ pub fn get_quote(
     unsafe { copy_to_shared(pages.virt, &request) };
     vmcall::get_quote(pages.gpa | shared_bit, BUFFER_LEN as u64).map_err(GetQuoteError::Vmcall)?;
 
-    let answer = layout::poll(MAX_POLLS, BUFFER_LEN, |n| {
+    let answer = layout::poll(bound.polls, BUFFER_LEN, |n| {
         if n > 0 {
-            wait();
+            wait(bound.pauses_between);
         }
         let mut header = [0u8; HEADER_LEN];
         // SAFETY: as above; the header is the buffer's first 24 bytes.
@@ -118,10 +130,10 @@ pub fn get_quote(
 }
 
 /// Waits between two looks at the status, outside softtdx's single-stepping: the loop touches
-/// nothing the model needs to see, and stepping 2^21 PAUSEs would only cost time.
-fn wait() {
+/// nothing the model needs to see, and stepping it would only cost time.
+fn wait(pauses: u32) {
     crate::arch::without_single_step(|| {
-        for _ in 0..PAUSES_PER_WAIT {
+        for _ in 0..pauses {
             core::hint::spin_loop();
         }
     });
