@@ -82,6 +82,13 @@ impl core::fmt::Display for GetQuoteError {
 /// The buffer in use, if one was taken from the pool and not abandoned.
 static BUFFER: spin::Mutex<Option<SharedPages>> = spin::Mutex::new(None);
 
+/// The GPA (shared bit clear) of the buffer the next request will use, if one is held: for the
+/// softtdx check that a buffer given up on is not reused.
+#[cfg(feature = "test-modes")]
+pub fn buffer_gpa() -> Option<u64> {
+    BUFFER.lock().map(|pages| pages.gpa)
+}
+
 /// Asks the host for a quote of `tdreport`, polling within `bound`; on success the quote is in
 /// `out[..len]`.
 pub fn get_quote(

@@ -223,13 +223,18 @@ fn getquote_faults(tally: &mut Tally, report: &[u8; TDREPORT_SIZE], out: &mut [u
         (Err(e @ GetQuoteError::Answer(QuoteError::Error)), 1) => pass!("reported: {e}"),
         (other, taken) => fail!("{other:?} after {taken} requests"),
     });
-    tally.run("fault.getquote.in_flight", || match ask(QuoteFault::InFlight, out) {
-        (Err(e @ GetQuoteError::Answer(QuoteError::StillInFlight { polls })), 1)
-            if polls == bound.polls =>
-        {
-            pass!("reported: {e}; the buffer is abandoned")
+    tally.run("fault.getquote.in_flight", || {
+        let before = quote::buffer_gpa();
+        match (ask(QuoteFault::InFlight, out), quote::buffer_gpa()) {
+            ((Err(e @ GetQuoteError::Answer(QuoteError::StillInFlight { polls })), 1), None)
+                if polls == bound.polls && before.is_some() =>
+            {
+                pass!("reported: {e}; the buffer at {:#x} is abandoned", before.unwrap_or(0))
+            }
+            ((other, taken), now) => {
+                fail!("{other:?} after {taken} requests; buffer {before:x?} then {now:x?}")
+            }
         }
-        (other, taken) => fail!("{other:?} after {taken} requests"),
     });
     tally.run("fault.getquote.too_long", || match ask(QuoteFault::TooLong, out) {
         (Err(e @ GetQuoteError::Answer(QuoteError::TooLong { .. })), 1) => pass!("reported: {e}"),
