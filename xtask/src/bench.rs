@@ -266,6 +266,12 @@ mod tests {
         assert_eq!(loadable_bytes(&elf[..40]), None);
         elf[0x38..0x3a].copy_from_slice(&9u16.to_le_bytes());
         assert_eq!(loadable_bytes(&elf), None);
+        // A program header table at the very top of the address space (found by fuzzing: the
+        // end of a field overflowed).
+        for phoff in [u64::MAX, u64::MAX - 3, u64::MAX - 0x20, u64::MAX - 0x27] {
+            elf[0x20..0x28].copy_from_slice(&phoff.to_le_bytes());
+            assert_eq!(loadable_bytes(&elf), None, "e_phoff {phoff:#x}");
+        }
     }
 
     #[test]

@@ -108,9 +108,11 @@ pub fn loadable_bytes(elf: &[u8]) -> Option<u64> {
     if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
         return None;
     }
-    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
-    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
-    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    // `at` comes from the file (e_phoff): the end of a field may lie past usize::MAX.
+    let field = |at: usize, len: usize| elf.get(at..at.checked_add(len)?);
+    let u16_at = |at: usize| Some(u16::from_le_bytes(field(at, 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(field(at, 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(field(at, 8)?.try_into().ok()?));
     let phoff = usize::try_from(u64_at(0x20)?).ok()?;
     let phentsize = u16_at(0x36)? as usize;
     let phnum = u16_at(0x38)? as usize;
@@ -119,7 +121,7 @@ pub fn loadable_bytes(elf: &[u8]) -> Option<u64> {
         let header = phoff.checked_add(i.checked_mul(phentsize)?)?;
         const PT_LOAD: u32 = 1;
         if u32_at(header)? == PT_LOAD {
-            total = total.checked_add(u64_at(header + 0x20)?)?;
+            total = total.checked_add(u64_at(header.checked_add(0x20)?)?)?;
         }
     }
     Some(total)
