@@ -54,8 +54,10 @@ fn target_directory_of(metadata: &[u8]) -> Result<PathBuf> {
 }
 
 /// A kernel variant. The default is the test image; [`KernelVariant::td_image`] is the kernel a
-/// TD boots; the others exist so the harness can prove that it notices failures, and each builds into its own target directory so that switching
-/// between them never invalidates the default build.
+/// TD boots; the others exist so the harness can prove that it notices failures. The breakages
+/// compose (`harness:broken-emulation` builds four in one kernel), and each combination builds
+/// into its own target directory so that switching between them never invalidates the default
+/// build.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelVariant {
     /// The kernel a TD boots: built without the kernel feature `test-modes` (no boot modes

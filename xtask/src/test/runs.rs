@@ -20,11 +20,19 @@
 //!   unexpected-exception report or the panic message with its location, and the failure exit.
 //! - `harness:triple-fault`: the kernel triple-faults on purpose; expect `crash`.
 //! - `harness:hang`: the kernel spins forever; expect `timeout`.
-//! - `harness:fail-check`: a kernel built with `serial.scratch` inverted; expect `fail` naming it.
-//! - `harness:broken-in-merge`: a kernel built with a wrong IN merge; expect softtdx's
-//!   differential checks to fail.
-//! - `harness:broken-mmio-movzx`: a kernel whose MMIO emulation leaves bits 63:32 of a 32-bit
-//!   MOVZX destination alone; expect the MMIO differential check `diff.mmio.movzx.r32.b` to fail.
+//! - `harness:broken-emulation`: one softtdx boot of one kernel built with four breakages
+//!   ([`broken_emulation_variant`]): `serial.scratch` inverted (`--fail-check`), an IN merge
+//!   that keeps RAX[63:32] on `in eax`, an MMIO MOVZX into a 32-bit register that keeps bits
+//!   63:32, and a port allowlist that lets every port through. Expect `fail` with each of
+//!   [`BROKEN_EMULATION_CHECKS`] failed, one per breakage; the run's line names any that did
+//!   not. The breakages do not mask each other: with all four on, the failed checks were (when
+//!   the four runs were folded into this one)
+//!   exactly the union of those of the four kernels with one breakage each (18: `serial.scratch`;
+//!   the 32-bit IN forms of `diff.in.*` and `diff.random.in.*` with the two `fault.*` checks of
+//!   an IN's upper half; the six `diff.mmio.movzx.*` and `diff.random.mmio.movzx.*` into 32-bit
+//!   registers; the five `allowlist.*` denial checks), each with the same detail as alone, and
+//!   every other check gave the result it gives alone. They touch disjoint paths (the report,
+//!   the IN merge, the MMIO decoder's MOVZX, the allowlist), so one boot proves what four did.
 //! - `attributes:no-sept-ve-disable`: softtdx reports TD attributes without SEPT_VE_DISABLE;
 //!   expect the kernel to refuse to run (FATAL and ReportFatalError), as Linux does.
 //! - `attributes:debug-td`: softtdx reports a debug TD; expect a pass whose first line says
@@ -39,8 +47,6 @@
 //!   leaves RFLAGS.RF set after an emulated instruction; expect softtdx to stop it.
 //! - `td-image:hang-mode-ignored`: the kernel a TD boots, on the TD machine, with a hang
 //!   requested in fw_cfg; expect the self-test to run and pass (that image reads no boot mode).
-//! - `harness:broken-allowlist`: a kernel whose port allowlist lets every port through; expect
-//!   the allowlist checks to fail.
 //! - `harness:broken-ve-ordering`: a kernel whose #VE handler does port I/O before
 //!   TDG.VP.VEINFO.GET; expect softtdx to stop it (a #DF on real hardware).
 //! - `harness:wbinvd-before-veinfo`, `harness:cpuid-before-veinfo`: the same kernel booted with
@@ -310,20 +316,6 @@ pub fn default_runs(
         firmware: None,
     });
     runs.push(RunSpec {
-        id: "harness:fail-check".into(),
-        mode: "native",
-        machine: Machine::Td,
-        mode_flag: None,
-        variant: KernelVariant {
-            fail_check: Some("serial.scratch".into()),
-            ..KernelVariant::default()
-        },
-        loader,
-        expect: Expect::Fail { check: "serial.scratch".into() },
-        timeout,
-        firmware: None,
-    });
-    runs.push(RunSpec {
         id: "harness:broken-ve-ordering".into(),
         mode: "softtdx",
         machine: Machine::Td,
@@ -394,36 +386,16 @@ pub fn default_runs(
         timeout,
         firmware: None,
     });
+    // Four breakages in one kernel and one boot (see `BROKEN_EMULATION_CHECKS`): each must
+    // still be caught with the other three on.
     runs.push(RunSpec {
-        id: "harness:broken-allowlist".into(),
+        id: "harness:broken-emulation".into(),
         mode: "softtdx",
         machine: Machine::Td,
         mode_flag: Some("softtdx".into()),
-        variant: KernelVariant { broken_allowlist: true, ..KernelVariant::default() },
+        variant: broken_emulation_variant(),
         loader,
-        expect: Expect::Fail { check: "allowlist.ve.denied_in".into() },
-        timeout,
-        firmware: None,
-    });
-    runs.push(RunSpec {
-        id: "harness:broken-in-merge".into(),
-        mode: "softtdx",
-        machine: Machine::Td,
-        mode_flag: Some("softtdx".into()),
-        variant: KernelVariant { broken_in_merge: true, ..KernelVariant::default() },
-        loader,
-        expect: Expect::Fail { check: "diff.in.dx.l".into() },
-        timeout,
-        firmware: None,
-    });
-    runs.push(RunSpec {
-        id: "harness:broken-mmio-movzx".into(),
-        mode: "softtdx",
-        machine: Machine::Td,
-        mode_flag: Some("softtdx".into()),
-        variant: KernelVariant { broken_mmio_movzx: true, ..KernelVariant::default() },
-        loader,
-        expect: Expect::Fail { check: "diff.mmio.movzx.r32.b".into() },
+        expect: Expect::FailEach { checks: BROKEN_EMULATION_CHECKS.map(String::from).to_vec() },
         timeout,
         firmware: None,
     });
@@ -569,3 +541,21 @@ pub const HANDOFF_CHECKS: [&str; 5] = [
     "boot.stack_guard",
     "boot.kernel_permissions",
 ];
+
+/// The checks `harness:broken-emulation` expects among its failed ones, one per breakage of
+/// [`broken_emulation_variant`]: the inverted check, the IN merge, the MMIO MOVZX, the allowlist.
+pub const BROKEN_EMULATION_CHECKS: [&str; 4] =
+    ["serial.scratch", "diff.in.dx.l", "diff.mmio.movzx.r32.b", "allowlist.ve.denied_in"];
+
+/// The kernel of `harness:broken-emulation`: `serial.scratch` inverted, the IN merge that keeps
+/// RAX[63:32] on `in eax`, the MMIO MOVZX into a 32-bit register that keeps bits 63:32, and the
+/// port allowlist that lets every port through, all in one build.
+pub fn broken_emulation_variant() -> KernelVariant {
+    KernelVariant {
+        fail_check: Some("serial.scratch".into()),
+        broken_in_merge: true,
+        broken_mmio_movzx: true,
+        broken_allowlist: true,
+        ..KernelVariant::default()
+    }
+}

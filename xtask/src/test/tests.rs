@@ -180,6 +180,52 @@ fn a_fail_expectation_names_the_check_and_needs_a_finished_self_test() {
 }
 
 #[test]
+fn the_broken_emulation_run_names_each_breakage_that_was_not_caught() {
+    let runs = default_runs(Duration::from_secs(1), None, None);
+    let run = runs.iter().find(|r| r.id == "harness:broken-emulation").expect("the run");
+    assert_eq!(run.variant, broken_emulation_variant());
+    let expected = BROKEN_EMULATION_CHECKS.map(String::from).to_vec();
+    assert_eq!(run.expect, Expect::FailEach { checks: expected });
+    // One boot and one kernel for the four breakages: no other run builds any of them.
+    let broken = |v: &KernelVariant| {
+        v.fail_check.is_some() || v.broken_in_merge || v.broken_mmio_movzx || v.broken_allowlist
+    };
+    assert_eq!(runs.iter().filter(|r| broken(&r.variant)).count(), 1);
+    // Every expected check failed, among others that passed or failed: what the run expects.
+    let caught = |missed: Option<(&str, CheckResult)>| {
+        let mut checks: Vec<Check> =
+            BROKEN_EMULATION_CHECKS.iter().map(|name| check(name, CheckResult::Fail)).collect();
+        checks.push(check("diff.in.imm8.l", CheckResult::Fail));
+        checks.push(check("diff.in.dx.b", CheckResult::Pass));
+        if let Some((name, result)) = missed {
+            checks.retain(|c| c.name != name);
+            checks.push(Check { name: name.into(), result, detail: "8 patterns".into() });
+        }
+        let mut report = SerialReport { checks, kernel_started: true, ..Default::default() };
+        resum(&mut report);
+        report
+    };
+    assert_eq!(judge(run, Verdict::Fail, Some(35), &caught(None)), Ok(String::new()));
+    // One breakage the self-test did not catch fails the run, and the run's line names it.
+    for name in BROKEN_EMULATION_CHECKS {
+        let why = judge(run, Verdict::Fail, Some(35), &caught(Some((name, CheckResult::Pass))))
+            .unwrap_err();
+        assert!(why.contains(&format!("but {name} passed (8 patterns)")), "{why}");
+        for other in BROKEN_EMULATION_CHECKS.iter().filter(|&&other| other != name) {
+            assert!(!why.contains(&format!("{other} passed")), "{why}");
+        }
+    }
+    let lost = caught(Some(("allowlist.ve.denied_in", CheckResult::Skip)));
+    let why = judge(run, Verdict::Fail, Some(35), &lost).unwrap_err();
+    assert!(why.contains("allowlist.ve.denied_in skipped (8 patterns)"), "{why}");
+    let mut unreported = caught(None);
+    unreported.checks.retain(|c| c.name != "diff.in.dx.l");
+    resum(&mut unreported);
+    let why = judge(run, Verdict::Fail, Some(35), &unreported).unwrap_err();
+    assert!(why.contains("diff.in.dx.l was not reported"), "{why}");
+}
+
+#[test]
 fn a_timeout_or_crash_must_follow_the_kernels_marker() {
     let timeout = spec(Expect::Timeout { marker: "hang requested".into() }, "native");
     let crash = spec(Expect::Crash { marker: "empty IDT".into() }, "native");
