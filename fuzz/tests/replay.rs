@@ -3,10 +3,13 @@
 //! fixed stays fixed, in every `cargo xtask test`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+    // The run-time variable: a test binary reused from another clone (a shared cargo target
+    // directory) must read this clone's files.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 fn inputs(dir: &str) -> Vec<(String, PathBuf)> {

@@ -9,12 +9,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The repository root, from this crate's manifest directory.
+/// The repository root: the parent of xtask's manifest directory.
+///
+/// `cargo run` (and so `cargo xtask`) names that directory in the process's environment; the
+/// path compiled in is only the fallback for a binary started by hand. With a cargo target
+/// directory shared between two clones, cargo reuses the xtask binary built in the other clone
+/// (its fingerprint holds paths relative to the package), and the compiled-in path would be that
+/// clone's, or a directory that no longer exists.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the root")
-        .to_owned()
+    root_from_manifest_dir(std::env::var_os("CARGO_MANIFEST_DIR"))
+}
+
+fn root_from_manifest_dir(at_run_time: Option<std::ffi::OsString>) -> PathBuf {
+    let manifest_dir =
+        at_run_time.map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir.parent().expect("xtask lives one level below the root").to_owned()
 }
 
 /// Cargo's target directory for this workspace, as cargo reports it (`cargo metadata`'s
@@ -522,5 +531,13 @@ mod tests {
         assert_eq!(build_image(&kernel, &own, &image).unwrap(), ImageBuild::UpToDate);
         assert_eq!(std::fs::read(&image).unwrap(), first);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_root_comes_from_the_run_time_manifest_dir() {
+        let elsewhere = std::ffi::OsString::from("/clone/b/xtask");
+        assert_eq!(root_from_manifest_dir(Some(elsewhere)), Path::new("/clone/b"));
+        let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        assert_eq!(root_from_manifest_dir(None), compiled);
     }
 }

@@ -48,8 +48,10 @@ impl Fixture {
 
     /// Installs a fixture (`debian-bookworm/60-edk2-x86_64.json`) under its own name.
     fn install(&self, dir: Dir, fixture: &str) -> PathBuf {
-        let source =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/descriptors").join(fixture);
+        let source = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+            .join("tests/fixtures/descriptors")
+            .join(fixture);
         let text = fs::read_to_string(&source).unwrap();
         let name = source.file_name().unwrap().to_str().unwrap();
         self.descriptor(dir, name, &text)

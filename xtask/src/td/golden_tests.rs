@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+    crate::build::project_root().join("xtask/tests/golden")
 }
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/run-td.sh")
+    crate::build::project_root().join("scripts/run-td.sh")
 }
 
 /// Compares `actual` with the golden file `name`, or rewrites the file when `UPDATE_GOLDEN=1`.
