@@ -105,6 +105,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         "tdx-unikernel: boot mode: none (this image reads no boot mode; it runs the self-test)"
     );
 
+    // Under softtdx, a hostile host's values first: each start-up must refuse its lie (the
+    // `fault.virtio.*` checks), and the real start-up below resets the device.
+    #[cfg(feature = "test-modes")]
+    selftest::virtio_faults::before_console(&boot_info.memory_regions);
+
     // The virtio console, if the machine has one: console output goes there too from here on.
     use drivers::virtio_console::{init as virtio_console_init, Probe};
     match virtio_console_init(&boot_info.memory_regions) {

@@ -17,7 +17,8 @@ pub struct Function {
 }
 
 impl Function {
-    fn address(self, offset: u8) -> u32 {
+    /// The CONFIG_ADDRESS value that selects the dword at `offset`.
+    pub fn config_address(self, offset: u8) -> u32 {
         0x8000_0000
             | (self.device as u32) << 11
             | (self.function as u32) << 8
@@ -29,7 +30,7 @@ impl Function {
         // SAFETY: selecting and reading a configuration dword has no side effects on memory;
         // nothing else in the kernel uses CONFIG_ADDRESS concurrently (one CPU, no interrupts).
         unsafe {
-            outl(CONFIG_ADDRESS, self.address(offset));
+            outl(CONFIG_ADDRESS, self.config_address(offset));
             inl(CONFIG_DATA)
         }
     }
@@ -42,7 +43,7 @@ impl Function {
     pub unsafe fn write32(self, offset: u8, value: u32) {
         // SAFETY: the caller vouches for the effect of the write.
         unsafe {
-            outl(CONFIG_ADDRESS, self.address(offset));
+            outl(CONFIG_ADDRESS, self.config_address(offset));
             outl(CONFIG_DATA, value);
         }
     }

@@ -134,9 +134,14 @@ pub fn probe() -> Probe {
 pub static SENT_BATCHES: AtomicU64 = AtomicU64::new(0);
 pub static SENT_BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// The console's PCI function, if the machine has one.
+pub fn function() -> Option<Function> {
+    pci::find(VIRTIO_VENDOR, CONSOLE_DEVICE)
+}
+
 /// Finds and starts the console.
 pub fn init(regions: &MemoryRegions) -> Probe {
-    let probe = match pci::find(VIRTIO_VENDOR, CONSOLE_DEVICE) {
+    let probe = match function() {
         None => Probe::Absent,
         Some(function) => match start(function, regions) {
             Ok(console) => {
@@ -149,6 +154,31 @@ pub fn init(regions: &MemoryRegions) -> Probe {
     };
     *PROBE.lock() = probe;
     probe
+}
+
+/// Runs the driver's start-up on `f` without making it the console, for the hostile-device
+/// checks (`selftest::virtio_faults`), which expect a refusal. They run before [`init`], whose
+/// start-up begins with a device reset.
+#[cfg(feature = "test-modes")]
+pub fn try_start(f: Function, regions: &MemoryRegions) -> Result<ConsoleInfo, VirtioError> {
+    start(f, regions).map(|console| console.info)
+}
+
+/// The configuration-space offset and contents of `f`'s first common-configuration
+/// capability, as [`init`] finds it.
+#[cfg(feature = "test-modes")]
+pub fn common_capability(f: Function) -> Option<(u8, PciCapability)> {
+    let mut found = None;
+    pci::capabilities(f, |offset, id| {
+        if id == VENDOR_CAPABILITY && found.is_none() {
+            if let Ok(c @ PciCapability { kind: CapabilityKind::Common, .. }) =
+                read_capability(f, offset)
+            {
+                found = Some((offset, c));
+            }
+        }
+    });
+    found
 }
 
 /// Reads the 20 bytes of a vendor capability at `offset`.

@@ -25,6 +25,8 @@ mod mm;
 mod mmio_diff;
 mod td;
 mod virtio;
+#[cfg(feature = "test-modes")]
+pub mod virtio_faults;
 
 use crate::exit::ExitCode;
 use crate::fmtbuf::FixedString;
@@ -131,6 +133,7 @@ pub fn run(boot_info: &BootInfo) -> ExitCode {
         // MMIO through the EPT-violation #VE, then the MapGPA/RequestMMIO host faults.
         mmio_diff::run(&ctx, &mut tally);
         diff::faults(&mut tally);
+        virtio_faults::report(&mut tally);
     }
     #[cfg(not(feature = "test-modes"))]
     {

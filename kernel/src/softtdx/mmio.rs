@@ -315,7 +315,7 @@ pub fn request_mmio(view: &mut RegisterState, pages: &Pages) {
     } else {
         // SAFETY: as above.
         let data = unsafe { crate::mm::mmio::read_mov(address, size) };
-        view.set_gpr(Gpr::R11, data);
+        view.set_gpr(Gpr::R11, super::device::mmio_read(device, size, data));
     }
     set_status(view, TdVmCallStatus::Success)
 }

@@ -26,6 +26,7 @@
 //! for it and CPUID says the CPU is *not* a real TD.
 
 mod attest;
+pub mod device;
 mod gate;
 mod host;
 pub mod mmio;

@@ -209,9 +209,9 @@ fn serve_io(
             // guest that leaks upper bits is caught.
             return set_status(view, TdVmCallStatus::InvalidOperand);
         }
-        host_out(port, width, value);
+        host_out(port, width, super::device::port_write(port, width, value));
     } else {
-        let mut data = host_in(port, width);
+        let mut data = super::device::port_read(port, width, host_in(port, width));
         if *host_fault == Some(HostFault::InDataUpperGarbage) {
             *host_fault = None;
             data |= GARBAGE & !width.mask();
