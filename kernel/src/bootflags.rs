@@ -43,10 +43,13 @@ pub enum FatalScenario {
     /// A hostile host: after the first virtio notify, the model's VMM makes the used entry's
     /// length 64 KiB, larger than the buffer. The driver must refuse it and stop.
     VirtioUsedLength,
+    /// Not a model fault: the kernel reads a page of its shared pool through the private
+    /// physical-memory map; the model must end the TD as the module and the host would.
+    PrivateAccessShared,
 }
 
 impl FatalScenario {
-    pub const ALL: [FatalScenario; 15] = [
+    pub const ALL: [FatalScenario; 16] = [
         Self::IoInInvalidOperand,
         Self::IoOutInvalidOperand,
         Self::IoInRetry,
@@ -62,6 +65,7 @@ impl FatalScenario {
         Self::MmioPrivateGpa,
         Self::VirtioUsedIndex,
         Self::VirtioUsedLength,
+        Self::PrivateAccessShared,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +85,7 @@ impl FatalScenario {
             Self::MmioPrivateGpa => "mmio-private-gpa",
             Self::VirtioUsedIndex => "virtio-used-index",
             Self::VirtioUsedLength => "virtio-used-length",
+            Self::PrivateAccessShared => "private-access-shared",
         }
     }
 }

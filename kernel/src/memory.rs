@@ -105,10 +105,11 @@ pub fn translate(address: u64) -> Result<Translation, AccessError> {
     unreachable!("level 0 always returns")
 }
 
-/// The live 2 MiB leaf entry (a PDE with PS set) that maps `address`, present or not; for
-/// softtdx, which keeps the physical map of pending memory non-present.
+/// The live page-directory entry that maps `address`: a 2 MiB leaf (PS set, present or not) or
+/// a pointer to a table of 4 KiB leaves; for softtdx, which keeps the physical map of pending
+/// and shared memory non-present.
 #[cfg(feature = "test-modes")]
-pub fn leaf_entry_2m(address: u64) -> Result<*mut u64, AccessError> {
+pub fn pd_entry(address: u64) -> Result<*mut u64, AccessError> {
     if !is_canonical(address) {
         return Err(AccessError::NonCanonical(address));
     }
@@ -118,24 +119,17 @@ pub fn leaf_entry_2m(address: u64) -> Result<*mut u64, AccessError> {
     }
     let (level4, _) = x86_64::registers::control::Cr3::read_raw();
     let mut table = level4.start_address().as_u64();
-    for level in (1..4).rev() {
+    for level in (2..4).rev() {
         let index = (address >> (12 + 9 * level)) & 0x1FF;
         let entry = (offset + table + index * 8) as *mut u64;
         // SAFETY: as in `translate`: a live page table, mapped at `offset`, 8-byte entries.
         let value = unsafe { core::ptr::read_volatile(entry) };
-        if level == 1 {
-            return if value & HUGE_PAGE != 0 {
-                Ok(entry)
-            } else {
-                Err(AccessError::NotMapped(address))
-            };
-        }
         if value & PRESENT == 0 || (level == 2 && value & HUGE_PAGE != 0) {
             return Err(AccessError::NotMapped(address));
         }
         table = value & ADDRESS_MASK;
     }
-    Err(AccessError::NotMapped(address))
+    Ok((offset + table + ((address >> 21) & 0x1FF) * 8) as *mut u64)
 }
 
 /// Checks one address: canonical, mapped, and writable when `write` is set.

@@ -59,6 +59,9 @@ pub fn run(flags: &BootFlags, regions: &bootloader_api::info::MemoryRegions) {
             provoke_unmapped_string_io()
         }
         Mode::Softtdx(Some(bootflags::FatalScenario::TouchPending)) => provoke_pending_access(),
+        Mode::Softtdx(Some(bootflags::FatalScenario::PrivateAccessShared)) => {
+            provoke_private_access_to_shared()
+        }
         Mode::Softtdx(Some(bootflags::FatalScenario::AcceptUnknownStatus)) => {
             provoke_accept_failure()
         }
@@ -172,6 +175,27 @@ fn provoke_pending_access() -> ! {
     // SAFETY: not safe, on purpose: the page is pending; the model must stop the run.
     let value = unsafe { core::ptr::read_volatile((offset + gpa) as *const u8) };
     panic!("a read of pending GPA {gpa:#x} returned {value:#x}")
+}
+
+/// Reads a page of the shared pool through the physical-memory map, which maps it private: in a
+/// TD the host converts the page back and the retried access ends the TD; the model must stop
+/// the run so.
+fn provoke_private_access_to_shared() -> ! {
+    let page = match crate::mm::shared::allocate(1) {
+        Ok(page) => page,
+        Err(e) => {
+            println!("tdx-unikernel: no shared page to touch: {e}");
+            exit::exit(exit::ExitCode::Failure);
+        }
+    };
+    let offset = crate::memory::physical_memory_offset().unwrap_or(0);
+    println!(
+        "tdx-unikernel: reading shared GPA {:#x} through the private physical-memory map, on request",
+        page.gpa
+    );
+    // SAFETY: not safe, on purpose: the page is shared; the model must stop the run.
+    let value = unsafe { core::ptr::read_volatile((offset + page.gpa) as *const u8) };
+    panic!("a private read of shared GPA {:#x} returned {value:#x}", page.gpa)
 }
 
 /// The model's next TDG.MEM.PAGE.ACCEPT returns a status the policy does not know; the frame

@@ -341,23 +341,21 @@ fn hostile_used_ring(
             state.virtio_used = (state.virtio_used & 0xFFFF_FFFF) | value << 32;
         }
         (_, AccessSize::Word) if state.virtio_used != 0 && page != state.virtio_common => {
-            let Some(offset) = crate::memory::physical_memory_offset() else { return false };
-            let used = offset + state.virtio_used;
-            // SAFETY: the host writing the used ring the guest gave it (flags, idx, then
-            // {id, len} entries), in RAM the physical map covers. The first notify: the
-            // descriptor is 0 and the entry is slot 0.
-            unsafe {
-                let index = (used + 2) as *mut u16;
-                let now = core::ptr::read_volatile(index);
-                if fault == HostMmioFault::VirtioUsedIndex {
-                    core::ptr::write_volatile(index, now.wrapping_add(8));
+            // The host writing the used ring the guest gave it (flags, idx, then {id, len}
+            // entries), as QEMU writes guest memory. The first notify: the descriptor is 0 and
+            // the entry is slot 0.
+            let written = super::pages::host_access(state.virtio_used, 12, |used| {
+                let now = u16::from_le_bytes([used[2], used[3]]);
+                let index = if fault == HostMmioFault::VirtioUsedIndex {
+                    now.wrapping_add(8)
                 } else {
-                    core::ptr::write_volatile((used + 4) as *mut u32, 0);
-                    core::ptr::write_volatile((used + 8) as *mut u32, 0x1_0000);
-                    core::ptr::write_volatile(index, now.wrapping_add(1));
-                }
-            }
-            return true;
+                    used[4..8].copy_from_slice(&0u32.to_le_bytes());
+                    used[8..12].copy_from_slice(&0x1_0000u32.to_le_bytes());
+                    now.wrapping_add(1)
+                };
+                used[2..4].copy_from_slice(&index.to_le_bytes());
+            });
+            return written.is_some();
         }
         _ => {}
     }

@@ -82,11 +82,13 @@ pub struct Pages {
     pub fault: Option<AcceptFault>,
     /// Accept calls the model answered (any status).
     pub calls: u64,
+    /// Tables of [`SPLIT`] in use.
+    split_used: usize,
 }
 
 impl Pages {
     pub const fn new() -> Self {
-        Self { states: PageStates::new(), map_4k_only: false, fault: None, calls: 0 }
+        Self { states: PageStates::new(), map_4k_only: false, fault: None, calls: 0, split_used: 0 }
     }
 }
 
@@ -132,7 +134,7 @@ pub(super) fn state_locked(pages: &Pages, gpa: u64) -> PageState {
 }
 
 /// Puts `[start, end)` (4 KiB-aligned, shared bit clear) into `state`, keeping the physical
-/// map's present bits in step (non-present wherever a 2 MiB holds a pending page).
+/// map's present bits in step ([`refresh_physical_map`]).
 pub fn set(start: u64, end: u64, state: PageState) -> Result<(), PageStateError> {
     super::with_model(|m| set_locked(&mut m.pages, start, end, state))
 }
@@ -157,49 +159,175 @@ pub(super) fn set_locked(
     pages.states.set(start, end, state)?;
     let mut chunk = start & !(SIZE_2M - 1);
     while chunk < end {
-        let present = pages.states.first(chunk, chunk + SIZE_2M, PageState::Pending).is_none();
-        set_physical_map_present(chunk, present);
+        refresh_physical_map(pages, chunk);
         chunk += SIZE_2M;
     }
     Ok(())
 }
 
-/// Sets or clears the present bit of the physical-memory mapping's 2 MiB leaf for `gpa`, if
-/// the mapping reaches it with a 2 MiB leaf (the loader maps all RAM that way).
-fn set_physical_map_present(gpa: u64, present: bool) {
+const PRESENT: u64 = 1;
+const HUGE_PAGE: u64 = 1 << 7;
+/// PAT in a 2 MiB leaf; in a 4 KiB leaf it is bit 7, where a 2 MiB leaf has PS.
+const PAT_2M: u64 = 1 << 12;
+const PAT_4K: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+const FRAME_2M: u64 = 0x000F_FFFF_FFE0_0000;
+const FRAME_4K: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// Tables of 4 KiB leaves for the 2 MiB leaves the model splits: one per 2 MiB that holds a
+/// shared page (the shared pool's, the MapGPA checks' scratch memory). Static, so that a split
+/// never allocates inside the model.
+const SPLIT_TABLES: usize = 4;
+
+#[repr(C, align(4096))]
+struct SplitTables(core::cell::UnsafeCell<[[u64; 512]; SPLIT_TABLES]>);
+
+// SAFETY: only the model touches the tables, under its lock (`Pages::split_used`).
+unsafe impl Sync for SplitTables {}
+
+static SPLIT: SplitTables = SplitTables(core::cell::UnsafeCell::new([[0; 512]; SPLIT_TABLES]));
+
+/// Makes the physical map of the 2 MiB at `chunk` agree with the page states. The kernel's
+/// private mapping of a page must fault where the TD's access would not reach a private page:
+/// - a 2 MiB with no shared page keeps its 2 MiB leaf, non-present while it holds a pending
+///   page (the loader maps all RAM with 2 MiB leaves);
+/// - a 2 MiB that holds a shared page is split into 4 KiB leaves, each present exactly when its
+///   page is private: the pages around a shared page (the kernel's own data, beside the shared
+///   pool) stay reachable, and a private access to the shared page faults ([`page_fault`]).
+fn refresh_physical_map(pages: &mut Pages, chunk: u64) {
     let Some(offset) = memory::physical_memory_offset() else { return };
-    let address = offset + gpa;
-    if let Ok(entry) = memory::leaf_entry_2m(address) {
-        // SAFETY: `entry` is the live 2 MiB leaf that maps `address`; only its present bit
-        // changes, and the TLB entry is invalidated right after. Nothing of the kernel lives in
-        // memory that is pending.
-        unsafe {
-            let value = core::ptr::read_volatile(entry);
-            let next = if present { value | 1 } else { value & !1 };
+    let Ok(pde) = memory::pd_entry(offset + chunk) else { return };
+    let end = chunk + SIZE_2M;
+    // SAFETY: the live page-directory entry for the chunk, read as an aligned u64.
+    let value = unsafe { core::ptr::read_volatile(pde) };
+    if value & HUGE_PAGE != 0 {
+        if pages.states.first(chunk, end, PageState::Shared).is_none() {
+            let present = pages.states.first(chunk, end, PageState::Pending).is_none();
+            set_present(pde, present, offset + chunk);
+            return;
+        }
+        split(pages, pde, value, offset + chunk);
+    }
+    // SAFETY: the PDE now points at a table of 4 KiB leaves (split here or earlier).
+    let table = offset + (unsafe { core::ptr::read_volatile(pde) } & FRAME_4K);
+    for i in 0..512 {
+        let page = chunk + i * SIZE_4K;
+        let present = pages.states.state(page) == PageState::Private;
+        set_present((table + i * 8) as *mut u64, present, offset + page);
+    }
+}
+
+/// Sets or clears the present bit of a live leaf that maps `virt`, invalidating its TLB
+/// entry when it changes.
+fn set_present(entry: *mut u64, present: bool, virt: u64) {
+    // SAFETY: `entry` is a live leaf of the physical map; only its present bit changes, and
+    // the TLB entry is invalidated right after. What it maps is pending, shared or the page
+    // being made present again, none of which the interrupted code relies on reaching.
+    unsafe {
+        let value = core::ptr::read_volatile(entry);
+        let next = if present { value | PRESENT } else { value & !PRESENT };
+        if next != value {
             core::ptr::write_volatile(entry, next);
-            core::arch::asm!("invlpg [{}]", in(reg) address, options(nostack, preserves_flags));
+            core::arch::asm!("invlpg [{}]", in(reg) virt, options(nostack, preserves_flags));
         }
     }
 }
 
-/// Fills one 4 KiB page with `byte` through the physical map, making its 2 MiB leaf present
-/// for the duration when it is not (a pending page about to be accepted, or a page MapGPA just
-/// converted whose backing the host discards).
-pub(super) fn fill_page(gpa: u64, byte: u8) {
-    let Some(offset) = memory::physical_memory_offset() else {
-        host_stop("FATAL softtdx: no physical-memory mapping to write a page as the host")
-    };
-    let address = offset + (gpa & !(SIZE_4K - 1));
-    let was_present = memory::translate(address).is_ok();
-    if !was_present {
-        set_physical_map_present(gpa, true);
+/// Replaces the 2 MiB leaf `pde` (value `leaf`, mapping `virt`) by a table of 512 4 KiB leaves
+/// with the same frames and attributes, from [`SPLIT`].
+fn split(pages: &mut Pages, pde: *mut u64, leaf: u64, virt: u64) {
+    if pages.split_used == SPLIT_TABLES {
+        host_stop(
+            "FATAL softtdx: no 4 KiB table left to split the physical map around a shared page",
+        );
     }
-    // SAFETY: `address` maps the 4 KiB page at `gpa` through the physical-memory mapping (now
-    // present); the page is pending or just converted, so nothing in the kernel may rely on
-    // its contents.
-    unsafe { core::ptr::write_bytes(address as *mut u8, byte, SIZE_4K as usize) };
-    if !was_present {
-        set_physical_map_present(gpa, false);
+    // SAFETY: table `split_used` is unused (the count only grows, under the model's lock).
+    let table = unsafe { &mut (*SPLIT.0.get())[pages.split_used] };
+    pages.split_used += 1;
+    let pat = if leaf & PAT_2M != 0 { PAT_4K } else { 0 };
+    let attributes = (leaf & 0xFFF & !HUGE_PAGE) | pat | (leaf & NO_EXECUTE);
+    for (i, entry) in table.iter_mut().enumerate() {
+        *entry = (leaf & FRAME_2M) + i as u64 * SIZE_4K | attributes;
+    }
+    let Ok(physical) = memory::translate(table.as_ptr() as u64) else {
+        host_stop("FATAL softtdx: the model's split table is not mapped")
+    };
+    // A table entry grants what its leaves grant: present, writable, and the leaf's user bit.
+    let directory = physical.physical | PRESENT | (leaf & 0b110);
+    // SAFETY: the live PDE; the new table maps the same frames with the same attributes, so
+    // nothing changes for any address until `refresh_physical_map` clears present bits; every
+    // page's TLB entry is invalidated.
+    unsafe {
+        core::ptr::write_volatile(pde, directory);
+        for i in 0..512 {
+            core::arch::asm!("invlpg [{}]", in(reg) virt + i * SIZE_4K, options(nostack, preserves_flags));
+        }
+    }
+}
+
+/// The physical map's leaf for the page at `gpa`: the 4 KiB leaf in a split 2 MiB, else the
+/// 2 MiB leaf.
+fn physical_map_leaf(gpa: u64) -> Option<*mut u64> {
+    let offset = memory::physical_memory_offset()?;
+    let pde = memory::pd_entry(offset + gpa).ok()?;
+    // SAFETY: the live page-directory entry, read as an aligned u64.
+    let value = unsafe { core::ptr::read_volatile(pde) };
+    if value & HUGE_PAGE != 0 {
+        return Some(pde);
+    }
+    Some((offset + (value & FRAME_4K) + ((gpa >> 12) & 0x1FF) * 8) as *mut u64)
+}
+
+/// Pages [`host_access`] reaches at once: the largest GetQuote buffer the model serves (128 KiB).
+const HOST_ACCESS_PAGES: usize = 32;
+
+/// Runs `f` on the bytes `[gpa, gpa + len)` as the host sees them: through the physical map,
+/// with the leaves the model keeps non-present (pending or shared pages) present for the
+/// duration. The host reaches guest memory as QEMU's `address_space_write` does, whatever the
+/// TD's mappings say. `None` where the physical map does not reach or the range is longer than
+/// [`HOST_ACCESS_PAGES`] pages.
+pub(super) fn host_access<R>(gpa: u64, len: u64, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+    let offset = memory::physical_memory_offset()?;
+    let first = gpa & !(SIZE_4K - 1);
+    let end = gpa.checked_add(len)?;
+    if len == 0 || (end - first).div_ceil(SIZE_4K) > HOST_ACCESS_PAGES as u64 {
+        return None;
+    }
+    let mut opened: [Option<*mut u64>; HOST_ACCESS_PAGES] = [None; HOST_ACCESS_PAGES];
+    let mut page = first;
+    for slot in opened.iter_mut() {
+        if page >= end {
+            break;
+        }
+        let leaf = physical_map_leaf(page)?;
+        // SAFETY: a live leaf of the physical map, read as an aligned u64.
+        if unsafe { core::ptr::read_volatile(leaf) } & PRESENT == 0 {
+            set_present(leaf, true, offset + page);
+            *slot = Some(leaf);
+        }
+        page += SIZE_4K;
+    }
+    let virt = offset + gpa;
+    let result = memory::check_access(virt, len, true).ok().map(|()| {
+        // SAFETY: `check_access` found `len` writable bytes mapped at `virt`: guest memory the
+        // host is asked to read or write (a buffer the TD gave it, a page it discards).
+        f(unsafe { core::slice::from_raw_parts_mut(virt as *mut u8, len as usize) })
+    });
+    let mut page = first;
+    for leaf in opened {
+        if let Some(leaf) = leaf {
+            set_present(leaf, false, offset + page);
+        }
+        page += SIZE_4K;
+    }
+    result
+}
+
+/// Fills one 4 KiB page with `byte` as the host (a pending page about to be accepted, or a
+/// page MapGPA just converted whose backing the host discards).
+pub(super) fn fill_page(gpa: u64, byte: u8) {
+    if host_access(gpa & !(SIZE_4K - 1), SIZE_4K, |page| page.fill(byte)).is_none() {
+        host_stop("FATAL softtdx: no physical-memory mapping to write a page as the host")
     }
 }
 
@@ -261,11 +389,11 @@ pub fn accept(pages: &mut Pages, rcx: u64, gpaw: u64) -> u64 {
     TDX_SUCCESS
 }
 
-/// #PF: an access to a GPA whose 2 MiB the model keeps non-present because it holds pending
-/// pages. Stops the run as the TD would be stopped (see the module docs); other page faults
-/// are not the model's.
+/// #PF: a private access (through the physical map) to a page the model keeps non-present
+/// because it is shared or pending, or lies in a 2 MiB that holds a pending page. Stops the run
+/// as the TD would be stopped (see the module docs and [`refresh_physical_map`]); other page
+/// faults are not the model's.
 pub fn page_fault(frame: &mut TrapFrame) -> bool {
-    const PRESENT: u64 = 1;
     let cr2 = x86_64::registers::control::Cr2::read_raw();
     let Some(offset) = memory::physical_memory_offset() else { return false };
     if frame.error_code & PRESENT != 0 || cr2 < offset {
@@ -280,11 +408,22 @@ pub fn page_fault(frame: &mut TrapFrame) -> bool {
             model.pages.states.first(chunk, chunk + SIZE_2M, PageState::Pending).is_some(),
         )
     };
-    if !pending_in_2m {
-        return false;
-    }
-    let mut message = crate::fmtbuf::FixedString::<240>::new();
+    let mut message = crate::fmtbuf::FixedString::<320>::new();
     let _ = match state {
+        // The outcome by the sources (docs/shared-memory-and-mmio.md): the Secure EPT has no
+        // entry for the page, so a TD exit (`td_ept_violation_exit`); KVM sees a private fault
+        // on a shared GFN and exits to QEMU, which converts the page back to private
+        // (`kvm_convert_memory`, discarding it); KVM adds a pending page (TDH.MEM.PAGE.AUG),
+        // and the retried access to it under SEPT_VE_DISABLE ends the TD
+        // (`tdx_is_sept_violation_unexpected_pending`, `kvm_vm_dead`).
+        PageState::Shared => write!(
+            message,
+            "FATAL softtdx: private access to GPA {:#x}, which the TD made shared, at RIP {:#x}: \
+             TD exit (EPT violation); the host converts the page back to private, discarding \
+             it, and adds it pending; the retried access ends the TD (SEPT_VE_DISABLE)",
+            gpa & !(SIZE_4K - 1),
+            frame.rip
+        ),
         PageState::Pending => write!(
             message,
             "FATAL softtdx: access to pending (unaccepted) private page GPA {:#x} at RIP {:#x}: \
@@ -293,12 +432,13 @@ pub fn page_fault(frame: &mut TrapFrame) -> bool {
             gpa & !(SIZE_4K - 1),
             frame.rip
         ),
-        _ => write!(
+        PageState::Private if pending_in_2m => write!(
             message,
             "FATAL softtdx: access to GPA {gpa:#x} (accepted) inside a 2 MiB range that still \
              has pending pages, at RIP {:#x}: the model can only watch 2 MiB at a time",
             frame.rip
         ),
+        PageState::Private => return false,
     };
     host_stop(message.as_str())
 }

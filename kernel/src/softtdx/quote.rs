@@ -100,13 +100,19 @@ pub fn get_quote(view: &mut RegisterState, pages: &Pages) {
     if size > MAX_BUFFER_LEN || !shared {
         return set_status(view, TdVmCallStatus::InvalidOperand);
     }
-    let Some(buffer) = host_view(gpa, size) else {
-        return set_status(view, TdVmCallStatus::InvalidOperand);
-    };
+    // The host reads and writes the buffer as QEMU's `address_space_write` does, not through
+    // the TD's shared mapping.
+    let status = super::pages::host_access(gpa, size, |buffer| answer(buffer, size));
+    set_status(view, status.unwrap_or(TdVmCallStatus::InvalidOperand));
+}
+
+/// Fills in the GetQuote buffer (`size` bytes, the TD's request in it) as the armed fault or
+/// QEMU without a quote service would.
+fn answer(buffer: &mut [u8], size: u64) -> TdVmCallStatus {
     let version = u64::from_le_bytes(buffer[0..8].try_into().unwrap_or([0; 8]));
     let in_len = u32::from_le_bytes(buffer[16..20].try_into().unwrap_or([0; 4])) as u64;
     if version != layout::VERSION || in_len > size - HEADER_LEN as u64 {
-        return set_status(view, TdVmCallStatus::InvalidOperand);
+        return TdVmCallStatus::InvalidOperand;
     }
     let out_len = u32::from_le_bytes(buffer[20..24].try_into().unwrap_or([0; 4]));
     let room = buffer.len() - HEADER_LEN;
@@ -133,16 +139,5 @@ pub fn get_quote(view: &mut RegisterState, pages: &Pages) {
         }
     };
     TAKEN.fetch_add(1, Ordering::Relaxed);
-    set_status(view, TdVmCallStatus::Success)
-}
-
-/// The host's view of the TD's buffer: its private alias through the physical-memory map (the
-/// model's VMM writes guest memory as QEMU's `address_space_write` does, not through the TD's
-/// shared mapping).
-fn host_view(gpa: u64, size: u64) -> Option<&'static mut [u8]> {
-    let virt = crate::memory::physical_memory_offset()?.checked_add(gpa)?;
-    crate::memory::check_access(virt, size, true).ok()?;
-    // SAFETY: `check_access` found `size` writable bytes mapped at `virt`: the TD's own shared
-    // pages, which the TD gave the host for this request and expects it to write.
-    Some(unsafe { core::slice::from_raw_parts_mut(virt as *mut u8, size as usize) })
+    TdVmCallStatus::Success
 }

@@ -71,7 +71,7 @@ use std::time::Duration;
 
 /// The softtdx fatal scenarios (kernel/src/bootflags.rs) and the words the kernel's FATAL line
 /// must contain for each.
-pub const FATAL_SCENARIOS: [(&str, &[&str]); 15] = [
+pub const FATAL_SCENARIOS: [(&str, &[&str]); 16] = [
     ("io-in-invalid-operand", &["IN from port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
     ("io-out-invalid-operand", &["OUT to port", "TDG.VP.VMCALL<Io> returned InvalidOperand"]),
     ("io-in-retry", &["IN from port", "TDG.VP.VMCALL<Io> returned Retry"]),
@@ -97,7 +97,16 @@ pub const FATAL_SCENARIOS: [(&str, &[&str]); 15] = [
     // A hostile host moves the virtio console's used index past the buffers in flight.
     ("virtio-used-index", &["PANIC", "virtio-console: used index 8 after 0 with 1 in flight"]),
     ("virtio-used-length", &["PANIC", "virtio-console: used length 65536 above 4096"]),
+    // The kernel reads a page of its shared pool through the private physical-memory map: the
+    // host converts it back, and the retried access ends the TD (the model stops the run).
+    (
+        "private-access-shared",
+        &["private access to GPA", "which the TD made shared", "the retried access ends the TD"],
+    ),
 ];
+
+/// The fatal scenarios that end at the host, before the guest can send ReportFatalError.
+const ENDED_BY_THE_HOST: [&str; 2] = ["touch-pending", "private-access-shared"];
 
 /// Deliberate crashes of the native kernel (`crash <kind>` boot mode) and what each must print.
 pub const CRASHES: [(&str, &[&str]); 2] = [
@@ -269,9 +278,9 @@ pub fn default_runs(
             loader,
             expect: Expect::Fatal {
                 reason: reason.iter().map(|r| r.to_string()).collect(),
-                // A pending-page access exits to the host (the model stops the run): the
-                // guest never gets to send ReportFatalError.
-                host_report: scenario != "touch-pending",
+                // An access to a pending or shared page exits to the host (the model stops
+                // the run): the guest never gets to send ReportFatalError.
+                host_report: !ENDED_BY_THE_HOST.contains(&scenario),
             },
             timeout,
             firmware: None,
