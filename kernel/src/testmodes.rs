@@ -24,6 +24,7 @@ pub fn enter(boot_info: &mut bootloader_api::BootInfo) -> BootFlags {
         // Its cost is firmware's in a TD, so the boot figure leaves it out.
         // SAFETY: RDTSC has no side effects.
         let before = unsafe { core::arch::x86_64::_rdtsc() };
+        softtdx::pages::record_ram(&boot_info.memory_regions);
         softtdx::pages::leave_above_4g_unaccepted(&mut boot_info.memory_regions);
         // SAFETY: as above.
         let spent = unsafe { core::arch::x86_64::_rdtsc() } - before;

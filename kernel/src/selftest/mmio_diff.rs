@@ -456,12 +456,61 @@ fn faults(ctx: &Context, tally: &mut Tally) {
         crate::softtdx::mmio::arm(Some(HostMmioFault::RequestMmioFailure));
         let result = crate::tdx::mmio::read(IOAPIC | SHARED_BIT, AccessSize::Dword);
         crate::softtdx::mmio::arm(None);
-        match result {
-            Err(crate::tdx::vmcall::VmcallError::Status {
-                status: TdVmCallStatus::InvalidOperand,
-                ..
-            }) => pass!("a failing RequestMMIO is reported as INVALID_OPERAND"),
-            other => fail!("{other:?}"),
+        // RAM has a memslot: the host refuses to emulate MMIO there (scratch memory, private).
+        let ram = crate::tdx::mmio::read((gpa + size) | SHARED_BIT, AccessSize::Dword);
+        let refused = |r: &Result<u64, crate::tdx::vmcall::VmcallError>| {
+            matches!(
+                r,
+                Err(crate::tdx::vmcall::VmcallError::Status {
+                    status: TdVmCallStatus::InvalidOperand,
+                    ..
+                })
+            )
+        };
+        if refused(&result) && refused(&ram) {
+            pass!("a failing RequestMMIO is reported as INVALID_OPERAND; one on RAM is refused so")
+        } else {
+            fail!("armed failure: {result:?}; RequestMMIO on RAM: {ram:?}")
         }
     });
+    tally.run("shared.implicit_conversion", || implicit_conversion(gpa + size));
+}
+
+/// A shared access to a private page of RAM: no #VE in a TD; the host converts the page to
+/// shared, discarding its contents (`softtdx::mmio::convert_implicitly` has the sources). The
+/// page (scratch memory after the four MapGPA pages) then goes back to private and is
+/// accepted again; it is never touched through its private mapping while shared, which would
+/// end the run.
+fn implicit_conversion(page: u64) -> Outcome {
+    use crate::softtdx::pages::{state, PageState};
+    const MARKER: u64 = 0x1122_3344_5566_7788;
+    let Some(offset) = crate::memory::physical_memory_offset() else {
+        return fail!("no physical-memory mapping");
+    };
+    // SAFETY: scratch memory nothing else uses (see `faults`), private and accepted here.
+    unsafe { core::ptr::write_volatile((offset + page) as *mut u64, MARKER) };
+    let alias = match pagetable::map_device(page, 1, SHARED_BIT) {
+        Ok(alias) => alias,
+        Err(e) => return fail!("mapping GPA {page:#x} shared: {e}"),
+    };
+    let ves = || crate::counters::VE_MMIO.get();
+    let conversions =
+        || crate::softtdx::mmio::IMPLICIT_CONVERSIONS.load(core::sync::atomic::Ordering::Relaxed);
+    let (before, conversions_before) = (ves(), conversions());
+    // SAFETY: a mapping of the scratch page with the shared bit: the access converts the page
+    // to shared (in a TD, the host does) and reads whatever the host left there.
+    let value = unsafe { read_mov(alias, AccessSize::Qword) };
+    let ves = ves() - before;
+    let conversions = conversions() - conversions_before;
+    let converted = state(page);
+    let back = mapgpa::map_gpa(page, 4096, false, SHARED_BIT);
+    // SAFETY: as above; the page is pending after MapGPA to private.
+    let accepted = unsafe { crate::tdx::accept::accept_range(page, 4096) };
+    let scribbled = u64::from_ne_bytes([crate::softtdx::mmio::SCRIBBLE; 8]);
+    let shared = converted == PageState::Shared && conversions == 1;
+    if ves == 0 && value == scribbled && shared && back.is_ok() && accepted.is_ok() {
+        pass!("a shared read of private GPA {page:#x}: no #VE, the page became shared and read {value:#x}, not {MARKER:#x}; back to private, accepted")
+    } else {
+        fail!("{ves} MMIO #VEs, read {value:#x} (wrote {MARKER:#x}), state {converted:?} after {conversions} conversion(s), back {back:?}, accept {accepted:?}")
+    }
 }

@@ -24,8 +24,11 @@ const BAR_HIGH_SHARED_BIT: u32 = 1 << 15;
 /// A capability offset no BAR of the device holds.
 const OFFSET_OUTSIDE: u32 = 0xFFFF_F000;
 
+/// Whether a start-up's error is the refusal a scenario expects.
+type Expected = fn(&VirtioError) -> bool;
+
 /// Each scenario's check, and the refusal it expects.
-const SCENARIOS: [(&str, fn(&VirtioError) -> bool); 7] = [
+const SCENARIOS: [(&str, Expected); 7] = [
     ("fault.virtio.capability_length", |e| matches!(e, Device(D::CapabilityLength(4)))),
     ("fault.virtio.capability_offset", |e| {
         matches!(e, Device(D::OutsideBar { offset: OFFSET_OUTSIDE, .. }))
@@ -46,6 +49,8 @@ const SCENARIOS: [(&str, fn(&VirtioError) -> bool); 7] = [
 /// Per scenario: what the start-up returned, and how many reads the lie answered.
 type Outcome = (Result<(), VirtioError>, u32);
 
+// One static instance: its size costs nothing, and boxing would need the heap.
+#[allow(clippy::large_enum_variant)]
 enum Results {
     NotRun,
     NoConsole,

@@ -60,7 +60,7 @@ const QUALIFICATION_FINAL_TRANSLATION: u64 = 1 << 8;
 const POISON_LENGTH: u32 = 0xBAD0_F00D;
 const POISON_INFO: u32 = 0xDEAD_BEEF;
 /// What the host leaves in a page it discarded.
-const SCRIBBLE: u8 = 0x5C;
+pub const SCRIBBLE: u8 = 0x5C;
 const FRAME_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 const PRESENT: u64 = 1;
 const HUGE_PAGE: u64 = 1 << 7;
@@ -118,6 +118,8 @@ static STATE: spin::Mutex<State> = spin::Mutex::new(State {
 /// Accesses RequestMMIO performed and RAM instructions let through; for the checks.
 pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
 pub static RAM_STEPS: AtomicU64 = AtomicU64::new(0);
+/// Private pages of RAM a shared access converted ([`convert_implicitly`]).
+pub static IMPLICIT_CONVERSIONS: AtomicU64 = AtomicU64::new(0);
 
 fn state() -> spin::MutexGuard<'static, State> {
     match STATE.try_lock() {
@@ -192,6 +194,31 @@ fn restore_locked(state: &mut State) {
     }
 }
 
+/// A shared access to a private (or pending) page of RAM. In a TD it raises no #VE: the shared
+/// EPT has no entry and KVM handles the violation; it finds a shared fault on a GFN whose
+/// attribute is private and exits to QEMU (`kvm_mmu_prepare_memory_fault_exit`), which converts
+/// the page to shared, discarding it (`kvm_convert_memory`); the access is retried and reaches
+/// the new shared page. Returns whether `gpa` (shared bit clear) was RAM and is now shared.
+fn convert_implicitly(gpa: u64) -> bool {
+    let page = gpa & !(PAGE_SIZE - 1);
+    let converted = super::with_model(|m| {
+        if !super::pages::is_ram(&m.pages, page) {
+            return false;
+        }
+        if super::pages::set_locked(&mut m.pages, page, page + PAGE_SIZE, PageState::Shared)
+            .is_err()
+        {
+            super::host::host_stop("FATAL softtdx: the page-state map is full");
+        }
+        true
+    });
+    if converted {
+        scribble(page, page + PAGE_SIZE);
+        IMPLICIT_CONVERSIONS.fetch_add(1, Ordering::Relaxed);
+    }
+    converted
+}
+
 /// #PF: a reserved-bit fault through a leaf with the shared bit is the model's EPT. Any other
 /// #PF is not the model's and is left to the next handler.
 pub fn page_fault(frame: &mut TrapFrame) -> bool {
@@ -209,7 +236,7 @@ pub fn page_fault(frame: &mut TrapFrame) -> bool {
         return false;
     }
     let gpa = (value & FRAME_MASK & !page_mask) | (gla & page_mask);
-    let ram = is_shared(gpa & !SHARED_BIT);
+    let ram = is_shared(gpa & !SHARED_BIT) || convert_implicitly(gpa & !SHARED_BIT);
     let mut state = state();
     if ram {
         // RAM on the shared side: the access happens, as memory.
@@ -291,8 +318,11 @@ pub fn request_mmio(view: &mut RegisterState, pages: &Pages) {
         return set_status(view, TdVmCallStatus::InvalidOperand);
     }
     let device = gpa & !SHARED_BIT;
-    if super::pages::state_locked(pages, device) != PageState::Private {
-        // RAM, not a device: KVM would find the memslot and refuse the emulation.
+    if super::pages::state_locked(pages, device) != PageState::Private
+        || super::pages::is_ram(pages, device)
+    {
+        // RAM, not a device: KVM finds the memslot and refuses the emulation
+        // (`tdx_emulate_mmio`: a GFN with a valid memslot is an error, INVALID_OPERAND).
         return set_status(view, TdVmCallStatus::InvalidOperand);
     }
     let Some(address) = alias(&mut state, device) else {

@@ -54,6 +54,9 @@ use tdx_ve::page_state::{PageStateError, PageStates};
 
 pub use tdx_ve::page_state::PageState;
 
+/// How many separate RAM ranges the model's VMM knows (q35 has two or three).
+const RAM_RANGES: usize = 16;
+
 /// How many separate ranges of non-private pages the model can track.
 const MAX_RANGES: usize = 256;
 
@@ -84,11 +87,22 @@ pub struct Pages {
     pub calls: u64,
     /// Tables of [`SPLIT`] in use.
     split_used: usize,
+    /// The VMM's RAM (its memslots), from the boot memory map ([`record_ram`]).
+    ram: [(u64, u64); RAM_RANGES],
+    ram_len: usize,
 }
 
 impl Pages {
     pub const fn new() -> Self {
-        Self { states: PageStates::new(), map_4k_only: false, fault: None, calls: 0, split_used: 0 }
+        Self {
+            states: PageStates::new(),
+            map_4k_only: false,
+            fault: None,
+            calls: 0,
+            split_used: 0,
+            ram: [(0, 0); RAM_RANGES],
+            ram_len: 0,
+        }
     }
 }
 
@@ -121,6 +135,43 @@ pub fn leave_above_4g_unaccepted(regions: &mut [bootloader_api::info::MemoryRegi
         }
         region.kind = crate::mm::frames::UNACCEPTED;
     }
+}
+
+/// Records where the VMM has RAM, as QEMU's memslots, from the boot memory map: every region
+/// of memory the firmware handed out or keeps (usable, loader, boot and runtime services,
+/// ACPI, persistent, unaccepted). Reserved (type 0), unusable, MMIO and PAL regions are not
+/// counted: OVMF reports PCIe ECAM as reserved, and the model cannot tell reserved RAM from a
+/// device there, so it leaves them to MMIO as before. Adjacent regions are merged.
+pub fn record_ram(regions: &[bootloader_api::info::MemoryRegion]) {
+    use bootloader_api::info::MemoryRegionKind as Kind;
+    super::with_model(|m| {
+        let pages = &mut m.pages;
+        for region in regions {
+            let ram = match region.kind {
+                Kind::Usable | Kind::Bootloader => true,
+                Kind::UnknownUefi(kind) => matches!(kind, 1..=7 | 9 | 10 | 14 | 15),
+                _ => false,
+            };
+            if !ram || region.start >= region.end {
+                continue;
+            }
+            match pages.ram[..pages.ram_len].last_mut() {
+                Some(last) if last.1 == region.start => last.1 = region.end,
+                _ if pages.ram_len == RAM_RANGES => host_stop(
+                    "FATAL softtdx: more RAM ranges in the memory map than the model keeps",
+                ),
+                _ => {
+                    pages.ram[pages.ram_len] = (region.start, region.end);
+                    pages.ram_len += 1;
+                }
+            }
+        }
+    });
+}
+
+/// Whether the page of `gpa` (shared bit clear) is RAM the VMM has ([`record_ram`]).
+pub(super) fn is_ram(pages: &Pages, gpa: u64) -> bool {
+    pages.ram[..pages.ram_len].iter().any(|&(start, end)| start <= gpa && gpa < end)
 }
 
 /// The state of the page holding `gpa` (shared bit clear).
@@ -247,7 +298,7 @@ fn split(pages: &mut Pages, pde: *mut u64, leaf: u64, virt: u64) {
     let pat = if leaf & PAT_2M != 0 { PAT_4K } else { 0 };
     let attributes = (leaf & 0xFFF & !HUGE_PAGE) | pat | (leaf & NO_EXECUTE);
     for (i, entry) in table.iter_mut().enumerate() {
-        *entry = (leaf & FRAME_2M) + i as u64 * SIZE_4K | attributes;
+        *entry = ((leaf & FRAME_2M) + i as u64 * SIZE_4K) | attributes;
     }
     let Ok(physical) = memory::translate(table.as_ptr() as u64) else {
         host_stop("FATAL softtdx: the model's split table is not mapped")
