@@ -6,6 +6,8 @@
 //! - `softtdx`: the self-test with the software TDX module; expect pass, with I/O #VEs.
 //! - `native:upstream`, `softtdx:upstream`: the same through the `bootloader` crate's UEFI
 //!   stage; both loaders honouring the bootloader_api contract is what these four prove.
+//!   `softtdx:upstream` plays a debug TD (`softtdx attributes=0x1`): it is also the proof that a
+//!   debug TD passes the whole self-test and says DEBUG TD on its first line.
 //!   (`--loader` boots every run through one loader instead.)
 //! - `harness:broken-loader`: our loader built with `broken-handoff`; expect each `boot.*`
 //!   handoff check of kernel/src/selftest/bootinfo.rs to fail.
@@ -35,7 +37,8 @@
 //!   the IN merge, the MMIO decoder's MOVZX, the allowlist), so one boot proves what four did.
 //! - `attributes:no-sept-ve-disable`: softtdx reports TD attributes without SEPT_VE_DISABLE;
 //!   expect the kernel to refuse to run (FATAL and ReportFatalError), as Linux does.
-//! - `attributes:debug-td`: softtdx reports a debug TD; expect a pass whose first line says
+//! - `attributes:debug-td` (only with `--loader`, when there is no `softtdx:upstream`): softtdx
+//!   reports a debug TD; expect a pass whose first line says
 //!   DEBUG TD.
 //! - `attributes:debug-td-fatal`: a debug TD with a fatal fault; expect the fatal stop with the
 //!   register dump, which every non-debug `fatal:*` run must not show.
@@ -172,11 +175,18 @@ pub fn default_runs(
             timeout,
             firmware: None,
         });
+        // Through the second loader, the model plays a debug TD: that boot is also the proof
+        // that a debug TD runs the whole self-test and says so (no boot of its own for it).
+        let softtdx_flag = if this == loader {
+            "softtdx".to_owned()
+        } else {
+            format!("softtdx attributes={DEBUG_TD_ATTRIBUTES:#x}")
+        };
         runs.push(RunSpec {
             id: format!("softtdx{suffix}"),
             mode: "softtdx",
             machine: Machine::Legacy,
-            mode_flag: Some("softtdx".into()),
+            mode_flag: Some(softtdx_flag),
             variant: variant.clone(),
             loader: this,
             expect: Expect::Pass,
@@ -225,17 +235,20 @@ pub fn default_runs(
         timeout,
         firmware: None,
     });
-    runs.push(RunSpec {
-        id: "attributes:debug-td".into(),
-        mode: "softtdx",
-        machine: Machine::Td,
-        mode_flag: Some(format!("softtdx attributes={DEBUG_TD_ATTRIBUTES:#x}")),
-        variant: KernelVariant::default(),
-        loader,
-        expect: Expect::Pass,
-        timeout,
-        firmware: None,
-    });
+    // With one loader there is no second softtdx boot to play the debug TD: a boot of its own.
+    if only_loader.is_some() {
+        runs.push(RunSpec {
+            id: "attributes:debug-td".into(),
+            mode: "softtdx",
+            machine: Machine::Td,
+            mode_flag: Some(format!("softtdx attributes={DEBUG_TD_ATTRIBUTES:#x}")),
+            variant: KernelVariant::default(),
+            loader,
+            expect: Expect::Pass,
+            timeout,
+            firmware: None,
+        });
+    }
     // A debug TD keeps the full register dump on its fatal paths (the `fatal:*` runs, non-debug,
     // must show none): the host can read a debug TD's registers anyway.
     runs.push(RunSpec {

@@ -387,7 +387,6 @@ fn the_pass_runs_boot_under_both_loaders_and_the_rest_under_ours() {
             ("softtdx:upstream", LoaderKind::Upstream),
             ("td-machine:native", LoaderKind::Own),
             ("td-machine:softtdx", LoaderKind::Own),
-            ("attributes:debug-td", LoaderKind::Own),
             ("td-image:hang-mode-ignored", LoaderKind::Own),
             ("harness:la57-handoff", LoaderKind::OwnLa57),
             ("tpm:measured-boot", LoaderKind::Own),
@@ -403,4 +402,18 @@ fn the_pass_runs_boot_under_both_loaders_and_the_rest_under_ours() {
     assert!(upstream
         .iter()
         .all(|r| r.loader == LoaderKind::Upstream && !r.id.ends_with(":upstream")));
+}
+
+#[test]
+fn every_run_list_has_one_debug_td_that_must_pass() {
+    for only in [None, Some(LoaderKind::Own), Some(LoaderKind::Upstream)] {
+        let runs = default_runs(Duration::from_secs(120), None, only);
+        let debug: Vec<&str> = runs
+            .iter()
+            .filter(|r| r.expect == Expect::Pass && requests_debug_td(r.mode_flag.as_deref()))
+            .map(|r| r.id.as_str())
+            .collect();
+        let want = if only.is_none() { "softtdx:upstream" } else { "attributes:debug-td" };
+        assert_eq!(debug, [want], "loader {only:?}");
+    }
 }
