@@ -313,8 +313,15 @@ pub fn request_mmio(view: &mut RegisterState, pages: &Pages) {
     };
     let gpa = view.gpr(Gpr::R14);
     let last = gpa.wrapping_add(size.bytes() - 1);
-    // "allows only shared GPA": both ends must carry the bit and lie below GPAW.
-    if gpa & SHARED_BIT == 0 || last & SHARED_BIT == 0 || last >= GPA_LIMIT || last < gpa {
+    // "allows only shared GPA": both ends must carry the bit and lie below GPAW. KVM also
+    // refuses an access that crosses a page ("Disallow MMIO crossing page boundary for
+    // simplicity", `tdx_emulate_mmio`).
+    if gpa & SHARED_BIT == 0
+        || last & SHARED_BIT == 0
+        || last >= GPA_LIMIT
+        || last < gpa
+        || (gpa ^ last) & !(PAGE_SIZE - 1) != 0
+    {
         return set_status(view, TdVmCallStatus::InvalidOperand);
     }
     let device = gpa & !SHARED_BIT;
