@@ -148,7 +148,7 @@ pub enum LoaderKind {
     Own,
     /// The rust-osdev `bootloader` crate's UEFI stage, for comparison.
     Upstream,
-    /// Test-only: ours built with `broken-handoff` (`harness:broken-loader`).
+    /// Test-only: ours built with `broken-handoff` (`harness:broken-loader-and-pic-probe`).
     #[value(skip)]
     OwnBrokenHandoff,
     /// Test-only: ours, with a copy of the kernel whose `.bootloader-config` claims

@@ -4,7 +4,7 @@
 //! The facts come from the live page tables (`memory::translate`), the kernel's own ELF headers
 //! (mapped at `kernel_image_offset`, in its first PT_LOAD segment) and QEMU's `etc/e820`; the
 //! judgement is `loader_core::checks`, whose host tests show each check failing on a synthetic
-//! map. `harness:broken-loader` boots a loader built to break the handoff and expects these
+//! map. `harness:broken-loader-and-pic-probe` boots a loader built to break the handoff and expects these
 //! checks to fail.
 
 use super::{Context, Outcome, Tally};

@@ -9,8 +9,11 @@
 //!   `softtdx:upstream` plays a debug TD (`softtdx attributes=0x1`): it is also the proof that a
 //!   debug TD passes the whole self-test and says DEBUG TD on its first line.
 //!   (`--loader` boots every run through one loader instead.)
-//! - `harness:broken-loader`: our loader built with `broken-handoff`; expect each `boot.*`
-//!   handoff check of kernel/src/selftest/bootinfo.rs to fail.
+//! - `harness:broken-loader-and-pic-probe`: our loader built with `broken-handoff` boots a
+//!   kernel whose PIC probe is inverted, on the TD machine (no PIC); expect each `boot.*`
+//!   handoff check of kernel/src/selftest/bootinfo.rs to fail, and `pic.mask_readback`. The two
+//!   breakages touch disjoint paths: booted alone, each failed exactly the checks it fails here,
+//!   with the same details. With `--loader` other than ours: `harness:broken-pic-probe` alone.
 //! - `harness:la57-handoff`: our loader built with `test-enable-la57` on a CPU with LA57: it
 //!   turns 5-level paging on after ExitBootServices and its trampoline must leave it; expect
 //!   pass. `harness:la57-broken-trampoline`: the same with the switch left out; expect `crash`.
@@ -484,31 +487,38 @@ pub fn default_runs(
                 firmware: None,
             });
         }
+        // Our loader built with `broken-handoff`, and a kernel whose PIC probe claims a PIC
+        // on the TD machine (the PIC checks then talk to a device that is not there): one boot
+        // for both. They touch disjoint paths (the handoff, the 8259 probe): booted alone and
+        // folded, the failed checks are the same (the five handoff checks and pic.mask_readback,
+        // pic.reinit, pic.irr_isr), with the same details.
+        let mut checks = HANDOFF_CHECKS.map(String::from).to_vec();
+        checks.push(PIC_PROBE_CHECK.into());
         runs.push(RunSpec {
-            id: "harness:broken-loader".into(),
+            id: "harness:broken-loader-and-pic-probe".into(),
             mode: "native",
             machine: Machine::Td,
             mode_flag: None,
-            variant: KernelVariant::default(),
+            variant: KernelVariant { broken_pic_probe: true, ..KernelVariant::default() },
             loader: LoaderKind::OwnBrokenHandoff,
-            expect: Expect::FailEach { checks: HANDOFF_CHECKS.map(String::from).to_vec() },
+            expect: Expect::FailEach { checks },
+            timeout,
+            firmware: None,
+        });
+    } else {
+        // Another loader only: the inverted PIC probe alone.
+        runs.push(RunSpec {
+            id: "harness:broken-pic-probe".into(),
+            mode: "native",
+            machine: Machine::Td,
+            mode_flag: None,
+            variant: KernelVariant { broken_pic_probe: true, ..KernelVariant::default() },
+            loader,
+            expect: Expect::Fail { check: PIC_PROBE_CHECK.into() },
             timeout,
             firmware: None,
         });
     }
-    // A probe that claims a PIC on the TD machine sends the PIC checks to a device that is not
-    // there: they must fail, not pass.
-    runs.push(RunSpec {
-        id: "harness:broken-pic-probe".into(),
-        mode: "native",
-        machine: Machine::Td,
-        mode_flag: None,
-        variant: KernelVariant { broken_pic_probe: true, ..KernelVariant::default() },
-        loader,
-        expect: Expect::Fail { check: "pic.mask_readback".into() },
-        timeout,
-        firmware: None,
-    });
     // `accept=eager` (TDX_UNIKERNEL_ACCEPT=eager): the 6 GiB the model leaves unaccepted are
     // all accepted at boot, with progress lines; `mm.unaccepted_on_use` then requires that
     // nothing was left and that the self-test's 64 MiB took no accept call.
@@ -555,7 +565,10 @@ pub fn default_runs(
     runs
 }
 
-/// The handoff checks (kernel/src/selftest/bootinfo.rs) that `harness:broken-loader` breaks.
+/// The check the inverted PIC probe (`broken-pic-probe`) must fail on the TD machine.
+const PIC_PROBE_CHECK: &str = "pic.mask_readback";
+
+/// The handoff checks (kernel/src/selftest/bootinfo.rs) that the `broken-handoff` loader breaks.
 pub const HANDOFF_CHECKS: [&str; 5] = [
     "boot.usable_in_ram",
     "boot.usable_avoids_loaded",
