@@ -11,10 +11,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 static PHYSICAL_MEMORY_OFFSET: AtomicU64 = AtomicU64::new(u64::MAX);
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const HUGE_PAGE: u64 = 1 << 7;
-const ADDRESS_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+use crate::arch::paging::{FRAME_MASK, HUGE_PAGE, NO_EXECUTE, PRESENT, WRITABLE};
+
 const PAGE_SIZE: u64 = 4096;
 /// CR4.LA57: 5-level paging, which this walk does not implement.
 const CR4_LA57: u64 = 1 << 12;
@@ -69,8 +67,6 @@ pub struct Translation {
     pub executable: bool,
 }
 
-const NO_EXECUTE: u64 = 1 << 63;
-
 /// Walks the live page tables for `address`.
 pub fn translate(address: u64) -> Result<Translation, AccessError> {
     if !is_canonical(address) {
@@ -97,10 +93,10 @@ pub fn translate(address: u64) -> Result<Translation, AccessError> {
         executable &= entry & NO_EXECUTE == 0;
         if level == 0 || (level <= 2 && entry & HUGE_PAGE != 0) {
             let page_mask = (1u64 << (12 + 9 * level)) - 1;
-            let physical = (entry & ADDRESS_MASK & !page_mask) | (address & page_mask);
+            let physical = (entry & FRAME_MASK & !page_mask) | (address & page_mask);
             return Ok(Translation { physical, writable, executable });
         }
-        table = entry & ADDRESS_MASK;
+        table = entry & FRAME_MASK;
     }
     unreachable!("level 0 always returns")
 }
@@ -127,7 +123,7 @@ pub fn pd_entry(address: u64) -> Result<*mut u64, AccessError> {
         if value & PRESENT == 0 || (level == 2 && value & HUGE_PAGE != 0) {
             return Err(AccessError::NotMapped(address));
         }
-        table = value & ADDRESS_MASK;
+        table = value & FRAME_MASK;
     }
     Ok((offset + table + ((address >> 21) & 0x1FF) * 8) as *mut u64)
 }

@@ -4,6 +4,7 @@ pub mod frame;
 pub mod gdt;
 pub mod idt;
 pub mod nmi;
+pub mod paging;
 pub mod trap;
 
 /// RFLAGS bits used by the trap and emulation code (Intel SDM Vol. 1, 3.4.3).

@@ -5,18 +5,13 @@
 //! Every changed leaf is followed by INVLPG of its page, so no stale translation survives
 //! (Linux flushes the TLB on a private-to-shared change too, `tdx_tlb_flush_required`).
 
+use crate::arch::paging::{
+    CACHE_DISABLE, FRAME_MASK, HUGE_PAGE, NO_EXECUTE, PRESENT, WRITABLE, WRITE_THROUGH,
+};
 use crate::memory::{self, AccessError};
 use alloc::alloc::{alloc_zeroed, Layout};
 
 pub const PAGE_SIZE: u64 = 4096;
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const WRITE_THROUGH: u64 = 1 << 3;
-const CACHE_DISABLE: u64 = 1 << 4;
-const HUGE_PAGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
-/// Bits 51:12 of an entry: the frame, including a shared bit at 47 or 51.
-const FRAME_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 
 #[derive(Clone, Copy, Debug)]
 pub enum PageTableError {

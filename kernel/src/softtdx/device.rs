@@ -38,6 +38,20 @@ struct State {
     told: u32,
 }
 
+impl State {
+    /// The fake value of the first armed lie `about` picks, counted as told; else the device's
+    /// own `data`.
+    fn answer(&mut self, data: u64, about: impl Fn(&DeviceLie) -> Option<u64>) -> u64 {
+        match self.lies.iter().flatten().find_map(about) {
+            Some(fake) => {
+                self.told += 1;
+                fake
+            }
+            None => data,
+        }
+    }
+}
+
 static STATE: spin::Mutex<State> =
     spin::Mutex::new(State { lies: [None, None], config_address: 0, told: 0 });
 
@@ -86,34 +100,19 @@ pub(super) fn port_read(port: u16, width: PortWidth, data: u64) -> u64 {
     }
     let mut state = state();
     let selected = state.config_address;
-    let told = state.lies.iter().flatten().find_map(|lie| match *lie {
+    state.answer(data, |lie| match *lie {
         DeviceLie::Config { address, real, fake } if address == selected && data == real as u64 => {
             Some(fake as u64)
         }
         _ => None,
-    });
-    match told {
-        Some(fake) => {
-            state.told += 1;
-            fake
-        }
-        None => data,
-    }
+    })
 }
 
 /// The data the VMM returns for a RequestMMIO read of `size` bytes at device GPA `gpa` that
 /// gave `data`.
 pub(super) fn mmio_read(gpa: u64, size: AccessSize, data: u64) -> u64 {
-    let mut state = state();
-    let told = state.lies.iter().flatten().find_map(|lie| match *lie {
+    state().answer(data, |lie| match *lie {
         DeviceLie::Mmio { gpa: at, size: width, fake } if at == gpa && width == size => Some(fake),
         _ => None,
-    });
-    match told {
-        Some(fake) => {
-            state.told += 1;
-            fake
-        }
-        None => data,
-    }
+    })
 }

@@ -37,6 +37,7 @@
 
 use super::pages::{PageState, Pages};
 use crate::arch::frame::TrapFrame;
+use crate::arch::paging::{FRAME_MASK, HUGE_PAGE, PRESENT};
 use core::sync::atomic::{AtomicU64, Ordering};
 use tdx_ve::abi::{ExitReason, TdVmCallStatus, VeInfo};
 use tdx_ve::mmio::AccessSize;
@@ -61,9 +62,6 @@ const POISON_LENGTH: u32 = 0xBAD0_F00D;
 const POISON_INFO: u32 = 0xDEAD_BEEF;
 /// What the host leaves in a page it discarded.
 pub const SCRIBBLE: u8 = 0x5C;
-const FRAME_MASK: u64 = 0x000F_FFFF_FFFF_F000;
-const PRESENT: u64 = 1;
-const HUGE_PAGE: u64 = 1 << 7;
 
 /// A misbehaviour the model's VMM shows, armed by a self-test for the next call(s).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

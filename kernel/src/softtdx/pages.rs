@@ -44,6 +44,9 @@
 
 use super::host::host_stop;
 use crate::arch::frame::TrapFrame;
+use crate::arch::paging::{
+    FRAME_MASK, FRAME_MASK_2M, HUGE_PAGE, NO_EXECUTE, PAT_4K, PAT_LARGE, PRESENT,
+};
 use crate::memory;
 use core::fmt::Write;
 use tdx_ve::accept::{
@@ -216,15 +219,6 @@ pub(super) fn set_locked(
     Ok(())
 }
 
-const PRESENT: u64 = 1;
-const HUGE_PAGE: u64 = 1 << 7;
-/// PAT in a 2 MiB leaf; in a 4 KiB leaf it is bit 7, where a 2 MiB leaf has PS.
-const PAT_2M: u64 = 1 << 12;
-const PAT_4K: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
-const FRAME_2M: u64 = 0x000F_FFFF_FFE0_0000;
-const FRAME_4K: u64 = 0x000F_FFFF_FFFF_F000;
-
 /// Tables of 4 KiB leaves for the 2 MiB leaves the model splits: one per 2 MiB that holds a
 /// shared page (the shared pool's, the MapGPA checks' scratch memory). Static, so that a split
 /// never allocates inside the model.
@@ -260,7 +254,7 @@ fn refresh_physical_map(pages: &mut Pages, chunk: u64) {
         split(pages, pde, value, offset + chunk);
     }
     // SAFETY: the PDE now points at a table of 4 KiB leaves (split here or earlier).
-    let table = offset + (unsafe { core::ptr::read_volatile(pde) } & FRAME_4K);
+    let table = offset + (unsafe { core::ptr::read_volatile(pde) } & FRAME_MASK);
     for i in 0..512 {
         let page = chunk + i * SIZE_4K;
         let present = pages.states.state(page) == PageState::Private;
@@ -295,10 +289,10 @@ fn split(pages: &mut Pages, pde: *mut u64, leaf: u64, virt: u64) {
     // SAFETY: table `split_used` is unused (the count only grows, under the model's lock).
     let table = unsafe { &mut (*SPLIT.0.get())[pages.split_used] };
     pages.split_used += 1;
-    let pat = if leaf & PAT_2M != 0 { PAT_4K } else { 0 };
+    let pat = if leaf & PAT_LARGE != 0 { PAT_4K } else { 0 };
     let attributes = (leaf & 0xFFF & !HUGE_PAGE) | pat | (leaf & NO_EXECUTE);
     for (i, entry) in table.iter_mut().enumerate() {
-        *entry = ((leaf & FRAME_2M) + i as u64 * SIZE_4K) | attributes;
+        *entry = ((leaf & FRAME_MASK_2M) + i as u64 * SIZE_4K) | attributes;
     }
     let Ok(physical) = memory::translate(table.as_ptr() as u64) else {
         host_stop("FATAL softtdx: the model's split table is not mapped")
@@ -326,7 +320,7 @@ fn physical_map_leaf(gpa: u64) -> Option<*mut u64> {
     if value & HUGE_PAGE != 0 {
         return Some(pde);
     }
-    Some((offset + (value & FRAME_4K) + ((gpa >> 12) & 0x1FF) * 8) as *mut u64)
+    Some((offset + (value & FRAME_MASK) + ((gpa >> 12) & 0x1FF) * 8) as *mut u64)
 }
 
 /// Pages [`host_access`] reaches at once: the largest GetQuote buffer the model serves (128 KiB).
