@@ -63,6 +63,12 @@ pub fn run(flags: &BootFlags, regions: &bootloader_api::info::MemoryRegions) {
         Mode::Softtdx(Some(bootflags::FatalScenario::PrivateAccessShared)) => {
             provoke_private_access_to_shared()
         }
+        // The model's fault applies to the first INS/OUTS #VE, or the first MMIO #VE: made at
+        // once, rather than after the self-test's port checks.
+        Mode::Softtdx(Some(bootflags::FatalScenario::MismatchedQualification)) => {
+            provoke_first_string_io()
+        }
+        Mode::Softtdx(Some(bootflags::FatalScenario::MmioPrivateGpa)) => provoke_first_mmio(),
         Mode::Softtdx(Some(bootflags::FatalScenario::AcceptUnknownStatus)) => {
             provoke_accept_failure()
         }
@@ -151,6 +157,39 @@ fn provoke_unmapped_string_io() -> ! {
                          inout("rcx") 4usize => _, options(nostack, preserves_flags));
     }
     panic!("rep insb into an unmapped buffer completed")
+}
+
+/// One `rep insb` of 4 bytes from fw_cfg's data port (harmless: every fw_cfg read selects its
+/// item first) into a buffer of the kernel's: the first INS/OUTS #VE.
+fn provoke_first_string_io() -> ! {
+    let mut buffer = [0u8; 4];
+    println!("tdx-unikernel: rep insb from port 0x511 on request");
+    // SAFETY: the buffer holds the 4 bytes; reading fw_cfg's data port has no other effect.
+    unsafe {
+        core::arch::asm!("rep insb", in("dx") 0x511u16, inout("rdi") buffer.as_mut_ptr() => _,
+                         inout("rcx") 4usize => _, options(nostack, preserves_flags));
+    }
+    panic!("rep insb completed: {buffer:x?}")
+}
+
+/// One read of the IOAPIC's data window (IOWIN, 0xFEC00010) through a shared mapping: the first
+/// MMIO #VE. Reading IOWIN only returns the selected register.
+fn provoke_first_mmio() -> ! {
+    const IOAPIC: u64 = 0xFEC0_0000;
+    const IOWIN: u64 = 0x10;
+    let ioapic = match crate::mm::mmio::DeviceMemory::map(IOAPIC, 4096) {
+        Ok(ioapic) => ioapic,
+        Err(e) => {
+            println!("tdx-unikernel: cannot map the IOAPIC: {e}");
+            exit::exit(exit::ExitCode::Failure);
+        }
+    };
+    println!("tdx-unikernel: reading the IOAPIC's IOWIN through its shared mapping, on request");
+    // SAFETY: a 4-byte read of a device register that has no side effect, through a mapping
+    // of the device.
+    let value =
+        unsafe { crate::mm::mmio::read_mov(ioapic.virt + IOWIN, tdx_ve::mmio::AccessSize::Dword) };
+    panic!("the MMIO read returned {value:#x}")
 }
 
 /// After the self-test's verdict, before the exit: the `bench boot` mode's accept figures
