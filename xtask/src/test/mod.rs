@@ -3,6 +3,7 @@
 
 mod execute;
 mod judge;
+mod order;
 pub mod runs;
 pub mod spec;
 
@@ -163,7 +164,12 @@ fn run_started(
         println!("    {line}");
     }
 
-    let queue = Mutex::new(specs.iter().enumerate().collect::<Vec<_>>());
+    let durations_file = logs_dir().join("durations");
+    let mut durations = order::parse(&std::fs::read_to_string(&durations_file).unwrap_or_default());
+    let ids: Vec<&str> = specs.iter().map(|spec| spec.id.as_str()).collect();
+    let queue = Mutex::new(
+        order::queue(&ids, &durations).into_iter().map(|i| (i, &specs[i])).collect::<Vec<_>>(),
+    );
     let results = Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 2);
     let boots_started = Instant::now();
@@ -185,6 +191,11 @@ fn run_started(
     for (_, result) in results {
         runs.push(result?);
     }
+    for run in &runs {
+        durations.insert(run.id.clone(), run.wall_ms);
+    }
+    // Only an ordering hint for the next suite: a failure to keep it changes nothing else.
+    let _ = std::fs::write(&durations_file, order::render(&durations));
     if with_host_merge_check {
         println!("==> harness: host tests with the broken IN merge must fail");
         runs.push(host_tests_catch_broken_merge()?);
