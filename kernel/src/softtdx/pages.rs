@@ -339,12 +339,16 @@ pub(super) fn host_access<R>(gpa: u64, len: u64, f: impl FnOnce(&mut [u8]) -> R)
         return None;
     }
     let mut opened: [Option<*mut u64>; HOST_ACCESS_PAGES] = [None; HOST_ACCESS_PAGES];
+    let mut unmapped = false;
     let mut page = first;
     for slot in opened.iter_mut() {
         if page >= end {
             break;
         }
-        let leaf = physical_map_leaf(page)?;
+        let Some(leaf) = physical_map_leaf(page) else {
+            unmapped = true;
+            break;
+        };
         // SAFETY: a live leaf of the physical map, read as an aligned u64.
         if unsafe { core::ptr::read_volatile(leaf) } & PRESENT == 0 {
             set_present(leaf, true, offset + page);
@@ -353,7 +357,8 @@ pub(super) fn host_access<R>(gpa: u64, len: u64, f: impl FnOnce(&mut [u8]) -> R)
         page += SIZE_4K;
     }
     let virt = offset + gpa;
-    let result = memory::check_access(virt, len, true).ok().map(|()| {
+    let reachable = !unmapped && memory::check_access(virt, len, true).is_ok();
+    let result = reachable.then(|| {
         // SAFETY: `check_access` found `len` writable bytes mapped at `virt`: guest memory the
         // host is asked to read or write (a buffer the TD gave it, a page it discards).
         f(unsafe { core::slice::from_raw_parts_mut(virt as *mut u8, len as usize) })
