@@ -519,8 +519,9 @@ pub fn default_runs(
             firmware: None,
         });
     }
-    // `accept=eager` (TDX_UNIKERNEL_ACCEPT=eager): the 6 GiB the model leaves unaccepted are
-    // all accepted at boot, with progress lines; `mm.unaccepted_on_use` then requires that
+    // `accept=eager` (TDX_UNIKERNEL_ACCEPT=eager), on a 5 GiB td machine
+    // (`execute::ACCEPT_EAGER_MEMORY`): the 3 GiB the model leaves unaccepted are all accepted
+    // at boot, with progress lines; `mm.unaccepted_on_use` then requires that
     // nothing was left and that the self-test's 64 MiB took no accept call.
     runs.push(RunSpec {
         id: "accept:eager".into(),
