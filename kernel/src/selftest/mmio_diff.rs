@@ -479,7 +479,7 @@ fn faults(ctx: &Context, tally: &mut Tally) {
 }
 
 /// A shared access to a private page of RAM: no #VE in a TD; the host converts the page to
-/// shared, discarding its contents (`softtdx::mmio::convert_implicitly` has the sources). The
+/// shared, discarding its contents (`softtdx::mmio::shared_ram` has the sources). The
 /// page (scratch memory after the four MapGPA pages) then goes back to private and is
 /// accepted again; it is never touched through its private mapping while shared, which would
 /// end the run.

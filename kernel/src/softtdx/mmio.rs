@@ -116,7 +116,7 @@ static STATE: spin::Mutex<State> = spin::Mutex::new(State {
 /// Accesses RequestMMIO performed and RAM instructions let through; for the checks.
 pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
 pub static RAM_STEPS: AtomicU64 = AtomicU64::new(0);
-/// Private pages of RAM a shared access converted ([`convert_implicitly`]).
+/// Private pages of RAM a shared access converted ([`shared_ram`]).
 pub static IMPLICIT_CONVERSIONS: AtomicU64 = AtomicU64::new(0);
 
 fn state() -> spin::MutexGuard<'static, State> {
@@ -192,29 +192,33 @@ fn restore_locked(state: &mut State) {
     }
 }
 
-/// A shared access to a private (or pending) page of RAM. In a TD it raises no #VE: the shared
-/// EPT has no entry and KVM handles the violation; it finds a shared fault on a GFN whose
-/// attribute is private and exits to QEMU (`kvm_mmu_prepare_memory_fault_exit`), which converts
-/// the page to shared, discarding it (`kvm_convert_memory`); the access is retried and reaches
-/// the new shared page. Returns whether `gpa` (shared bit clear) was RAM and is now shared.
-fn convert_implicitly(gpa: u64) -> bool {
+/// Whether a shared access to `gpa` (shared bit clear) reaches RAM: a page MapGPA made shared,
+/// or a private (or pending) page of RAM, which the access converts. In a TD the latter raises
+/// no #VE: the shared EPT has no entry and KVM handles the violation; it finds a shared fault
+/// on a GFN whose attribute is private and exits to QEMU (`kvm_mmu_prepare_memory_fault_exit`),
+/// which converts the page to shared, discarding it (`kvm_convert_memory`); the access is
+/// retried and reaches the new shared page. Anything else is MMIO.
+fn shared_ram(gpa: u64) -> bool {
     let page = gpa & !(PAGE_SIZE - 1);
     let converted = super::with_model(|m| {
+        if super::pages::state_locked(&m.pages, page) == PageState::Shared {
+            return Some(false);
+        }
         if !super::pages::is_ram(&m.pages, page) {
-            return false;
+            return None;
         }
         if super::pages::set_locked(&mut m.pages, page, page + PAGE_SIZE, PageState::Shared)
             .is_err()
         {
             super::host::host_stop("FATAL softtdx: the page-state map is full");
         }
-        true
+        Some(true)
     });
-    if converted {
+    if converted == Some(true) {
         scribble(page, page + PAGE_SIZE);
         IMPLICIT_CONVERSIONS.fetch_add(1, Ordering::Relaxed);
     }
-    converted
+    converted.is_some()
 }
 
 /// #PF: a reserved-bit fault through a leaf with the shared bit is the model's EPT. Any other
@@ -234,7 +238,7 @@ pub fn page_fault(frame: &mut TrapFrame) -> bool {
         return false;
     }
     let gpa = (value & FRAME_MASK & !page_mask) | (gla & page_mask);
-    let ram = is_shared(gpa & !SHARED_BIT) || convert_implicitly(gpa & !SHARED_BIT);
+    let ram = shared_ram(gpa & !SHARED_BIT);
     let mut state = state();
     if ram {
         // RAM on the shared side: the access happens, as memory.
