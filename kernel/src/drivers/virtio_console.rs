@@ -168,17 +168,38 @@ pub fn try_start(f: Function, regions: &MemoryRegions) -> Result<ConsoleInfo, Vi
 /// capability, as [`init`] finds it.
 #[cfg(feature = "test-modes")]
 pub fn common_capability(f: Function) -> Option<(u8, PciCapability)> {
-    let mut found = None;
+    vendor_capabilities(f).ok()?.common
+}
+
+/// A vendor capability and its offset in configuration space.
+type Found = Option<(u8, PciCapability)>;
+
+/// The first common and the first notify capability of `f`.
+struct Capabilities {
+    common: Found,
+    notify: Found,
+}
+
+/// Walks `f`'s vendor capabilities; the first one that does not parse is an error.
+fn vendor_capabilities(f: Function) -> Result<Capabilities, DeviceValueError> {
+    let mut found = Capabilities { common: None, notify: None };
+    let mut error = None;
     pci::capabilities(f, |offset, id| {
-        if id == VENDOR_CAPABILITY && found.is_none() {
-            if let Ok(c @ PciCapability { kind: CapabilityKind::Common, .. }) =
-                read_capability(f, offset)
-            {
-                found = Some((offset, c));
+        if id != VENDOR_CAPABILITY || error.is_some() {
+            return;
+        }
+        match read_capability(f, offset) {
+            Ok(c) if c.kind == CapabilityKind::Common && found.common.is_none() => {
+                found.common = Some((offset, c))
             }
+            Ok(c) if c.kind == CapabilityKind::Notify && found.notify.is_none() => {
+                found.notify = Some((offset, c))
+            }
+            Ok(_) => {}
+            Err(e) => error = Some(e),
         }
     });
-    found
+    error.map_or(Ok(found), Err)
 }
 
 /// Reads the 20 bytes of a vendor capability at `offset`.
@@ -221,29 +242,9 @@ fn read_bar(f: Function, index: u8) -> Result<(u64, u64), VirtioError> {
 }
 
 fn start(f: Function, regions: &MemoryRegions) -> Result<Console, VirtioError> {
-    let mut common_cap = None;
-    let mut notify_cap = None;
-    let mut error = None;
-    pci::capabilities(f, |offset, id| {
-        if id != VENDOR_CAPABILITY || error.is_some() {
-            return;
-        }
-        match read_capability(f, offset) {
-            Ok(c) if c.kind == CapabilityKind::Common && common_cap.is_none() => {
-                common_cap = Some(c)
-            }
-            Ok(c) if c.kind == CapabilityKind::Notify && notify_cap.is_none() => {
-                notify_cap = Some(c)
-            }
-            Ok(_) => {}
-            Err(e) => error = Some(e),
-        }
-    });
-    if let Some(e) = error {
-        return Err(e.into());
-    }
-    let common_cap = common_cap.ok_or(DeviceValueError::MissingCapability("common"))?;
-    let notify_cap = notify_cap.ok_or(DeviceValueError::MissingCapability("notify"))?;
+    let found = vendor_capabilities(f)?;
+    let (_, common_cap) = found.common.ok_or(DeviceValueError::MissingCapability("common"))?;
+    let (_, notify_cap) = found.notify.ok_or(DeviceValueError::MissingCapability("notify"))?;
     if common_cap.bar != notify_cap.bar {
         return Err(VirtioError::SplitBars);
     }
