@@ -20,6 +20,7 @@
 //! `METRIC <key> exits=<n> bytes=<n>`, then `BENCH END`.
 
 use crate::arch::without_single_step as natively;
+use crate::drivers::ioapic::{BASE as IOAPIC_GPA, IOWIN};
 use crate::exit::ExitCode;
 use crate::port::{inb, inl, insb, outb};
 use crate::{counters, println};
@@ -126,9 +127,6 @@ fn exits(text: &str, f: impl FnOnce(&str)) -> u64 {
 
 /// The IOAPIC's register window, mapped shared (in a TD) by [`mmio_figures`].
 static IOAPIC: spin::Once<crate::mm::mmio::DeviceMemory> = spin::Once::new();
-const IOAPIC_GPA: u64 = 0xFEC0_0000;
-/// IOWIN: reads the register IOREGSEL selects; no side effects.
-const IOAPIC_WINDOW: u64 = 0x10;
 
 // `mov eax, [rdi]` at the start of a 16-byte aligned block, so that it and the 6 bytes after
 // it lie in one page wherever the linker puts the bench: the handler's short path reads 7 bytes
@@ -153,7 +151,7 @@ extern "sysv64" {
 fn mmio_ve_read() {
     if let Some(ioapic) = IOAPIC.get() {
         // SAFETY: the IOAPIC window is mapped; reading IOWIN has no side effects.
-        let _ = unsafe { bench_mmio_ve_mov(ioapic.virt + IOAPIC_WINDOW) };
+        let _ = unsafe { bench_mmio_ve_mov(ioapic.virt + IOWIN) };
     }
 }
 
@@ -161,7 +159,7 @@ fn mmio_ve_read() {
 #[inline(never)]
 fn mmio_direct_read() -> u64 {
     match IOAPIC.get() {
-        Some(ioapic) => ioapic.read(IOAPIC_WINDOW, AccessSize::Dword),
+        Some(ioapic) => ioapic.read(IOWIN, AccessSize::Dword),
         None => 0,
     }
 }

@@ -152,32 +152,37 @@ fn provoke(crash: bootflags::Crash) -> ! {
 fn provoke_unmapped_string_io() -> ! {
     println!("tdx-unikernel: rep insb into unmapped address {UNMAPPED:#x} on request");
     // SAFETY: not safe, on purpose (see above); the handler refuses the access.
-    unsafe {
-        core::arch::asm!("rep insb", in("dx") 0x511u16, inout("rdi") UNMAPPED => _,
-                         inout("rcx") 4usize => _, options(nostack, preserves_flags));
-    }
+    unsafe { rep_insb_fw_cfg(UNMAPPED as *mut u8) };
     panic!("rep insb into an unmapped buffer completed")
 }
 
-/// One `rep insb` of 4 bytes from fw_cfg's data port (harmless: every fw_cfg read selects its
-/// item first) into a buffer of the kernel's: the first INS/OUTS #VE.
+/// `rep insb` of 4 bytes from fw_cfg's data port (0x511) to `destination`. Reading that port is
+/// harmless: every fw_cfg read selects its item first.
+///
+/// # Safety
+/// `destination` must be 4 writable bytes, unless the caller means the access to fail.
+unsafe fn rep_insb_fw_cfg(destination: *mut u8) {
+    // SAFETY: delegated to the caller.
+    unsafe {
+        core::arch::asm!("rep insb", in("dx") 0x511u16, inout("rdi") destination => _,
+                         inout("rcx") 4usize => _, options(nostack, preserves_flags));
+    }
+}
+
+/// One `rep insb` into a buffer of the kernel's: the first INS/OUTS #VE.
 fn provoke_first_string_io() -> ! {
     let mut buffer = [0u8; 4];
     println!("tdx-unikernel: rep insb from port 0x511 on request");
-    // SAFETY: the buffer holds the 4 bytes; reading fw_cfg's data port has no other effect.
-    unsafe {
-        core::arch::asm!("rep insb", in("dx") 0x511u16, inout("rdi") buffer.as_mut_ptr() => _,
-                         inout("rcx") 4usize => _, options(nostack, preserves_flags));
-    }
+    // SAFETY: the buffer holds the 4 bytes.
+    unsafe { rep_insb_fw_cfg(buffer.as_mut_ptr()) };
     panic!("rep insb completed: {buffer:x?}")
 }
 
 /// One read of the IOAPIC's data window (IOWIN, 0xFEC00010) through a shared mapping: the first
 /// MMIO #VE. Reading IOWIN only returns the selected register.
 fn provoke_first_mmio() -> ! {
-    const IOAPIC: u64 = 0xFEC0_0000;
-    const IOWIN: u64 = 0x10;
-    let ioapic = match crate::mm::mmio::DeviceMemory::map(IOAPIC, 4096) {
+    use crate::drivers::ioapic::{BASE, IOWIN};
+    let ioapic = match crate::mm::mmio::DeviceMemory::map(BASE, 4096) {
         Ok(ioapic) => ioapic,
         Err(e) => {
             println!("tdx-unikernel: cannot map the IOAPIC: {e}");

@@ -4,14 +4,11 @@
 
 use super::{Context, Tally};
 use crate::counters;
+use crate::drivers::ioapic::{BASE as IOAPIC, IOREGSEL, IOWIN, VERSION as IOAPIC_VERSION};
 use crate::mm::mmio::{read_mov, DeviceMemory};
 use crate::mm::shared;
 use crate::{fail, pass};
 use tdx_ve::mmio::AccessSize;
-
-const IOAPIC: u64 = 0xFEC0_0000;
-const IOAPIC_WINDOW: u64 = 0x10;
-const IOAPIC_VERSION: u64 = 0x01;
 
 pub fn run(_ctx: &Context, tally: &mut Tally) {
     tally.run("shared.pool", pool);
@@ -19,8 +16,8 @@ pub fn run(_ctx: &Context, tally: &mut Tally) {
     tally.run("mmio.ioapic_version", || {
         let Ok(ioapic) = ioapic else { return fail!("cannot map the IOAPIC") };
         let before = counters::TDVMCALL_MMIO.get();
-        ioapic.write(0, AccessSize::Dword, IOAPIC_VERSION);
-        let version = ioapic.read(IOAPIC_WINDOW, AccessSize::Dword);
+        ioapic.write(IOREGSEL, AccessSize::Dword, IOAPIC_VERSION);
+        let version = ioapic.read(IOWIN, AccessSize::Dword);
         let calls = counters::TDVMCALL_MMIO.get() - before;
         let expected_calls = if crate::tdx::is_td() { 2 } else { 0 };
         // QEMU's IOAPIC: version 0x11 or 0x20, 24 redirection entries (max index 23).
@@ -33,12 +30,12 @@ pub fn run(_ctx: &Context, tally: &mut Tally) {
     });
     tally.run("mmio.ve_read", || {
         let Ok(ioapic) = ioapic else { return fail!("cannot map the IOAPIC") };
-        ioapic.write(0, AccessSize::Dword, IOAPIC_VERSION);
-        let expected = ioapic.read(IOAPIC_WINDOW, AccessSize::Dword);
+        ioapic.write(IOREGSEL, AccessSize::Dword, IOAPIC_VERSION);
+        let expected = ioapic.read(IOWIN, AccessSize::Dword);
         let before = counters::VE_MMIO.get();
         // SAFETY: the IOAPIC window is mapped (shared in a TD); reading the version register
         // has no side effects. In a TD this is an EPT-violation #VE.
-        let value = unsafe { read_mov(ioapic.virt + IOAPIC_WINDOW, AccessSize::Dword) };
+        let value = unsafe { read_mov(ioapic.virt + IOWIN, AccessSize::Dword) };
         let ves = counters::VE_MMIO.get() - before;
         let expected_ves = if crate::tdx::is_td() { 1 } else { 0 };
         if value == expected && ves == expected_ves {

@@ -23,7 +23,7 @@ use tdx_ve::mapgpa::MapGpaError;
 use tdx_ve::mmio::AccessSize;
 use tdx_ve::regs::Gpr;
 
-const IOAPIC: u64 = 0xFEC0_0000;
+use crate::drivers::ioapic::BASE as IOAPIC;
 const HPET: u64 = 0xFED0_0000;
 const HPET_CONFIG: u64 = 0x10;
 const HPET_COUNTER: u64 = 0xF0;
