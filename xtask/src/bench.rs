@@ -57,7 +57,7 @@ fn boot(
     let logs = build::project_root().join("target/xtask-logs");
     std::fs::create_dir_all(&logs)?;
     let virtio_log = logs.join(format!("{log_name}.virtio-console"));
-    let mut args = qemu::boot_args(&qemu::BootSpec {
+    let args = qemu::boot_args(&qemu::BootSpec {
         firmware,
         image,
         kvm: false,
@@ -67,11 +67,8 @@ fn boot(
         la57: false,
         // For `exits_per_byte.virtio_console`; the console starts only when the bench asks.
         virtio_console: Some(&virtio_log),
+        memory,
     });
-    if let Some(memory) = memory {
-        let at = args.iter().position(|a| a == "-m").context("no -m in the boot arguments")?;
-        args[at + 1] = memory.to_owned();
-    }
     println!("{}", qemu::command_line(qemu, &args));
     let finished = qemu::run(qemu, &args, &qemu::Limits::timeout(timeout), false)?;
     let log = build::project_root().join("target/xtask-logs").join(log_name);

@@ -373,6 +373,7 @@ fn run_command(cli: Cli) -> Result<bool> {
                 extra_args: &qemu_args,
                 la57: loader.loader.needs_la57(),
                 virtio_console: None,
+                memory: None,
             });
             firmware::print_announcement(&firmware);
             boot_on_terminal(&qemu, &args, timeout, ovmf::Purpose::Tcg)

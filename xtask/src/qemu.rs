@@ -76,6 +76,8 @@ pub struct BootSpec<'a> {
     pub la57: bool,
     /// A virtio console writing to this file ([`crate::machine::virtio_console_args_tcg`]).
     pub virtio_console: Option<&'a Path>,
+    /// Guest memory other than the machine's ([`Machine::tcg_memory`]).
+    pub memory: Option<&'a str>,
 }
 
 /// Guest memory of the 5-level-paging boots (`harness:la57-*`), all below 4 GiB.
@@ -94,7 +96,11 @@ pub fn boot_args(spec: &BootSpec) -> Vec<String> {
     // loader above 4 GiB when there is conventional RAM there, and the loader refuses to leave
     // LA57 from a trampoline out of reach of its 32-bit switch. In a TD, TDVF leaves the RAM
     // above 4 GiB unaccepted, so firmware allocations stay below it.
-    let memory = if spec.la57 { LA57_MEMORY } else { spec.machine.tcg_memory() };
+    let memory = match spec.memory {
+        Some(memory) => memory,
+        None if spec.la57 => LA57_MEMORY,
+        None => spec.machine.tcg_memory(),
+    };
     args.extend(["-m".into(), memory.into()]);
     match &spec.firmware.vars {
         None => args.extend(["-bios".into(), spec.firmware.code.display().to_string()]),
@@ -469,6 +475,7 @@ mod tests {
             extra_args: &[],
             la57: false,
             virtio_console: None,
+            memory: None,
         });
         let line = args.join(" ");
         for required in [
@@ -484,6 +491,30 @@ mod tests {
     }
 
     #[test]
+    fn guest_memory_is_the_machine_s_unless_given() {
+        let fw = firmware();
+        let memory_of = |machine, la57, memory| {
+            let args = boot_args(&BootSpec {
+                firmware: &fw,
+                image: Path::new("/i.img"),
+                kvm: false,
+                machine,
+                mode: None,
+                extra_args: &[],
+                la57,
+                virtio_console: None,
+                memory,
+            });
+            assert_eq!(args.iter().filter(|a| *a == "-m").count(), 1, "{args:?}");
+            let at = args.iter().position(|a| a == "-m").unwrap();
+            args[at + 1].clone()
+        };
+        assert_eq!(memory_of(Machine::Td, false, None), Machine::Td.tcg_memory());
+        assert_eq!(memory_of(Machine::Td, true, None), LA57_MEMORY);
+        assert_eq!(memory_of(Machine::Td, false, Some("5G")), "5G");
+    }
+
+    #[test]
     fn the_debug_exit_device_can_be_left_out() {
         let fw = firmware();
         let args = boot_args(&BootSpec {
@@ -495,6 +526,7 @@ mod tests {
             extra_args: &[],
             la57: false,
             virtio_console: None,
+            memory: None,
         });
         let line = without_debug_exit(&args).join(" ");
         assert!(!line.contains("isa-debug-exit"), "{line}");
@@ -513,6 +545,7 @@ mod tests {
             extra_args: &["-s".into()],
             la57: false,
             virtio_console: Some(Path::new("/t/v,c.log")),
+            memory: None,
         });
         let line = args.join(" ");
         assert!(line.contains("if=pflash,format=raw,readonly=on,file=/c.fd"));

@@ -601,6 +601,7 @@ fn boot_with_plugin(
         la57: request.loader.needs_la57(),
         // The virtio console is present, so that its MMIO path is audited too.
         virtio_console: Some(&log_path.with_extension("virtio-console.log")),
+        memory: None,
     });
     let command = crate::qemu::command_line(&qemu, &args);
     let finished = crate::qemu::run(&qemu, &args, &crate::qemu::Limits::timeout(timeout), false)?;

@@ -82,14 +82,10 @@ pub(super) fn execute(
         extra_args: &extra_args,
         la57: spec.loader.needs_la57(),
         virtio_console: virtio_log.as_deref(),
+        memory: spec.variant.accept_eager.then_some(ACCEPT_EAGER_MEMORY),
     });
     if NO_DEBUG_EXIT_RUNS.contains(&spec.id.as_str()) {
         args = qemu::without_debug_exit(&args);
-    }
-    if spec.variant.accept_eager {
-        if let Some(at) = args.iter().position(|a| a == "-m") {
-            args[at + 1] = ACCEPT_EAGER_MEMORY.into();
-        }
     }
     // NMIs over QMP: a unix socket in the run's own temporary directory.
     let window = nmi_window(spec.mode_flag.as_deref());

@@ -158,6 +158,7 @@ fn run_started(
         extra_args: &options.qemu_args,
         la57: specs[0].loader.needs_la57(),
         virtio_console: (specs[0].machine == Machine::Td).then_some(Path::new("RUN.virtio.log")),
+        memory: None,
     });
     println!("    {}", qemu::command_line(qemu, &first_args));
     for line in crate::firmware::announce(&options.firmware) {
