@@ -2,14 +2,17 @@
 //! cargo feature `test-modes`).
 //!
 //! The harness boots one image in several modes (native, softtdx, fatal-fault scenarios) by
-//! passing `-fw_cfg name=opt/tdx-unikernel/mode,string=...`. Without the file the mode is
-//! native. The kernel a TD boots has no such module: the host controls fw_cfg.
+//! passing `-fw_cfg name=opt/tdx-unikernel/mode,string=...`; a folded boot passes several modes
+//! separated by `;`, one per segment ([`crate::fold`]). Without the file the mode is native. The kernel a TD boots has no such module: the host controls fw_cfg.
 
 const MODE_FILE: &[u8] = b"opt/tdx-unikernel/mode";
-const MAX_MODE_LEN: usize = 64;
+/// Room for the file: one mode, or the `;`-separated modes of a folded boot
+/// (kernel/src/fold.rs), about 40 bytes each.
+const MAX_MODE_LEN: usize = 2048;
 
-/// A fault that the softtdx model injects and that must stop the kernel: each one is a boot of
-/// its own, judged by the harness as `"expect": "fatal"`.
+/// A fault that the softtdx model injects and that must stop the kernel: each one is a run of
+/// its own, judged by the harness as `"expect": "fatal"` (the runs share a folded boot,
+/// [`crate::fold`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FatalScenario {
     IoInInvalidOperand,
@@ -237,6 +240,11 @@ pub fn read() -> BootFlags {
         return none;
     };
     let Ok(text) = core::str::from_utf8(&text[..size.min(MAX_MODE_LEN)]) else {
+        return unparsed;
+    };
+    // A folded boot: this segment's mode.
+    crate::fold::set_segments(text.split(';').count() as u32);
+    let Some(text) = text.split(';').nth(crate::fold::segment() as usize) else {
         return unparsed;
     };
     // A mode may end with ` nmi-window=N` and a softtdx mode with ` nmi=<point>` and

@@ -276,3 +276,34 @@ impl Write for EmergencyWriter {
         Ok(())
     }
 }
+
+/// COM1 written with the native port instructions, never through the #VE path: the softtdx
+/// model's host console, and the end line of a folded boot's segment (test image only). Under
+/// softtdx it must run with RFLAGS.TF clear, or the model would deliver a #VE for each access.
+#[cfg(feature = "test-modes")]
+pub struct NativeConsole;
+
+#[cfg(feature = "test-modes")]
+impl Write for NativeConsole {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for byte in s.bytes() {
+            if byte == b'\n' {
+                native_out(b'\r');
+            }
+            for _ in 0..100_000 {
+                // SAFETY: COM1's line status register has no memory side effects.
+                if unsafe { crate::port::inb(COM1 + LSR_OFFSET) } & LSR_THR_EMPTY != 0 {
+                    break;
+                }
+            }
+            native_out(byte);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "test-modes")]
+fn native_out(byte: u8) {
+    // SAFETY: COM1's transmit register has no memory side effects.
+    unsafe { crate::port::outb(COM1, byte) };
+}

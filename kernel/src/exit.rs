@@ -27,6 +27,9 @@ pub enum ExitCode {
 /// parks the vCPU.
 pub fn exit(code: ExitCode) -> ! {
     x86_64::instructions::interrupts::disable();
+    // A folded boot goes on with its next segment (kernel/src/fold.rs).
+    #[cfg(feature = "test-modes")]
+    crate::fold::end_segment(code as u32);
     // SAFETY: the exit device stops the machine, which is the point; it touches no memory.
     unsafe { crate::port::raw_out(ISA_DEBUG_EXIT_PORT, PortWidth::Dword, code as u32) };
     use core::fmt::Write;

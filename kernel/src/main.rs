@@ -34,6 +34,8 @@ mod counters;
 mod drivers;
 mod exit;
 mod fmtbuf;
+#[cfg(feature = "test-modes")]
+mod fold;
 mod fw_cfg;
 mod heap;
 mod memory;
@@ -69,6 +71,9 @@ entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 pub static KERNEL_ENTRY_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    // First, before anything changes what a folded boot's restart restores.
+    #[cfg(feature = "test-modes")]
+    fold::enter(boot_info, kernel_main);
     #[cfg(feature = "test-modes")]
     // SAFETY: RDTSC has no side effects.
     KERNEL_ENTRY_TSC

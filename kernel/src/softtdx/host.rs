@@ -7,26 +7,9 @@ use crate::port;
 use core::fmt::Write;
 use tdx_ve::io::PortWidth;
 
-/// Writes to COM1 with native port I/O: the host's own console. Used for messages the model
-/// prints as the host, which must not go back through the guest's #VE path.
-pub struct HostConsole;
-
-impl Write for HostConsole {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for byte in s.bytes() {
-            if byte == b'\n' {
-                host_out(crate::console::COM1, PortWidth::Byte, b'\r' as u64);
-            }
-            for _ in 0..100_000 {
-                if host_in(crate::console::COM1 + 5, PortWidth::Byte) & 0x20 != 0 {
-                    break;
-                }
-            }
-            host_out(crate::console::COM1, PortWidth::Byte, byte as u64);
-        }
-        Ok(())
-    }
-}
+/// The host's own console: COM1 with native port I/O, for messages the model prints as the
+/// host, which must not go back through the guest's #VE path.
+pub use crate::console::NativeConsole as HostConsole;
 
 pub fn host_in(port: u16, width: PortWidth) -> u64 {
     // SAFETY: the host performs the guest's requested port read; port 0xCF9 is refused before
@@ -55,6 +38,8 @@ pub fn host_out(port: u16, width: PortWidth, value: u64) {
 /// Without an isa-debug-exit device the VMM halts the machine instead ([`host_halt`]).
 pub fn host_stop(message: &str) -> ! {
     let _ = writeln!(HostConsole, "\n{message}");
+    // A folded boot goes on with its next segment (kernel/src/fold.rs).
+    crate::fold::end_segment(crate::exit::ExitCode::Failure as u32);
     host_out(
         crate::exit::ISA_DEBUG_EXIT_PORT,
         PortWidth::Dword,

@@ -1,5 +1,6 @@
 //! Executing one run: its firmware, its QEMU command line, the boot, the log, the judgement.
 
+use super::fold;
 use super::judge::{judge, judge_nmis, verdict, virtio_agrees};
 use super::runs::{nmi_window, NO_DEBUG_EXIT_RUNS};
 use super::spec::{Expect, Options, RunReport, RunSpec};
@@ -49,7 +50,7 @@ pub(super) fn execute(
     options: &Options,
     qemu: &Path,
 ) -> Result<RunReport> {
-    let log = logs_dir().join(format!("{}.log", spec.id.replace(':', "-")));
+    let log = run_log(spec);
     if spec.mode == "audit" {
         return crate::audit::harness::execute(spec, &options.firmware, log);
     }
@@ -63,6 +64,92 @@ pub(super) fn execute(
         Some(Ok(())) => Some(crate::tpm::Swtpm::start(&log.with_extension("swtpm"))?),
         None => None,
     };
+    let booted = boot(spec, image, options, qemu, firmware, tpm)?;
+    judged(spec, booted, &log, image)
+}
+
+/// The runs of one folded boot ([`super::fold`]): one boot with every run's mode, then each run
+/// judged on its own segment of the output, as if booted alone.
+pub(super) fn execute_folded(
+    specs: &[&RunSpec],
+    image: &Path,
+    options: &Options,
+    qemu: &Path,
+) -> Result<Vec<RunReport>> {
+    let boot_spec = RunSpec {
+        id: fold::boot_id(specs),
+        mode_flag: Some(fold::mode_file(specs)),
+        ..specs[0].clone()
+    };
+    let booted = boot(&boot_spec, image, options, qemu, options.firmware.clone(), None)?;
+    let whole = run_log(&boot_spec);
+    std::fs::write(&whole, &booted.finished.output)
+        .with_context(|| format!("cannot write {}", whole.display()))?;
+    let segments = fold::split(&booted.finished.output, specs.len());
+    let mut reports = Vec::with_capacity(specs.len());
+    for (index, (spec, segment)) in specs.iter().zip(segments).enumerate() {
+        let log = run_log(spec);
+        let note = format!(
+            "segment {} of {} of one boot of {:.1} s, whole log {}",
+            index + 1,
+            specs.len(),
+            booted.finished.wall.as_secs_f64(),
+            whole.display()
+        );
+        let (status, timed_out, output) = match segment {
+            fold::Segment::Restarted { output, status } => (Some(status), false, output),
+            fold::Segment::Last { output } => {
+                (booted.finished.status, booted.finished.timed_out, output)
+            }
+            fold::Segment::NotReached => {
+                std::fs::write(&log, format!("not reached: {note}\n"))
+                    .with_context(|| format!("cannot write {}", log.display()))?;
+                reports.push(RunReport::not_reached(spec, note, &log));
+                continue;
+            }
+        };
+        let finished =
+            qemu::Finished { status, timed_out, output, wall: booted.finished.wall, nmis: None };
+        let segment = Booted {
+            finished,
+            nonce: booted.nonce.clone(),
+            tpm: None,
+            virtio_log: None,
+            window: None,
+            firmware: booted.firmware.clone(),
+        };
+        let mut report = judged(spec, segment, &log, image)?;
+        report.reason = format!("{} [{note}]", report.reason);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// A run's log file.
+fn run_log(spec: &RunSpec) -> PathBuf {
+    logs_dir().join(format!("{}.log", spec.id.replace(':', "-")))
+}
+
+/// How a boot ended, with what its judgement needs besides the output.
+struct Booted {
+    finished: qemu::Finished,
+    nonce: String,
+    tpm: Option<crate::tpm::Swtpm>,
+    virtio_log: Option<PathBuf>,
+    /// The NMI window of the boot mode, if it has one.
+    window: Option<u32>,
+    firmware: ovmf::Firmware,
+}
+
+/// Boots `spec`'s image in its mode and machine and waits for the end.
+fn boot(
+    spec: &RunSpec,
+    image: &Path,
+    options: &Options,
+    qemu: &Path,
+    firmware: ovmf::Firmware,
+    tpm: Option<crate::tpm::Swtpm>,
+) -> Result<Booted> {
     let nonce = crate::attest::fresh_nonce();
     let mut extra_args = options.qemu_args.clone();
     extra_args.extend(crate::attest::nonce_args(&nonce));
@@ -119,7 +206,13 @@ pub(super) fn execute(
         let _ = std::fs::remove_dir_all(&scratch);
     }
     let finished = finished?;
-    std::fs::write(&log, &finished.output)
+    Ok(Booted { finished, nonce, tpm, virtio_log, window, firmware })
+}
+
+/// Judges a boot (or a folded boot's segment) of `spec`, and writes its log.
+fn judged(spec: &RunSpec, booted: Booted, log: &Path, image: &Path) -> Result<RunReport> {
+    let Booted { finished, nonce, tpm, virtio_log, window, firmware } = booted;
+    std::fs::write(log, &finished.output)
         .with_context(|| format!("cannot write {}", log.display()))?;
     let parsed = report::parse(&finished.output);
     let (verdict, mut why) = verdict(finished.status, finished.timed_out, &parsed);
@@ -170,7 +263,7 @@ pub(super) fn execute(
         parsed.checks.iter().any(|c| c.name == "attest.report" && c.result == CheckResult::Pass);
     if matches!(spec.expect, Expect::Pass) && report_checked {
         let outcome =
-            crate::attest::verify(&finished.output, &nonce, &crate::attest::report_file(&log))
+            crate::attest::verify(&finished.output, &nonce, &crate::attest::report_file(log))
                 .and_then(|detail| {
                     detail.ok_or_else(|| "no TDREPORT lines in the log".to_string())
                 });

@@ -2,6 +2,7 @@
 //! against what it is expected to do. The runs and what each expects: [`runs`].
 
 mod execute;
+mod fold;
 mod judge;
 mod order;
 pub mod runs;
@@ -10,7 +11,7 @@ pub mod spec;
 #[cfg(test)]
 mod tests;
 
-use execute::{execute, logs_dir};
+use execute::{execute, execute_folded, logs_dir};
 use judge::judge;
 pub use judge::verdict;
 use runs::default_runs;
@@ -167,20 +168,47 @@ fn run_started(
 
     let durations_file = logs_dir().join("durations");
     let mut durations = order::parse(&std::fs::read_to_string(&durations_file).unwrap_or_default());
-    let ids: Vec<&str> = specs.iter().map(|spec| spec.id.as_str()).collect();
-    let queue = Mutex::new(
-        order::queue(&ids, &durations).into_iter().map(|i| (i, &specs[i])).collect::<Vec<_>>(),
-    );
+    // Runs that end the kernel early share boots (see `fold`).
+    let boots = fold::boots(specs);
+    let boot_ids: Vec<String> = boots
+        .iter()
+        .map(|runs| match runs.as_slice() {
+            [one] => specs[*one].id.clone(),
+            _ => fold::boot_id(&runs.iter().map(|&i| &specs[i]).collect::<Vec<_>>()),
+        })
+        .collect();
+    let ids: Vec<&str> = boot_ids.iter().map(String::as_str).collect();
+    let queue = Mutex::new(order::queue(&ids, &durations));
     let results = Mutex::new(Vec::new());
+    let walls = Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 2);
     let boots_started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
-                let Some((index, spec)) = queue.lock().unwrap().pop() else { break };
-                let image = &images[&image_key(spec)];
-                let result = execute(spec, image, options, qemu);
-                results.lock().unwrap().push((index, result));
+                let Some(boot) = queue.lock().unwrap().pop() else { break };
+                let runs: Vec<&RunSpec> = boots[boot].iter().map(|&i| &specs[i]).collect();
+                let image = &images[&image_key(runs[0])];
+                let started = Instant::now();
+                let reports = match runs.as_slice() {
+                    [one] => execute(one, image, options, qemu).map(|report| vec![report]),
+                    _ => execute_folded(&runs, image, options, qemu),
+                };
+                // A boot is what the suite's time is made of (a skipped run makes none).
+                let booted = match &reports {
+                    Ok(reports) => reports.iter().any(|r| r.verdict != Verdict::Skip),
+                    Err(_) => true,
+                };
+                if booted {
+                    walls.lock().unwrap().push((boot, started.elapsed().as_millis()));
+                }
+                let mut results = results.lock().unwrap();
+                match reports {
+                    Ok(reports) => {
+                        results.extend(boots[boot].iter().copied().zip(reports.into_iter().map(Ok)))
+                    }
+                    Err(error) => results.push((boots[boot][0], Err(error))),
+                }
             });
         }
     });
@@ -192,8 +220,9 @@ fn run_started(
     for (_, result) in results {
         runs.push(result?);
     }
-    for run in &runs {
-        durations.insert(run.id.clone(), run.wall_ms);
+    let walls = walls.into_inner().unwrap();
+    for (boot, wall) in &walls {
+        durations.insert(boot_ids[*boot].clone(), *wall);
     }
     // Only an ordering hint for the next suite: a failure to keep it changes nothing else.
     let _ = std::fs::write(&durations_file, order::render(&durations));
@@ -271,9 +300,7 @@ fn run_started(
     if !skipped.is_empty() {
         println!("\nskipped (neither passed nor failed): {}", skipped.join(", "));
     }
-    // What the suite's time is made of: the boots (a skipped run makes none).
-    let boots = runs.iter().filter(|run| run.verdict != Verdict::Skip).count()
-        - usize::from(with_host_merge_check);
+    let boots = walls.len();
     let report = Report { passed, failed, runs };
     if let Some(path) = &options.json {
         let text = serde_json::to_string_pretty(&report)?;

@@ -140,6 +140,18 @@ impl RunReport {
     }
 }
 
+impl RunReport {
+    /// The report of a run of a folded boot that ended before the run's segment: a failure.
+    pub fn not_reached(spec: &RunSpec, note: String, log: &Path) -> RunReport {
+        RunReport {
+            verdict: Verdict::Crash,
+            judged: "wrong".into(),
+            reason: format!("not reached: the machine ended in an earlier segment ({note})"),
+            ..RunReport::skipped(spec, String::new(), log)
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct Report {
     pub passed: u32,
