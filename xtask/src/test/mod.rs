@@ -30,15 +30,23 @@ use std::time::{Duration, Instant};
 
 /// Runs the host unit tests of the whole workspace; true if they passed.
 fn host_tests() -> Result<bool> {
+    println!("==> host unit tests: cargo test --workspace");
+    let output = host_tests_quietly()?;
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    Ok(output.status.success())
+}
+
+/// `cargo test --workspace --quiet`, its output kept: the suite runs it beside the image builds
+/// and prints it afterwards.
+fn host_tests_quietly() -> Result<std::process::Output> {
     let root = build::project_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    println!("==> host unit tests: cargo test --workspace");
-    let status = std::process::Command::new(cargo)
+    std::process::Command::new(cargo)
         .current_dir(&root)
         .args(["test", "--workspace", "--quiet"])
-        .status()
-        .context("cannot run cargo test")?;
-    Ok(status.success())
+        .output()
+        .context("cannot run cargo test")
 }
 
 const HOST_MERGE_RUN_ID: &str = "harness:host-broken-in-merge";
@@ -133,7 +141,9 @@ fn run_started(
     with_host_merge_check: bool,
 ) -> Result<bool> {
     let suite_started = Instant::now();
-    let host_ok = if options.skip_host_tests { true } else { host_tests()? };
+    // The host tests run beside the image builds (neither waits for the other's result); their
+    // output follows the builds'.
+    let host_tests = (!options.skip_host_tests).then(|| std::thread::spawn(host_tests_quietly));
 
     // Build each variant and loader once, before any boot.
     let image_key = |spec: &RunSpec| format!("{:?} {:?}", spec.variant, spec.loader);
@@ -148,6 +158,18 @@ fn run_started(
             slot.insert(build::build(&spec.variant, spec.loader, true)?.image);
         }
     }
+
+    let host_ok = match host_tests {
+        None => true,
+        Some(tests) => {
+            println!("==> host unit tests: cargo test --workspace");
+            let output =
+                tests.join().map_err(|_| anyhow::anyhow!("the host tests' thread panicked"))??;
+            print!("{}", String::from_utf8_lossy(&output.stdout));
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+            output.status.success()
+        }
+    };
 
     println!("==> booting {} runs under QEMU ({})", specs.len(), qemu.display());
     let first_args = qemu::boot_args(&qemu::BootSpec {
