@@ -6,6 +6,8 @@
 //! Outside softtdx these skip: natively there is no TDX module, and in a real TD the kernel
 //! cannot make memory pending again (the checks of memory above 4 GiB cover a TD).
 
+#[cfg(feature = "test-modes")]
+use super::natively;
 use super::{Context, Tally};
 use crate::skip;
 #[cfg(feature = "test-modes")]
@@ -57,17 +59,25 @@ fn model_checks(ctx: &Context, tally: &mut Tally) {
         return;
     };
     let offset = crate::memory::physical_memory_offset().unwrap_or(0);
+    // Filling the chunk and reading it back are plain stores and loads to private RAM, which the
+    // model has nothing to decide about: they run with single-stepping off (`natively`), which
+    // spares a million single-step traps per 4 MiB and loses nothing. The model's memory rules
+    // are page-fault based (a pending or shared page is non-present in the physical map,
+    // `softtdx::pages`) and hold with TF clear: a load or store that reached a page still
+    // pending would stop the run as it does stepped. The TDCALLs (`accept_range`) stay stepped.
     let fill = |value: u8| {
-        // SAFETY: the chunk is usable memory nothing else uses (see `scratch_chunk`), mapped at
-        // `offset`; it is accepted (private) whenever this runs.
-        unsafe { core::ptr::write_bytes((offset + gpa) as *mut u8, value, CHUNK as usize) }
+        natively(|| {
+            // SAFETY: the chunk is usable memory nothing else uses (see `scratch_chunk`), mapped
+            // at `offset`; it is accepted (private) whenever this runs.
+            unsafe { core::ptr::write_bytes((offset + gpa) as *mut u8, value, CHUNK as usize) }
+        })
     };
     let all_zero = || {
         // SAFETY: as in `fill`; read only after the accept, which made the chunk present again.
         let bytes = unsafe {
             core::slice::from_raw_parts((offset + gpa) as *const u64, (CHUNK / 8) as usize)
         };
-        bytes.iter().all(|b| *b == 0)
+        natively(|| bytes.iter().all(|b| *b == 0))
     };
     let make_pending = || pages::set(gpa, gpa + CHUNK, PageState::Pending).is_ok();
 
