@@ -123,7 +123,11 @@ impl Frames {
     /// unaccepted; stops the kernel if the module refuses.
     fn accept(region: &mut Region, from: u64, to: u64, stats: &mut AcceptStats) {
         let Some(bitmap) = region.unaccepted.as_mut() else { return };
+        // Each search starts after the unit just taken (every unit before it in the range is
+        // accepted), not at `from` again: a range of n units costs n steps, not n²/2.
+        let mut from = from;
         while let Some((start, end)) = bitmap.take(from, to) {
+            from = end;
             // SAFETY: the unit was unaccepted until now, so nothing in the kernel uses it.
             match unsafe { tdx::accept::accept_range(start, end - start) } {
                 Ok(done) => stats.add(&done),
