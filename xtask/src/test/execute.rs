@@ -76,9 +76,13 @@ pub(super) fn execute_folded(
     options: &Options,
     qemu: &Path,
 ) -> Result<Vec<RunReport>> {
+    // The machine ends in the last segment: its expectation sets the boot's limits (a hang's
+    // watch after its marker).
+    let last = specs[specs.len() - 1];
     let boot_spec = RunSpec {
         id: fold::boot_id(specs),
         mode_flag: Some(fold::mode_file(specs)),
+        expect: last.expect.clone(),
         ..specs[0].clone()
     };
     let booted = boot(&boot_spec, image, options, qemu, options.firmware.clone(), None)?;

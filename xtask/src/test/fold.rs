@@ -33,10 +33,11 @@ fn foldable(spec: &RunSpec) -> bool {
         && !NO_DEBUG_EXIT_RUNS.contains(&spec.id.as_str())
 }
 
-/// Whether `spec` may end a folded boot: it expects the machine to reset (a triple fault),
-/// which only the last segment can show, on a machine with nothing of its own.
+/// Whether `spec` may end a folded boot: it expects the machine to reset (a triple fault) or
+/// the kernel to hang, which only the last segment can show, on a machine with nothing of its
+/// own.
 fn may_end_a_fold(spec: &RunSpec) -> bool {
-    matches!(spec.expect, Expect::Crash { .. })
+    matches!(spec.expect, Expect::Crash { .. } | Expect::Timeout { .. })
         && spec.loader == LoaderKind::Own
         && !spec.variant.td_image
         && spec.firmware.is_none()
@@ -44,7 +45,7 @@ fn may_end_a_fold(spec: &RunSpec) -> bool {
 
 /// The boots for `specs`: indices of the runs each boot makes. Foldable runs of the same image
 /// (kernel variant and loader) and machine share one boot, in list order, and one run that
-/// expects a reset of that image and machine ends it.
+/// expects a reset or a hang of that image and machine ends it.
 pub fn boots(specs: &[RunSpec]) -> Vec<Vec<usize>> {
     let same_boot = |a: &RunSpec, b: &RunSpec| {
         a.variant == b.variant && a.loader == b.loader && a.machine == b.machine
@@ -64,24 +65,27 @@ pub fn boots(specs: &[RunSpec]) -> Vec<Vec<usize>> {
             None => boots.push(vec![index]),
         }
     }
-    // The resets: each ends the first fold of its image and machine that has no end yet.
+    // The resets and hangs: each ends the first fold of its image and machine that has no end
+    // yet, wherever the two stand in the list.
     let mut ended = vec![false; boots.len()];
-    let mut kept = Vec::with_capacity(boots.len());
-    for boot in boots {
-        let spec = &specs[boot[0]];
-        if let ([_], true) = (boot.as_slice(), may_end_a_fold(spec)) {
-            let fold = kept.iter().position(|other: &Vec<usize>| {
-                other.len() > 1 && foldable(&specs[other[0]]) && same_boot(&specs[other[0]], spec)
-            });
-            if let Some(fold) = fold.filter(|&f| !ended[f]) {
-                kept[fold].push(boot[0]);
-                ended[fold] = true;
-                continue;
-            }
+    let mut joined = vec![false; boots.len()];
+    for single in 0..boots.len() {
+        let spec = &specs[boots[single][0]];
+        if boots[single].len() != 1 || !may_end_a_fold(spec) {
+            continue;
         }
-        kept.push(boot);
+        let fold = (0..boots.len()).find(|&f| {
+            let first = &specs[boots[f][0]];
+            !ended[f] && boots[f].len() > 1 && foldable(first) && same_boot(first, spec)
+        });
+        if let Some(fold) = fold {
+            let run = boots[single][0];
+            boots[fold].push(run);
+            ended[fold] = true;
+            joined[single] = true;
+        }
     }
-    kept
+    boots.into_iter().zip(joined).filter(|(_, joined)| !joined).map(|(boot, _)| boot).collect()
 }
 
 /// The name of a folded boot (its log file, its recorded duration): its first run's id.
@@ -209,11 +213,12 @@ mod tests {
             first.contains(&"attributes:no-sept-ve-disable") && first.contains(&"harness:panic")
         );
         assert_eq!(first.last(), Some(&"harness:triple-fault"));
-        // The broken-ve-ordering kernel: its five runs.
-        assert_eq!(folded[1].len(), 5);
-        assert!(folded[1].iter().all(|id| id.contains("ve") || id.contains("rf-left-set")));
-        // Never folded: a pass, a run with its own QMP NMIs, the loader's refusal, the hang.
-        for alone in ["native", "td-machine:native", "harness:old-bootloader-api", "harness:hang"] {
+        // The broken-ve-ordering kernel: its five runs, and the hang.
+        assert_eq!(folded[1].len(), 6);
+        // The hang ends the other.
+        assert_eq!(folded[1].last(), Some(&"harness:hang"));
+        // Never folded: a pass, a run with its own QMP NMIs, the loader's refusal.
+        for alone in ["native", "td-machine:native", "harness:old-bootloader-api"] {
             assert!(boots.iter().any(|b| ids(b) == [alone]), "{alone} must boot alone");
         }
         // Every run is in exactly one boot.

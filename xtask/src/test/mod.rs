@@ -141,8 +141,8 @@ fn run_started(
     with_host_merge_check: bool,
 ) -> Result<bool> {
     let suite_started = Instant::now();
-    // The host tests run beside the image builds (neither waits for the other's result); their
-    // output follows the builds'.
+    // The host tests run beside the image builds and the boots (nothing waits for their result
+    // but the verdict); their output follows the boots'.
     let host_tests = (!options.skip_host_tests).then(|| std::thread::spawn(host_tests_quietly));
 
     // Build each variant and loader once, before any boot.
@@ -158,18 +158,6 @@ fn run_started(
             slot.insert(build::build(&spec.variant, spec.loader, true)?.image);
         }
     }
-
-    let host_ok = match host_tests {
-        None => true,
-        Some(tests) => {
-            println!("==> host unit tests: cargo test --workspace");
-            let output =
-                tests.join().map_err(|_| anyhow::anyhow!("the host tests' thread panicked"))??;
-            print!("{}", String::from_utf8_lossy(&output.stdout));
-            eprint!("{}", String::from_utf8_lossy(&output.stderr));
-            output.status.success()
-        }
-    };
 
     println!("==> booting {} runs under QEMU ({})", specs.len(), qemu.display());
     let first_args = qemu::boot_args(&qemu::BootSpec {
@@ -235,6 +223,18 @@ fn run_started(
         }
     });
     let boots_wall = boots_started.elapsed();
+    let host_ok = match host_tests {
+        None => true,
+        Some(tests) => {
+            println!("==> host unit tests: cargo test --workspace");
+            let output =
+                tests.join().map_err(|_| anyhow::anyhow!("the host tests' thread panicked"))??;
+            print!("{}", String::from_utf8_lossy(&output.stdout));
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+            output.status.success()
+        }
+    };
+
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(index, _)| *index);
 

@@ -24,7 +24,8 @@
 //! - `harness:page-fault`, `harness:panic`: the native kernel crashes on purpose; expect the
 //!   unexpected-exception report or the panic message with its location, and the failure exit.
 //! - `harness:triple-fault`: the kernel triple-faults on purpose; expect `crash`.
-//! - `harness:hang`: the kernel spins forever; expect `timeout`.
+//! - `harness:hang`: the kernel spins forever; expect `timeout`. (Booted from the
+//!   broken-ve-ordering image, whose folded boot it ends: see the run list below.)
 //! - `harness:broken-emulation`: one softtdx boot of one kernel built with four breakages
 //!   ([`broken_emulation_variant`]): `serial.scratch` inverted (`--fail-check`), an IN merge
 //!   that keeps RAX[63:32] on `in eax`, an MMIO MOVZX into a 32-bit register that keeps bits
@@ -329,12 +330,16 @@ pub fn default_runs(
         timeout,
         firmware: None,
     });
+    // The image of the misordering runs below: natively its #VE handler never runs, so it
+    // hangs as the default image does, and the hang ends that image's folded boot (a hang, like
+    // a reset, can only be a folded boot's last segment; the default image's ends in the triple
+    // fault).
     runs.push(RunSpec {
         id: "harness:hang".into(),
         mode: "native",
         machine: Machine::Td,
         mode_flag: Some("hang".into()),
-        variant: KernelVariant::default(),
+        variant: KernelVariant { broken_ve_ordering: true, ..KernelVariant::default() },
         loader,
         expect: Expect::Timeout { marker: "hang requested by the boot flags".into() },
         timeout,
