@@ -401,8 +401,10 @@ fn run_side(
     };
     let ves = crate::counters::VE_IO.get() - ves_before;
     state.rflags &= !(crate::arch::rflags::TF | crate::arch::rflags::RF);
-    let device = natively(|| form.device.observe());
-    Observation { state, rip_after, ves, device, buffer: *buffer() }
+    // Observing the device, and copying the buffer and comparing the sides below, are plain
+    // port reads of the native side and memory copies: with single-stepping off, as the reset.
+    let (device, buffer) = natively(|| (form.device.observe(), *buffer()));
+    Observation { state, rip_after, ves, device, buffer }
 }
 
 fn describe_difference(native: &Observation, model: &Observation) -> FixedString<160> {
@@ -489,7 +491,7 @@ fn compare_from(
     }
     // The #VE counts differ by design; everything architectural must not.
     let comparable = |o: &Observation| Observation { ves: 0, ..*o };
-    if comparable(&native) != comparable(&model) {
+    if natively(|| comparable(&native) != comparable(&model)) {
         print_state("native", &native);
         print_state("model", &model);
         return Outcome::Fail(describe_difference(&native, &model));
