@@ -403,8 +403,12 @@ fn zero_for_accept(start: u64, end: u64) {
     }
 }
 
-/// Zeroes each 4 KiB page of `bytes` (page-aligned) that does not read zero already.
+/// Zeroes each 4 KiB page of `bytes` (page-aligned) that does not read zero already. One scan
+/// of the whole range first: memory nothing has touched reads zero throughout.
 fn zero_pages(bytes: &mut [u8]) {
+    if reads_zero(bytes) {
+        return;
+    }
     let (pages, _) = bytes.as_chunks_mut::<{ SIZE_4K as usize }>();
     for page in pages {
         if !reads_zero(page) {
@@ -413,22 +417,23 @@ fn zero_pages(bytes: &mut [u8]) {
     }
 }
 
-/// Whether every byte of `page` (4 KiB, 8-byte aligned) is zero: one REPE SCASQ, which stops
-/// at the first nonzero quadword. One instruction per quadword (each iteration counts as one
-/// under `-icount`): the model's work is in the bench's softtdx figures, whose 8 GiB boot
-/// accepts 64 MiB more than the 2 GiB one and must stay within 1% of it
-/// (`instructions.boot_to_verdict_8g`), and a loop in Rust costs two to four per quadword.
-fn reads_zero(page: &[u8]) -> bool {
+/// Whether every byte of `bytes` (8-byte aligned, a whole number of quadwords, at least one) is
+/// zero: one REPE SCASQ, which stops at the first nonzero quadword. One instruction per
+/// quadword (each iteration counts as one under `-icount`): the model's work is in the bench's
+/// softtdx figures, whose 8 GiB boot accepts 64 MiB more than the 2 GiB one and must stay
+/// within 1% of it (`instructions.boot_to_verdict_8g`), and a loop in Rust costs two to four
+/// per quadword.
+fn reads_zero(bytes: &[u8]) -> bool {
     let zero: u8;
-    // SAFETY: REPE SCASQ reads the page's 512 quadwords at most, forward (DF is clear at an asm
+    // SAFETY: REPE SCASQ reads the slice's quadwords at most, forward (DF is clear at an asm
     // block's entry, as Rust requires), and writes only RCX, RDI and the flags.
     unsafe {
         core::arch::asm!(
             "repe scasq",
             "sete {zero}",
             zero = out(reg_byte) zero,
-            inout("rcx") page.len() / 8 => _,
-            inout("rdi") page.as_ptr() => _,
+            inout("rcx") bytes.len() / 8 => _,
+            inout("rdi") bytes.as_ptr() => _,
             in("rax") 0u64,
             options(nostack, readonly),
         )
