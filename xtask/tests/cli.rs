@@ -159,19 +159,39 @@ fn run_boots_shows_the_self_test_and_exits_zero() {
 /// Booting with a firmware that enforces Secure Boot with enrolled keys (Debian's
 /// `OVMF_CODE_4M.ms.fd`, with `OVMF_VARS_4M.ms.fd` beside it) ends at the firmware's refusal of
 /// our unsigned loader, with the Secure Boot line, long before the timeout.
+///
+/// That firmware's refusal itself is the suite's `harness:secure-boot` run, a real boot. Here
+/// QEMU is a script that prints what the firmware printed there and then waits, so this test
+/// checks `run` (the refusal recognised, QEMU stopped at it, the advice) without a second boot.
 #[test]
 fn run_with_secure_boot_firmware_stops_at_the_refusal() {
+    use std::os::unix::fs::PermissionsExt;
     let firmware = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
     if !std::path::Path::new(firmware).exists() {
         println!("skip: {firmware} not present (Debian's ovmf package)");
         return;
     }
+    let dir = std::env::temp_dir().join(format!("xtask-cli-secure-boot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake_qemu = dir.join("qemu-system-x86_64");
+    // Debian bookworm's OVMF_CODE_4M.ms.fd on the legacy machine, from a real boot's serial log.
+    let refusal = [
+        r#"BdsDxe: failed to load Boot0001 "UEFI QEMU DVD-ROM QM00005 " from PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x2,0xFFFF,0x0): Not Found"#,
+        r#"BdsDxe: loading Boot0002 "UEFI QEMU HARDDISK QM00001 " from PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x0,0xFFFF,0x0)"#,
+        r#"BdsDxe: failed to load Boot0002 "UEFI QEMU HARDDISK QM00001 " from PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x0,0xFFFF,0x0): Access Denied"#,
+    ];
+    let script: String =
+        refusal.iter().map(|line| format!("printf '%s\\r\\n' '{line}'\n")).collect();
+    std::fs::write(&fake_qemu, format!("#!/bin/sh\n{script}exec sleep 60\n")).unwrap();
+    std::fs::set_permissions(&fake_qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
     let timeout = 120;
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["run", "--firmware", firmware, "--timeout", &timeout.to_string()])
         .env_remove("OVMF_PATH")
+        .env("QEMU", &fake_qemu)
         .output()
         .expect("xtask runs");
+    let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     let verdict = stdout.lines().find(|l| l.starts_with("verdict: ")).expect("a verdict line");
