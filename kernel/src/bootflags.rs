@@ -222,11 +222,24 @@ pub struct BootFlags {
     pub nmi_window: Option<u32>,
     /// The raw flag text when it could not be parsed, for the report.
     pub unparsed: bool,
+    /// Where the flags came from in fw_cfg, for [`reread`].
+    item: Option<crate::fw_cfg::Item>,
 }
 
 /// Reads the boot flags. Runs before softtdx is enabled, so the accesses execute natively
 /// (in a real TD they go through #VE like any other port access).
 pub fn read() -> BootFlags {
+    read_from(crate::fw_cfg::find(MODE_FILE))
+}
+
+/// Reads the boot flags again from the item [`read`] found (`flags.item`), without walking
+/// fw_cfg's directory again: under softtdx this read goes through #VE, and a directory walk is
+/// some two thousand of them (the self-test's `etc/e820` read walks it through #VE).
+pub fn reread(flags: &BootFlags) -> BootFlags {
+    read_from(flags.item)
+}
+
+fn read_from(item: Option<crate::fw_cfg::Item>) -> BootFlags {
     let mut text = [0u8; MAX_MODE_LEN];
     let none = BootFlags {
         mode: Mode::Native,
@@ -234,11 +247,13 @@ pub fn read() -> BootFlags {
         softtdx_nmi: None,
         nmi_window: None,
         unparsed: false,
+        item,
     };
     let unparsed = BootFlags { unparsed: true, ..none };
-    let Some(size) = crate::fw_cfg::file(MODE_FILE, &mut text) else {
+    let Some(item) = item else {
         return none;
     };
+    let size = crate::fw_cfg::read_item(item, &mut text);
     let Ok(text) = core::str::from_utf8(&text[..size.min(MAX_MODE_LEN)]) else {
         return unparsed;
     };
@@ -271,7 +286,14 @@ pub fn read() -> BootFlags {
         },
         None => (text, None),
     };
-    let flags = |mode| BootFlags { mode, td_attributes, softtdx_nmi, nmi_window, unparsed: false };
+    let flags = |mode| BootFlags {
+        mode,
+        td_attributes,
+        softtdx_nmi,
+        nmi_window,
+        unparsed: false,
+        item: Some(item),
+    };
     match Mode::parse(text.as_bytes()) {
         Some(mode @ Mode::Softtdx(_)) => flags(mode),
         Some(mode) if td_attributes.is_none() && softtdx_nmi.is_none() => flags(mode),

@@ -35,6 +35,19 @@ fn read_bytes(buffer: &mut [u8]) {
 /// Reads fw_cfg file `name` into `buffer`; returns its full size (which may exceed the buffer,
 /// whose first bytes are then filled), or `None` without fw_cfg or without that file.
 pub fn file(name: &[u8], buffer: &mut [u8]) -> Option<usize> {
+    let item = find(name)?;
+    Some(read_item(item, buffer))
+}
+
+/// A file's item in the directory: its select key and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Item {
+    key: u16,
+    size: usize,
+}
+
+/// Finds file `name` in the directory: `None` without fw_cfg or without that file.
+pub fn find(name: &[u8]) -> Option<Item> {
     select(FW_CFG_SIGNATURE);
     let mut signature = [0u8; 4];
     read_bytes(&mut signature);
@@ -52,13 +65,18 @@ pub fn file(name: &[u8], buffer: &mut [u8]) -> Option<usize> {
         let key = u16::from_be_bytes([entry[4], entry[5]]);
         let entry_name = &entry[8..];
         let name_len = entry_name.iter().position(|&b| b == 0).unwrap_or(entry_name.len());
-        if &entry_name[..name_len] != name {
-            continue;
+        if &entry_name[..name_len] == name {
+            return Some(Item { key, size });
         }
-        let len = size.min(buffer.len());
-        select(key);
-        read_bytes(&mut buffer[..len]);
-        return Some(size);
     }
     None
+}
+
+/// Reads a file found with [`find`] into `buffer`; returns its full size (which may exceed the
+/// buffer, whose first bytes are then filled).
+pub fn read_item(item: Item, buffer: &mut [u8]) -> usize {
+    let len = item.size.min(buffer.len());
+    select(item.key);
+    read_bytes(&mut buffer[..len]);
+    item.size
 }

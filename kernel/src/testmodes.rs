@@ -33,12 +33,13 @@ pub fn enter(boot_info: &mut bootloader_api::BootInfo) -> BootFlags {
         // equals the #VEs handled).
         softtdx::set_nmi_point(flags.softtdx_nmi);
         // In a TD the boot-mode read is the kernel's first #VE. Under softtdx it had to run
-        // natively to learn that the model is wanted; read it again, now through #VE, and
-        // only then arm the fault scenario (which is about the code after it).
+        // natively to learn that the model is wanted; read the file again (the item found
+        // natively), now through #VE, and only then arm the fault scenario (which is about the
+        // code after it).
         // With the model on, TD detection succeeds: mark the TD now, as `early_detect` does
         // before the first port access in a real TD.
         crate::tdx::early_detect();
-        if bootflags::read().mode != flags.mode {
+        if bootflags::reread(&flags).mode != flags.mode {
             println!("tdx-unikernel: the boot mode read through #VE differs from the native read");
             exit::exit(exit::ExitCode::Failure);
         }
