@@ -21,8 +21,9 @@ pub(super) const HANG_GRACE: Duration = Duration::from_secs(2);
 
 /// Guest memory of the eager-accept boot (`accept:eager`): q35 puts 2 GiB below 4 GiB from
 /// 2.75 GiB of RAM on, so 5 GiB leaves 3 GiB above 4 GiB for the model to leave unaccepted.
-/// That shows all of it accepted at boot as well as the td machine's 8 GiB does, in about half
-/// the time (the model zeroes every page it accepts).
+/// That shows all of it accepted at boot as well as the td machine's 8 GiB does. (Chosen when
+/// the model wrote every page it accepted; since it writes only pages that do not read zero,
+/// 8 GiB would cost little more.)
 const ACCEPT_EAGER_MEMORY: &str = "5G";
 
 pub(super) fn logs_dir() -> PathBuf {
