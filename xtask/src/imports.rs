@@ -266,7 +266,7 @@ fn char_literal_len(s: &str) -> Option<usize> {
 }
 
 /// The code with `#[cfg(test)]`-gated inline modules removed.
-fn strip_tests(code: &str) -> String {
+pub(crate) fn strip_tests(code: &str) -> String {
     let mut out = String::with_capacity(code.len());
     let mut rest = code;
     while let Some(at) = rest.find("#[cfg(test)]") {

@@ -9,6 +9,8 @@ mod bench;
 mod build;
 #[cfg(test)]
 mod doc_links;
+#[cfg(test)]
+mod file_sizes;
 mod firmware;
 mod fuzz;
 #[cfg(test)]
