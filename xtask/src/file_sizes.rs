@@ -11,24 +11,13 @@ pub const MAX_LINES: usize = 800;
 
 /// Every `.rs` file under `project` outside `target/`, hidden directories and test files.
 pub fn source_files(project: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut dirs = vec![project.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                if !(name.starts_with('.') || name == "target" || name == "tests") {
-                    dirs.push(path);
-                }
-            } else if name.ends_with(".rs") && name != "tests.rs" && !name.ends_with("_tests.rs") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
+    crate::imports::files_under(project, &|dir| dir == "tests")
+        .into_iter()
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.ends_with(".rs") && name != "tests.rs" && !name.ends_with("_tests.rs")
+        })
+        .collect()
 }
 
 /// Lines of `code` outside its `#[cfg(test)]` modules.

@@ -422,26 +422,34 @@ fn absolute(here: &[String], _is_dir_module: bool, path: &WrittenPath) -> Option
 /// The crate roots this project keeps free of circles: every `src/main.rs` and `src/lib.rs`
 /// under the project, outside `target/` and hidden directories.
 pub fn crate_roots(project: &Path) -> Vec<PathBuf> {
-    let mut roots = Vec::new();
+    files_under(project, &|dir| dir == "fuzz")
+        .into_iter()
+        .filter(|path| {
+            path.file_name().is_some_and(|name| name == "main.rs" || name == "lib.rs")
+                && path.parent().is_some_and(|p| p.ends_with("src"))
+        })
+        .collect()
+}
+
+/// Every file under `project`, sorted, outside `target/`, hidden directories and the
+/// directories `skip` names.
+pub(crate) fn files_under(project: &Path, skip: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     let mut dirs = vec![project.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if path.is_dir() {
-                if !(name.starts_with('.') || name == "target" || name == "fuzz") {
-                    dirs.push(path);
-                }
-            } else if (name == "main.rs" || name == "lib.rs")
-                && path.parent().is_some_and(|p| p.ends_with("src"))
-            {
-                roots.push(path);
+            if !path.is_dir() {
+                files.push(path);
+            } else if !(name.starts_with('.') || name == "target" || skip(&name)) {
+                dirs.push(path);
             }
         }
     }
-    roots.sort();
-    roots
+    files.sort();
+    files
 }
 
 #[cfg(test)]
