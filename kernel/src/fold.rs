@@ -232,36 +232,31 @@ fn data_segment(inside: u64) -> Option<(u64, usize, usize)> {
 /// segment follows, ends this one and restarts the kernel for it (never returns); otherwise
 /// returns, and the caller leaves the machine.
 pub fn end_segment(value: u32) {
-    // From here on nothing may be single-stepped: the model is about to be zeroed.
-    // SAFETY: only RFLAGS.TF changes; the stack slot is pushed and popped in the block.
-    unsafe {
-        core::arch::asm!(
-            "pushfq",
-            "and qword ptr [rsp], {not_tf}",
-            "popfq",
-            not_tf = const !crate::arch::rflags::TF,
-        )
-    };
     let record = record();
     if record.segment + 1 >= record.segments.max(1) {
+        // The machine's own end: the caller goes on as in an unfolded boot, stepped as before.
         return;
     }
-    let _ = write!(
-        crate::console::NativeConsole,
-        "\n{SEGMENT_END}{} of {}: exit {value:#x}",
-        record.segment + 1,
-        record.segments
-    );
-    if !record.captured {
-        let _ = writeln!(
+    // The end line is written natively, and a restart zeroes the model: nothing from here on
+    // may be single-stepped. (TF comes back only if the restart is refused.)
+    crate::arch::without_single_step(|| {
+        let _ = write!(
             crate::console::NativeConsole,
-            "; cannot restart: the entry record was not taken: {}",
-            record.refused.unwrap_or("unknown")
+            "\n{SEGMENT_END}{} of {}: exit {value:#x}",
+            record.segment + 1,
+            record.segments
         );
-        return;
-    }
-    let _ = writeln!(crate::console::NativeConsole, "; restarting the kernel for the next");
-    restart(record)
+        if !record.captured {
+            let _ = writeln!(
+                crate::console::NativeConsole,
+                "; cannot restart: the entry record was not taken: {}",
+                record.refused.unwrap_or("unknown")
+            );
+            return;
+        }
+        let _ = writeln!(crate::console::NativeConsole, "; restarting the kernel for the next");
+        restart(record)
+    })
 }
 
 fn restart(record: &mut Record) -> ! {
