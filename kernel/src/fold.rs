@@ -33,9 +33,17 @@ use core::fmt::Write;
 /// The line that ends every segment but the last: `{SEGMENT_END}{n} of {count}: exit {value:#x}`.
 pub const SEGMENT_END: &str = "tdx-unikernel: fold: end of segment ";
 
-/// Room for the loader's page tables: 4 KiB each. The td machine's 8 GiB physical map in 2 MiB
-/// leaves, the kernel, its stack and the boot info take about twenty.
+/// Room for the loader's page tables, 4 KiB each, other than the linear page directories below.
+/// With Debian 12's OVMF the td machine has 26 tables in all (the legacy machine 22).
 const MAX_TABLES: usize = 64;
+/// Room for *linear* page directories: 512 present 2 MiB leaves mapping one contiguous,
+/// 2 MiB-aligned run with the same flags, kept as their first entry (16 bytes each). The
+/// loader's physical-memory map reaches the highest address in the memory map: with Debian
+/// 13's OVMF 2025.02, whose 64-bit PCI window lies near 1 TiB, that is 1,029 directories, all
+/// but a few of them linear.
+const MAX_LINEAR: usize = 16 * 1024;
+/// A 2 MiB page, the step between a linear directory's entries.
+const PAGE_2M: u64 = 2 * 1024 * 1024;
 /// Room for the initialised part of the writable data segment (`.data`, about 8 KiB).
 const MAX_DATA: usize = 16 * 1024;
 /// Room for the boot memory map's regions.
@@ -61,6 +69,9 @@ struct Record {
     tables: usize,
     table_addresses: [u64; MAX_TABLES],
     table_copies: [[u8; PAGE]; MAX_TABLES],
+    linear: usize,
+    /// Linear page directories: their address and first entry.
+    linear_directories: [(u64, u64); MAX_LINEAR],
     /// The regions' bytes (`MemoryRegion` is `repr(C)`): bytes keep the record all zeros, so
     /// that it lies in `.bss`, not in the kernel file.
     region_bytes: usize,
@@ -82,6 +93,8 @@ static mut RECORD: Record = Record {
     tables: 0,
     table_addresses: [0; MAX_TABLES],
     table_copies: [[0; PAGE]; MAX_TABLES],
+    linear: 0,
+    linear_directories: [(0, 0); MAX_LINEAR],
     region_bytes: 0,
     region_copies: [0; MAX_REGIONS * core::mem::size_of::<MemoryRegion>()],
 };
@@ -166,6 +179,7 @@ fn capture(record: &mut Record, boot_info: &BootInfo) -> Result<(), &'static str
     }
     record.cr3 = cr3;
     record.tables = 0;
+    record.linear = 0;
     save_table(record, cr3 & crate::arch::paging::FRAME_MASK, 4)
         .ok_or("more page tables than the record holds")
 }
@@ -173,26 +187,44 @@ fn capture(record: &mut Record, boot_info: &BootInfo) -> Result<(), &'static str
 /// Saves the table at `physical` and, below the PT level, every table its entries point to.
 fn save_table(record: &mut Record, physical: u64, level: u32) -> Option<()> {
     use crate::arch::paging::{FRAME_MASK, HUGE_PAGE, PRESENT};
+    // SAFETY: a page table the loader built, mapped with all physical memory at the offset.
+    let table = unsafe { &*((record.physical_memory_offset + physical) as *const [u64; 512]) };
+    if level == 2 && is_linear(table) {
+        if record.linear == MAX_LINEAR {
+            return None;
+        }
+        record.linear_directories[record.linear] = (physical, table[0]);
+        record.linear += 1;
+        return Some(());
+    }
     if record.tables == MAX_TABLES {
         return None;
     }
     let index = record.tables;
     record.tables += 1;
     record.table_addresses[index] = physical;
-    // SAFETY: a page table the loader built, mapped with all physical memory at the offset.
-    let table = unsafe { &*((record.physical_memory_offset + physical) as *const [u8; PAGE]) };
-    record.table_copies[index] = *table;
+    for (slot, entry) in table.iter().enumerate() {
+        record.table_copies[index][slot * 8..slot * 8 + 8].copy_from_slice(&entry.to_le_bytes());
+    }
     if level == 1 {
         return Some(());
     }
-    for slot in 0..PAGE / 8 {
-        let entry = u64::from_le_bytes(table[slot * 8..slot * 8 + 8].try_into().ok()?);
+    for &entry in table {
         // A PS bit at the PML4 level is reserved; at the PDPT and PD levels it maps a page.
         if entry & PRESENT != 0 && (level == 4 || entry & HUGE_PAGE == 0) {
             save_table(record, entry & FRAME_MASK, level - 1)?;
         }
     }
     Some(())
+}
+
+/// Whether a page directory is 512 present 2 MiB leaves, each mapping the 2 MiB after the one
+/// before with the same flags: then its first entry gives back all of it.
+fn is_linear(directory: &[u64; 512]) -> bool {
+    use crate::arch::paging::{HUGE_PAGE, PRESENT};
+    let first = directory[0];
+    first & (PRESENT | HUGE_PAGE) == PRESENT | HUGE_PAGE
+        && directory.iter().zip(0..).all(|(&entry, i)| entry == first + i * PAGE_2M)
 }
 
 /// The writable segment that holds `.data` and `.bss`, from the kernel's own ELF program
@@ -267,6 +299,12 @@ fn restart(record: &mut Record) -> ! {
         for index in 0..record.tables {
             let table = (record.physical_memory_offset + record.table_addresses[index]) as *mut u8;
             core::ptr::copy_nonoverlapping(record.table_copies[index].as_ptr(), table, PAGE);
+        }
+        for &(physical, first) in &record.linear_directories[..record.linear] {
+            let directory = (record.physical_memory_offset + physical) as *mut u64;
+            for i in 0..512 {
+                directory.add(i).write(first + i as u64 * PAGE_2M);
+            }
         }
         core::arch::asm!("mov cr3, {}", in(reg) record.cr3, options(nostack));
         let cr4: u64;
