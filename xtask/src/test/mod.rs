@@ -30,11 +30,15 @@ use std::time::{Duration, Instant};
 
 /// Runs the host unit tests of the whole workspace; true if they passed.
 fn host_tests() -> Result<bool> {
+    Ok(host_tests_report(host_tests_quietly()?))
+}
+
+/// Prints the host tests' output under their heading; true if they passed.
+fn host_tests_report(output: std::process::Output) -> bool {
     println!("==> host unit tests: cargo test --workspace");
-    let output = host_tests_quietly()?;
     print!("{}", String::from_utf8_lossy(&output.stdout));
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
-    Ok(output.status.success())
+    output.status.success()
 }
 
 /// `cargo test --workspace --quiet`, its output kept: the suite runs it beside the image builds
@@ -225,14 +229,9 @@ fn run_started(
     let boots_wall = boots_started.elapsed();
     let host_ok = match host_tests {
         None => true,
-        Some(tests) => {
-            println!("==> host unit tests: cargo test --workspace");
-            let output =
-                tests.join().map_err(|_| anyhow::anyhow!("the host tests' thread panicked"))??;
-            print!("{}", String::from_utf8_lossy(&output.stdout));
-            eprint!("{}", String::from_utf8_lossy(&output.stderr));
-            output.status.success()
-        }
+        Some(tests) => host_tests_report(
+            tests.join().map_err(|_| anyhow::anyhow!("the host tests' thread panicked"))??,
+        ),
     };
 
     let mut results = results.into_inner().unwrap();

@@ -138,9 +138,7 @@ impl RunReport {
             log: log.display().to_string(),
         }
     }
-}
 
-impl RunReport {
     /// The report of a run of a folded boot that ended before the run's segment: a failure.
     pub fn not_reached(spec: &RunSpec, note: String, log: &Path) -> RunReport {
         RunReport {
