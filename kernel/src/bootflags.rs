@@ -3,7 +3,8 @@
 //!
 //! The harness boots one image in several modes (native, softtdx, fatal-fault scenarios) by
 //! passing `-fw_cfg name=opt/tdx-unikernel/mode,string=...`; a folded boot passes several modes
-//! separated by `;`, one per segment ([`crate::fold`]). Without the file the mode is native. The kernel a TD boots has no such module: the host controls fw_cfg.
+//! separated by `;`, one per segment ([`crate::fold`]). Without the file the mode is native.
+//! The kernel a TD boots has no such module: the host controls fw_cfg.
 
 const MODE_FILE: &[u8] = b"opt/tdx-unikernel/mode";
 /// Room for the file: one mode, or the `;`-separated modes of a folded boot

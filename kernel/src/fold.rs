@@ -48,13 +48,13 @@ const PAGE_2M: u64 = 2 * 1024 * 1024;
 const MAX_DATA: usize = 16 * 1024;
 /// Room for the boot memory map's regions.
 const MAX_REGIONS: usize = 128;
-const PAGE: usize = 4096;
+/// A page table's 512 entries.
+type Table = [u64; 512];
 
 /// What a restart needs, kept across restarts: [`restart`] zeroes `.bss` around it.
 struct Record {
-    /// Why the record could not be taken, if it could not (`None` also before it is taken).
+    /// Why the record could not be taken at the first entry; `None` when it was.
     refused: Option<&'static str>,
-    captured: bool,
     /// The current segment, from 0.
     segment: u32,
     /// How many modes the boot flags hold (set each time they are read; 0 before).
@@ -68,7 +68,7 @@ struct Record {
     data_copy: [u8; MAX_DATA],
     tables: usize,
     table_addresses: [u64; MAX_TABLES],
-    table_copies: [[u8; PAGE]; MAX_TABLES],
+    table_copies: [Table; MAX_TABLES],
     linear: usize,
     /// Linear page directories: their address and first entry.
     linear_directories: [(u64, u64); MAX_LINEAR],
@@ -80,7 +80,6 @@ struct Record {
 
 static mut RECORD: Record = Record {
     refused: None,
-    captured: false,
     segment: 0,
     segments: 0,
     boot_info: 0,
@@ -92,7 +91,7 @@ static mut RECORD: Record = Record {
     data_copy: [0; MAX_DATA],
     tables: 0,
     table_addresses: [0; MAX_TABLES],
-    table_copies: [[0; PAGE]; MAX_TABLES],
+    table_copies: [[0; 512]; MAX_TABLES],
     linear: 0,
     linear_directories: [(0, 0); MAX_LINEAR],
     region_bytes: 0,
@@ -130,10 +129,7 @@ pub fn enter(boot_info: &mut BootInfo, entry: fn(&'static mut BootInfo) -> !) {
     unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack)) };
     // Below the caller's frame is ours; the restarted kernel's frames start here.
     record.stack_top = rsp & !0xF;
-    match capture(record, boot_info) {
-        Ok(()) => record.captured = true,
-        Err(why) => record.refused = Some(why),
-    }
+    record.refused = capture(record, boot_info).err();
 }
 
 fn capture(record: &mut Record, boot_info: &BootInfo) -> Result<(), &'static str> {
@@ -188,7 +184,7 @@ fn capture(record: &mut Record, boot_info: &BootInfo) -> Result<(), &'static str
 fn save_table(record: &mut Record, physical: u64, level: u32) -> Option<()> {
     use crate::arch::paging::{FRAME_MASK, HUGE_PAGE, PRESENT};
     // SAFETY: a page table the loader built, mapped with all physical memory at the offset.
-    let table = unsafe { &*((record.physical_memory_offset + physical) as *const [u64; 512]) };
+    let table = unsafe { &*((record.physical_memory_offset + physical) as *const Table) };
     if level == 2 && is_linear(table) {
         if record.linear == MAX_LINEAR {
             return None;
@@ -203,9 +199,7 @@ fn save_table(record: &mut Record, physical: u64, level: u32) -> Option<()> {
     let index = record.tables;
     record.tables += 1;
     record.table_addresses[index] = physical;
-    for (slot, entry) in table.iter().enumerate() {
-        record.table_copies[index][slot * 8..slot * 8 + 8].copy_from_slice(&entry.to_le_bytes());
-    }
+    record.table_copies[index] = *table;
     if level == 1 {
         return Some(());
     }
@@ -220,7 +214,7 @@ fn save_table(record: &mut Record, physical: u64, level: u32) -> Option<()> {
 
 /// Whether a page directory is 512 present 2 MiB leaves, each mapping the 2 MiB after the one
 /// before with the same flags: then its first entry gives back all of it.
-fn is_linear(directory: &[u64; 512]) -> bool {
+fn is_linear(directory: &Table) -> bool {
     use crate::arch::paging::{HUGE_PAGE, PRESENT};
     let first = directory[0];
     first & (PRESENT | HUGE_PAGE) == PRESENT | HUGE_PAGE
@@ -278,11 +272,10 @@ pub fn end_segment(value: u32) {
             record.segment + 1,
             record.segments
         );
-        if !record.captured {
+        if let Some(why) = record.refused {
             let _ = writeln!(
                 crate::console::NativeConsole,
-                "; cannot restart: the entry record was not taken: {}",
-                record.refused.unwrap_or("unknown")
+                "; cannot restart: the entry record was not taken: {why}"
             );
             return;
         }
@@ -297,8 +290,9 @@ fn restart(record: &mut Record) -> ! {
     // memory as the kernel's own edits did, and nothing else runs.
     unsafe {
         for index in 0..record.tables {
-            let table = (record.physical_memory_offset + record.table_addresses[index]) as *mut u8;
-            core::ptr::copy_nonoverlapping(record.table_copies[index].as_ptr(), table, PAGE);
+            let table =
+                (record.physical_memory_offset + record.table_addresses[index]) as *mut Table;
+            table.write(record.table_copies[index]);
         }
         for &(physical, first) in &record.linear_directories[..record.linear] {
             let directory = (record.physical_memory_offset + physical) as *mut u64;
